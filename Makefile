@@ -1,0 +1,38 @@
+# The two commands a new machine needs: `make demo` and `make test`.
+# Each creates (or reuses) the project's virtualenv from pyproject.toml first.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: test lint bench protos clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/serving.py
+
+# Regenerate clients/_generated from proto/ with the oldest supported grpcio-tools,
+# so the committed stubs run on protobuf 5.27 through 7.x.
+protos:
+	$(PYTHON) -m venv .venv-protos
+	.venv-protos/bin/python -m pip install -q "grpcio-tools==1.66.2"
+	.venv-protos/bin/python scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .venv-protos .pytest_cache .ruff_cache

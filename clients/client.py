@@ -1,0 +1,238 @@
+"""Sync and asyncio clients for tlserve.v1.Classifier.
+
+Both retry UNAVAILABLE with exponential backoff (gRPC's own retry policy, so a
+replica restarting under a load balancer is invisible to callers) and put a deadline
+on every call. Results are plain dataclasses, not protobuf messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from clients._generated.tlserve.v1 import classifier_pb2 as pb
+from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc
+
+ImageLike = bytes | str | Path | np.ndarray
+DEFAULT_TARGET = "localhost:50051"
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    prediction_id: str
+    top: tuple[Classification, ...]
+
+    @property
+    def label(self) -> str:
+        return self.top[0].label
+
+    @property
+    def score(self) -> float:
+        return self.top[0].score
+
+
+@dataclass(frozen=True, slots=True)
+class PredictResult:
+    model_version: str
+    predictions: tuple[Prediction, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    version: str
+    labels: tuple[str, ...]
+    backbone_id: str
+    input_size: tuple[int, int]
+    created_at: str
+    parent_version: str
+    serving: bool
+    execution_providers: tuple[str, ...]
+    card: dict[str, Any]
+
+
+def _service_config(retries: int) -> str:
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": "tlserve.v1.Classifier"}],
+                    "retryPolicy": {
+                        "maxAttempts": max(2, retries + 1),
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+def _channel_options(retries: int, max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.enable_retries", 1 if retries > 0 else 0),
+        ("grpc.service_config", _service_config(retries)),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+def image_message(image: ImageLike) -> pb.Image:
+    """Encoded bytes or a file path are sent as-is; a uint8/float32 HxWx3 array as a tensor."""
+    if isinstance(image, bytes):
+        return pb.Image(encoded=image)
+    if isinstance(image, str | Path):
+        return pb.Image(encoded=Path(image).read_bytes())
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        dtype = pb.UINT8
+    elif array.dtype == np.float32:
+        dtype = pb.FLOAT32
+    else:
+        raise TypeError(f"pixel arrays must be uint8 or float32, got {array.dtype}")
+    little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return pb.Image(
+        tensor=pb.Tensor(dtype=dtype, shape=list(array.shape), data=little_endian.tobytes())
+    )
+
+
+def _predict_request(images: Sequence[ImageLike], top_k: int) -> pb.PredictRequest:
+    return pb.PredictRequest(images=[image_message(i) for i in images], top_k=top_k)
+
+
+def _predict_result(response: pb.PredictResponse) -> PredictResult:
+    return PredictResult(
+        model_version=response.model_version,
+        predictions=tuple(
+            Prediction(
+                prediction_id=p.prediction_id,
+                top=tuple(Classification(s.label, s.score) for s in p.top),
+            )
+            for p in response.predictions
+        ),
+    )
+
+
+def model_summary(info: pb.ModelInfo) -> ModelSummary:
+    return ModelSummary(
+        version=info.version,
+        labels=tuple(info.labels),
+        backbone_id=info.backbone_id,
+        input_size=(info.input_height, info.input_width),
+        created_at=info.created_at,
+        parent_version=info.parent_version,
+        serving=info.serving,
+        execution_providers=tuple(info.execution_providers),
+        card=json.loads(info.card_json) if info.card_json else {},
+    )
+
+
+class TlserveClient:
+    """Blocking client. Use as a context manager, or call `close()`."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = 30.0,
+        retries: int = 4,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        options = _channel_options(retries, max_message_bytes)
+        self.channel = (
+            grpc.secure_channel(target, credentials, options)
+            if credentials
+            else grpc.insecure_channel(target, options)
+        )
+        self.stub = pb_grpc.ClassifierStub(self.channel)
+        self.timeout = timeout
+
+    def predict(self, images: Iterable[ImageLike], top_k: int = 0) -> PredictResult:
+        response = self.stub.Predict(_predict_request(list(images), top_k), timeout=self.timeout)
+        return _predict_result(response)
+
+    def predict_one(self, image: ImageLike, top_k: int = 0) -> Prediction:
+        return self.predict([image], top_k).predictions[0]
+
+    def get_model(self, version: str = "") -> ModelSummary:
+        return model_summary(
+            self.stub.GetModel(pb.GetModelRequest(version=version), timeout=self.timeout)
+        )
+
+    def list_models(self) -> tuple[list[ModelSummary], str]:
+        response = self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
+        return [model_summary(m) for m in response.models], response.current_version
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> TlserveClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncTlserveClient:
+    """asyncio client with the same methods as TlserveClient, awaitable."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = 30.0,
+        retries: int = 4,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        options = _channel_options(retries, max_message_bytes)
+        self.channel = (
+            grpc.aio.secure_channel(target, credentials, options)
+            if credentials
+            else grpc.aio.insecure_channel(target, options)
+        )
+        self.stub = pb_grpc.ClassifierStub(self.channel)
+        self.timeout = timeout
+
+    async def predict(self, images: Iterable[ImageLike], top_k: int = 0) -> PredictResult:
+        response = await self.stub.Predict(
+            _predict_request(list(images), top_k), timeout=self.timeout
+        )
+        return _predict_result(response)
+
+    async def predict_one(self, image: ImageLike, top_k: int = 0) -> Prediction:
+        return (await self.predict([image], top_k)).predictions[0]
+
+    async def get_model(self, version: str = "") -> ModelSummary:
+        info = await self.stub.GetModel(pb.GetModelRequest(version=version), timeout=self.timeout)
+        return model_summary(info)
+
+    async def list_models(self) -> tuple[list[ModelSummary], str]:
+        response = await self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
+        return [model_summary(m) for m in response.models], response.current_version
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncTlserveClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,1 @@
+"""The gRPC surface: thin servicers over the protocol-free core, codecs, status mapping."""

@@ -1,0 +1,158 @@
+"""Assembles the server: registry, model slot, batcher, servicers, health, reflection, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from clients._generated.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+from clients._generated.tlserve.v1 import classifier_pb2, classifier_pb2_grpc
+from server.api.classifier import ClassifierServicer
+from server.api.interceptor import ServingInterceptor
+from server.api.kserve import KServeServicer
+from server.core import PredictionService
+from server.imaging import ImageLimits
+from server.metrics import ServerMetrics
+from server.model_slot import LoadedModel, ModelLoader, ModelSlot
+from server.registry import Registry
+from server.runtime import SessionFactory
+from server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_SERVICE = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
+KSERVE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+# Kubernetes' liveness probe asks for this service: alive even before a model exists.
+LIVENESS_SERVICE = "liveness"
+
+
+class TlserveServer:
+    """One server process's worth of serving; `start`, then `stop` (or `serve_forever`)."""
+
+    def __init__(self, settings: ServerSettings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.metrics_registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ServerMetrics(self.metrics_registry)
+        self.registry = Registry(settings.registry_path)
+        self.sessions = SessionFactory(settings.execution_provider, settings.intra_op_threads)
+        self.slot = ModelSlot(
+            self.registry,
+            ModelLoader(self.registry, self.sessions, warmup_batch=settings.max_batch_size),
+            self.metrics,
+            refused_retry_seconds=settings.refused_retry_seconds,
+        )
+        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self.predictions = PredictionService(
+            self.slot,
+            self.metrics,
+            self._decode_pool,
+            self._inference_pool,
+            limits=ImageLimits(settings.max_image_pixels, settings.max_image_side),
+            max_images_per_request=settings.max_images_per_request,
+            default_top_k=settings.default_top_k,
+            max_batch_size=settings.max_batch_size,
+            max_delay_seconds=settings.max_queue_delay_ms / 1000.0,
+            max_queue_items=settings.max_queue_size,
+        )
+        self.health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None
+        self._metrics_http: WSGIServer | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.port = 0
+        self.metrics_port: int | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_readiness(False)
+        self.slot.on_swap(self._on_swap)
+        self.registry.root.mkdir(parents=True, exist_ok=True)
+        await self.slot.refresh()
+        if self.slot.current is not None:
+            await self._set_readiness(True)
+        self.predictions.batcher.start()
+        self._watcher = asyncio.create_task(
+            self.slot.watch(settings.registry_poll_seconds), name="registry-watch"
+        )
+        options = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(interceptors=[ServingInterceptor(self.metrics)], options=options)
+        classifier_pb2_grpc.add_ClassifierServicer_to_server(
+            ClassifierServicer(self.predictions, self.slot, self.registry), server
+        )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            KServeServicer(self.predictions, self.slot, self.registry, settings.model_name), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [
+                CLASSIFIER_SERVICE,
+                KSERVE_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        if self.port == 0:
+            raise RuntimeError(f"could not bind gRPC to {settings.host}:{settings.port}")
+        await server.start()
+        self._grpc = server
+        if settings.metrics_port is not None:
+            http, _thread = start_http_server(
+                settings.metrics_port, addr=settings.host, registry=self.metrics_registry
+            )
+            self._metrics_http = http
+            self.metrics_port = http.server_port
+        log.info(
+            "tlserve-server listening on %s:%d (metrics on %s), registry %s, providers %s",
+            settings.host,
+            self.port,
+            self.metrics_port if self.metrics_port is not None else "off",
+            self.registry.root,
+            ",".join(self.sessions.providers),
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: report NOT_SERVING, let in-flight requests finish, then close."""
+        grace = self.settings.drain_seconds if grace is None else grace
+        await self._set_readiness(False)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        await self.predictions.batcher.stop()
+        self.slot.close()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        self._decode_pool.shutdown(wait=True)
+        self._inference_pool.shutdown(wait=True)
+
+    async def wait_for_termination(self) -> None:
+        assert self._grpc is not None
+        await self._grpc.wait_for_termination()
+
+    def _on_swap(self, model: LoadedModel) -> None:
+        asyncio.get_running_loop().create_task(self._set_readiness(True))
+
+    async def _set_readiness(self, ready: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", CLASSIFIER_SERVICE, KSERVE_SERVICE):
+            await self.health.set(service, status)

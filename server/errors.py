@@ -1,0 +1,51 @@
+"""Domain exceptions of the serving core.
+
+They know nothing about gRPC: `server.grpc.status` maps each kind to a status code in
+one table. Messages say what was wrong and what is accepted, because they reach users.
+"""
+
+from __future__ import annotations
+
+
+class TlserveError(Exception):
+    """Base of every error a client may see."""
+
+
+class InvalidInput(TlserveError):
+    """The request itself is malformed: bad image bytes, tensor, label, parameter."""
+
+
+class TooLarge(TlserveError):
+    """The request asks for more than the configured limits allow (pixels, batch size)."""
+
+
+class Overloaded(TlserveError):
+    """The server is at capacity (the batching queue is full); retry with backoff."""
+
+
+class NotFound(TlserveError):
+    """A named thing (model, version, prediction id) does not exist."""
+
+
+class NoModel(TlserveError):
+    """Nothing can be served yet, because no model version has been published."""
+
+
+class Unavailable(TlserveError):
+    """The server is shutting down or draining; retry on another replica."""
+
+
+class AlreadyExists(TlserveError):
+    """An idempotency key was reused for a different payload."""
+
+
+class Unauthenticated(TlserveError):
+    """An admin call came without a token."""
+
+
+class PermissionDenied(TlserveError):
+    """An admin call came with a wrong token."""
+
+
+class ModelRejected(TlserveError):
+    """A published version failed verification and will not be served."""

@@ -1,0 +1,108 @@
+"""Prometheus metrics of the server, registered on an injected CollectorRegistry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServerMetrics:
+    """Every metric the serving path records; one instance per server."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "tlserve_grpc_requests",
+            "gRPC requests handled, by method and status code.",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "tlserve_grpc_request_duration_seconds",
+            "gRPC request latency, by method and status code.",
+            ["method", "code"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "tlserve_grpc_requests_in_flight",
+            "gRPC requests being handled now, by method.",
+            ["method"],
+            registry=registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "tlserve_batch_queue_wait_seconds",
+            "Time images wait in the batching queue before their batch starts.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "tlserve_batch_queue_images",
+            "Images waiting in the batching queue.",
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "tlserve_batch_size",
+            "Images per inference batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.decode_seconds = Histogram(
+            "tlserve_image_decode_seconds",
+            "Time to decode and resize one image.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.inference_seconds = Histogram(
+            "tlserve_inference_seconds",
+            "Inference time of one batch, by stage (backbone, head).",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "tlserve_model_info",
+            "The served model version (value 1), with its backbone and execution provider.",
+            ["version", "backbone", "provider"],
+            registry=registry,
+        )
+        self.model_swaps = Counter(
+            "tlserve_model_swaps",
+            "Model version changes by result: full, head_only (swapped) or refused.",
+            ["result"],
+            registry=registry,
+        )
+        self.model_load_seconds = Histogram(
+            "tlserve_model_load_seconds",
+            "Time to load, verify and warm a version before it is swapped in.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.rejected_images = Counter(
+            "tlserve_rejected_images",
+            "Images refused before inference, by reason (invalid, too_large).",
+            ["reason"],
+            registry=registry,
+        )
+
+    def set_served_model(self, version: str, backbone_id: str, providers: list[str]) -> None:
+        self.model_info.clear()
+        provider = providers[0] if providers else "unknown"
+        self.model_info.labels(version=version, backbone=backbone_id[:12], provider=provider).set(1)

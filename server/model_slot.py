@@ -1,0 +1,345 @@
+"""The model slot: load and verify a published version, warm it, swap it in, drain the old one.
+
+A version is a (backbone, head) pair. A head-only version reuses the resident backbone
+session, so its swap costs milliseconds and no extra memory; a new backbone is loaded
+and warmed in a worker thread while the old version keeps serving. Requests take a
+lease on the version they started with, so a batch never mixes versions and an old
+version's sessions are released only after its last lease ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from server.errors import ModelRejected, NoModel, NotFound, TlserveError
+from server.imaging import InputSpec
+from server.metrics import ServerMetrics
+from server.registry import BackboneManifest, ModelManifest, Registry
+from server.runtime import SessionFactory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class BackboneRuntime:
+    """A resident backbone session: uint8 NHWC images -> features."""
+
+    manifest: BackboneManifest
+    session: ort.InferenceSession
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    def features(self, pixels: np.ndarray) -> np.ndarray:
+        (features,) = self.session.run(
+            [self.manifest.output_name], {self.manifest.input_name: pixels}
+        )
+        return np.asarray(features, dtype=np.float32)
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A verified, warmed version ready to answer requests."""
+
+    manifest: ModelManifest
+    backbone: BackboneRuntime
+    head: ort.InferenceSession
+    _leases: int = 0
+    _retired: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _drained: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.manifest.labels
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.backbone.manifest.input_spec
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.backbone.session.get_providers())
+
+    def head_probabilities(self, features: np.ndarray) -> np.ndarray:
+        (probabilities,) = self.head.run(
+            [self.manifest.head_output], {self.manifest.head_input: features}
+        )
+        return np.asarray(probabilities, dtype=np.float32)
+
+    def acquire(self) -> bool:
+        with self._lock:
+            if self._retired:
+                return False
+            self._leases += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._leases -= 1
+            if self._retired and self._leases == 0:
+                self._drained.set()
+
+    def retire(self) -> None:
+        """Take no new leases; `drained` is set once the last one ends."""
+        with self._lock:
+            self._retired = True
+            if self._leases == 0:
+                self._drained.set()
+
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        return self._drained.wait(timeout)
+
+    @property
+    def leases(self) -> int:
+        return self._leases
+
+
+class ModelLoader:
+    """Turns a registry version into a LoadedModel, or refuses it with a reason."""
+
+    def __init__(self, registry: Registry, sessions: SessionFactory, warmup_batch: int) -> None:
+        self.registry = registry
+        self.sessions = sessions
+        self.warmup_batch = warmup_batch
+
+    def load(self, version: str, resident: BackboneRuntime | None) -> LoadedModel:
+        try:
+            manifest = self.registry.model_manifest(version)
+        except NotFound as exc:
+            raise ModelRejected(str(exc)) from None
+        self.registry.verify_version_files(manifest)
+        if resident is not None and resident.id == manifest.backbone_id:
+            backbone = resident
+        else:
+            backbone = self._load_backbone(manifest.backbone_id)
+        head_path = self.registry.version_dir(version) / "head.onnx"
+        try:
+            head = self.sessions.create(head_path)
+        except Exception as exc:  # ONNX Runtime raises its own exception types
+            raise ModelRejected(f"version {version}: head.onnx does not load: {exc}") from None
+        _check_head_signature(manifest, backbone.manifest, head)
+        model = LoadedModel(manifest=manifest, backbone=backbone, head=head)
+        self._warm_up(model)
+        return model
+
+    def _load_backbone(self, backbone_id: str) -> BackboneRuntime:
+        manifest = self.registry.backbone_manifest(backbone_id)
+        self.registry.verify_backbone_file(backbone_id)
+        path = self.registry.backbone_dir(backbone_id) / "backbone.onnx"
+        try:
+            session = self.sessions.create(path)
+        except Exception as exc:
+            raise ModelRejected(
+                f"backbone {backbone_id[:12]}: backbone.onnx does not load: {exc}"
+            ) from None
+        _check_backbone_signature(manifest, session)
+        return BackboneRuntime(manifest=manifest, session=session)
+
+    def _warm_up(self, model: LoadedModel) -> None:
+        spec = model.input_spec
+        for batch in sorted({1, self.warmup_batch}):
+            pixels = np.zeros((batch, spec.height, spec.width, 3), dtype=np.uint8)
+            try:
+                features = model.backbone.features(pixels)
+                probabilities = model.head_probabilities(features)
+            except Exception as exc:
+                raise ModelRejected(
+                    f"version {model.version}: warm-up inference failed: {exc}"
+                ) from None
+            if probabilities.shape != (batch, len(model.labels)):
+                raise ModelRejected(
+                    f"version {model.version}: head returned shape {list(probabilities.shape)} "
+                    f"for a batch of {batch}, expected [{batch}, {len(model.labels)}]"
+                )
+            if not np.isfinite(probabilities).all():
+                raise ModelRejected(f"version {model.version}: warm-up produced non-finite scores")
+
+
+def _dims(node: ort.NodeArg) -> list[int | str | None]:
+    return list(node.shape)
+
+
+def _check_backbone_signature(manifest: BackboneManifest, session: ort.InferenceSession) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    what = f"backbone {manifest.id[:12]}"
+    if len(inputs) != 1:
+        raise ModelRejected(
+            f"{what}: has {len(inputs)} inputs {[i.name for i in inputs]}, expected exactly one"
+        )
+    (image,) = inputs
+    if image.name != manifest.input_name or image.type != "tensor(uint8)":
+        raise ModelRejected(
+            f"{what}: input is {image.name!r} {image.type}, "
+            f"backbone.json says {manifest.input_name!r} tensor(uint8)"
+        )
+    dims = _dims(image)
+    if len(dims) != 4 or dims[1:] != [manifest.height, manifest.width, 3]:
+        raise ModelRejected(
+            f"{what}: input shape {dims}, expected [batch, {manifest.height}, {manifest.width}, 3]"
+        )
+    names = [o.name for o in outputs]
+    if manifest.output_name not in names:
+        raise ModelRejected(f"{what}: no output {manifest.output_name!r} (has {names})")
+    output = outputs[names.index(manifest.output_name)]
+    out_dims = _dims(output)
+    if len(out_dims) != 2 or out_dims[1] != manifest.feature_dim:
+        raise ModelRejected(
+            f"{what}: output shape {out_dims}, expected [batch, {manifest.feature_dim}]"
+        )
+
+
+def _check_head_signature(
+    manifest: ModelManifest, backbone: BackboneManifest, head: ort.InferenceSession
+) -> None:
+    what = f"version {manifest.version}"
+    inputs, outputs = head.get_inputs(), head.get_outputs()
+    if len(inputs) != 1 or inputs[0].name != manifest.head_input:
+        raise ModelRejected(
+            f"{what}: head inputs are {[i.name for i in inputs]}, "
+            f"expected [{manifest.head_input!r}]"
+        )
+    in_dims = _dims(inputs[0])
+    if inputs[0].type != "tensor(float)" or len(in_dims) != 2 or in_dims[1] != backbone.feature_dim:
+        raise ModelRejected(
+            f"{what}: head input is {inputs[0].type} {in_dims}, "
+            f"expected tensor(float) [batch, {backbone.feature_dim}]"
+        )
+    names = [o.name for o in outputs]
+    if manifest.head_output not in names:
+        raise ModelRejected(f"{what}: head has no output {manifest.head_output!r} (has {names})")
+    out_dims = _dims(outputs[names.index(manifest.head_output)])
+    if len(out_dims) != 2 or out_dims[1] != len(manifest.labels):
+        raise ModelRejected(
+            f"{what}: head output shape {out_dims} does not match its {len(manifest.labels)} labels"
+        )
+
+
+class ModelSlot:
+    """Holds the served version and replaces it when the registry's CURRENT moves."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        loader: ModelLoader,
+        metrics: ServerMetrics,
+        refused_retry_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.loader = loader
+        self.metrics = metrics
+        self.refused_retry_seconds = refused_retry_seconds
+        self._clock = clock
+        self._current: LoadedModel | None = None
+        self._refused: dict[str, float] = {}
+        self._refresh_lock = asyncio.Lock()
+        self._on_swap: list[Callable[[LoadedModel], None]] = []
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def on_swap(self, callback: Callable[[LoadedModel], None]) -> None:
+        self._on_swap.append(callback)
+
+    def require(self) -> LoadedModel:
+        """The served version, or NoModel saying how to publish one."""
+        model = self._current
+        if model is None:
+            raise NoModel(
+                "no model version is being served yet: the registry at "
+                f"{self.registry.root} has no CURRENT version. Publish one with "
+                "`tlserve-trainer once` (or `make demo`), then retry"
+            )
+        return model
+
+    @contextmanager
+    def lease(self) -> Iterator[LoadedModel]:
+        """The served version, kept alive until the block ends."""
+        while True:
+            model = self.require()
+            if model.acquire():
+                break
+            # Lost a race with a swap: the retired model takes no new leases, the new one will.
+        try:
+            yield model
+        finally:
+            model.release()
+
+    async def refresh(self) -> bool:
+        """Load CURRENT if it moved; returns True when a new version was swapped in."""
+        async with self._refresh_lock:
+            target = await asyncio.to_thread(self.registry.current)
+            served = self._current.version if self._current else None
+            if target is None or target == served:
+                return False
+            refused_at = self._refused.get(target)
+            if refused_at is not None and self._clock() - refused_at < self.refused_retry_seconds:
+                return False
+            resident = self._current.backbone if self._current else None
+            started = time.perf_counter()
+            try:
+                model = await asyncio.to_thread(self.loader.load, target, resident)
+            except TlserveError as exc:
+                self._refuse(target, str(exc))
+                return False
+            except Exception as exc:  # a refused version must never take the server down
+                log.exception("loading version %s failed unexpectedly", target)
+                self._refuse(target, f"unexpected error: {exc}")
+                return False
+            head_only = resident is not None and model.backbone is resident
+            self._swap(model)
+            self.metrics.model_swaps.labels(result="head_only" if head_only else "full").inc()
+            self.metrics.model_load_seconds.observe(time.perf_counter() - started)
+            log.info(
+                "serving version %s (%s swap, %d labels, providers %s)",
+                model.version,
+                "head-only" if head_only else "full",
+                len(model.labels),
+                ",".join(model.providers),
+            )
+            return True
+
+    async def watch(self, poll_seconds: float) -> None:
+        """Poll CURRENT forever (cancel the task to stop)."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("registry poll failed; retrying in %.1fs", poll_seconds)
+            await asyncio.sleep(poll_seconds)
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.retire()
+            self._current = None
+
+    def _swap(self, model: LoadedModel) -> None:
+        old, self._current = self._current, model
+        self._refused.pop(model.version, None)
+        if old is not None:
+            old.retire()
+        self.metrics.set_served_model(model.version, model.backbone.id, model.providers)
+        for callback in self._on_swap:
+            callback(model)
+
+    def _refuse(self, version: str, reason: str) -> None:
+        self._refused[version] = self._clock()
+        self.metrics.model_swaps.labels(result="refused").inc()
+        served = self._current.version if self._current else "nothing"
+        log.error("refused version %s, still serving %s: %s", version, served, reason)

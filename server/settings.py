@@ -1,0 +1,122 @@
+"""Server settings: environment variables with the `TLSERVE_` prefix, or a TOML file.
+
+Nothing is read at import time; `ServerSettings.load()` builds an instance when asked.
+Every field's docstring is its documentation (the README's reference is generated
+from these classes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ExecutionProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
+ResizePolicy = Literal["stretch", "center_crop", "pad"]
+
+
+class ServerSettings(BaseSettings):
+    """Settings of `tlserve-server`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TLSERVE_",
+        use_attribute_docstrings=True,
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("./tlserve-data")
+    """Root of the embedded deployment: the registry and the SQLite store live below it."""
+
+    registry_dir: Path | None = None
+    """Model registry folder; defaults to `<data_dir>/registry`."""
+
+    host: str = "0.0.0.0"
+    """Address the gRPC server binds to."""
+
+    port: int = Field(default=50051, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (the chosen port is logged)."""
+
+    metrics_port: int | None = Field(default=9464, ge=0, le=65535)
+    """Prometheus /metrics HTTP port; empty disables the endpoint, 0 picks a free one."""
+
+    model_name: str = "tlserve"
+    """Model name in the Open Inference Protocol (KServe v2) API."""
+
+    execution_provider: ExecutionProvider = "auto"
+    """ONNX Runtime provider: auto (CUDA if a GPU is usable, else CPU), cpu, cuda or tensorrt."""
+
+    intra_op_threads: int = Field(default=0, ge=0)
+    """ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime use every core."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    """Most images the dynamic batcher runs through the model at once."""
+
+    max_queue_delay_ms: float = Field(default=2.0, ge=0.0, le=10_000.0)
+    """Longest time the first image of a batch waits for more to arrive."""
+
+    max_queue_size: int = Field(default=1024, ge=1)
+    """Most images waiting for inference; beyond it Predict fails at once (RESOURCE_EXHAUSTED)."""
+
+    max_images_per_request: int = Field(default=256, ge=1)
+    """Most images in one Predict or ModelInfer request."""
+
+    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest gRPC message accepted or sent, in bytes."""
+
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    """Largest decoded image (width x height) accepted; larger ones are refused before decoding."""
+
+    max_image_side: int = Field(default=16_384, ge=1)
+    """Largest width or height of an image accepted, in pixels."""
+
+    decode_threads: int = Field(default=2, ge=1)
+    """Threads decoding and resizing images (Pillow releases the GIL while decoding)."""
+
+    default_top_k: int = Field(default=5, ge=1)
+    """Labels returned per image when a request leaves top_k at 0 (capped at the label count)."""
+
+    registry_poll_seconds: float = Field(default=2.0, gt=0.0)
+    """How often the registry's CURRENT pointer is checked for a new version."""
+
+    refused_retry_seconds: float = Field(default=300.0, ge=0.0)
+    """How long a version that failed verification is left alone before it is tried again."""
+
+    drain_seconds: float = Field(default=10.0, ge=0.0)
+    """On shutdown: how long in-flight requests may take to finish."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the server process."""
+
+    @property
+    def registry_path(self) -> Path:
+        return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
+
+    @classmethod
+    def load(cls, toml_file: Path | None = None, **overrides: object) -> ServerSettings:
+        """Settings from (lowest first) defaults, a TOML file, the environment, overrides."""
+        if toml_file is None:
+            return cls(**overrides)  # type: ignore[arg-type]
+        if not toml_file.is_file():
+            raise FileNotFoundError(f"settings file {toml_file} does not exist")
+        config = SettingsConfigDict(**{**cls.model_config, "toml_file": toml_file})
+        with_file = type(cls.__name__, (cls,), {"model_config": config, "__doc__": cls.__doc__})
+        return with_file(**overrides)  # type: ignore[no-any-return]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # A TOML file (when `load` was given one) ranks below the environment.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
