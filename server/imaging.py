@@ -48,7 +48,9 @@ def decode_image(data: bytes, spec: InputSpec, limits: ImageLimits) -> np.ndarra
     except Image.DecompressionBombError as exc:
         raise TooLarge(f"image refused: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidInput(f"image header could not be read: {exc}") from None
+        raise InvalidInput(
+            f"image is truncated or corrupt: its header cannot be read ({exc})"
+        ) from None
     with image:
         _check_dimensions(image.width, image.height, limits)
         if image.format == "JPEG":
@@ -58,7 +60,7 @@ def decode_image(data: bytes, spec: InputSpec, limits: ImageLimits) -> np.ndarra
         try:
             image.load()
         except (OSError, SyntaxError, ValueError) as exc:
-            raise InvalidInput(f"image data is truncated or corrupt: {exc}") from None
+            raise InvalidInput(f"image is truncated or corrupt: {exc}") from None
         rgb = image if image.mode == "RGB" else _to_rgb(image)
         return _fit(rgb, spec)
 

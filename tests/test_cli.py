@@ -1,0 +1,115 @@
+"""The `tlserve` and `tlserve-server` commands, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from server.registry import Registry
+from tests.support import ServerThread, publish_colour_version, solid_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tlserve(*args: str, target: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clients.cli", "--target", target, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_predict_models_and_health(served: ServerThread, tmp_path: Path) -> None:
+    red, blue = tmp_path / "red.png", tmp_path / "blue.jpg"
+    red.write_bytes(solid_image("red"))
+    blue.write_bytes(solid_image("blue", fmt="JPEG"))
+    result = tlserve("predict", str(red), str(blue), "--top-k", "2", "--json", target=served.target)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["model_version"] == served.registry.current()
+    assert [p["top"][0]["label"] for p in report["predictions"]] == ["red", "blue"]
+    plain = tlserve("predict", str(red), target=served.target)
+    assert plain.returncode == 0 and f"{red}: red " in plain.stdout
+    models = tlserve("models", target=served.target)
+    assert models.returncode == 0 and f"* {served.registry.current()}" in models.stdout
+    health = tlserve("health", target=served.target)
+    assert health.returncode == 0 and health.stdout.strip() == "SERVING"
+
+
+def test_errors_are_reported_not_raised(served: ServerThread, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"junk")
+    result = tlserve("predict", str(junk), target=served.target)
+    assert result.returncode == 1
+    assert "INVALID_ARGUMENT" in result.stderr and "not a recognised image" in result.stderr
+    missing = tlserve("predict", str(tmp_path / "nope.png"), target=served.target)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_health_of_a_server_without_a_model(empty_server: ServerThread) -> None:
+    result = tlserve("health", target=empty_server.target)
+    assert result.returncode == 1 and result.stdout.strip() == "NOT_SERVING"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_server_process_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
+    publish_colour_version(Registry(tmp_path / "registry"))
+    config = tmp_path / "tlserve.toml"
+    port = free_port()
+    config.write_text(
+        f'host = "127.0.0.1"\nport = {port}\nmetrics_port = 0\nexecution_provider = "cpu"\n'
+    )
+    env = {**os.environ, "TLSERVE_DATA_DIR": str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.main", "--config", str(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            health = tlserve("health", target=f"127.0.0.1:{port}")
+            if health.returncode == 0:
+                break
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout
+            time.sleep(0.2)
+        image = tmp_path / "green.png"
+        image.write_bytes(solid_image("green"))
+        assert "green" in tlserve("predict", str(image), target=f"127.0.0.1:{port}").stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "draining" in output
+
+
+def test_invalid_settings_exit_with_a_message(tmp_path: Path) -> None:
+    env = {**os.environ, "TLSERVE_MAX_BATCH_SIZE": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "server.main"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "max_batch_size" in result.stderr and "greater than or equal to 1" in result.stderr

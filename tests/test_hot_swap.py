@@ -1,0 +1,141 @@
+"""Hot swap under load: no failed request, and every answer comes from one complete version."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from clients import TlserveClient
+from server.metrics import ServerMetrics
+from server.model_slot import ModelLoader, ModelSlot
+from server.registry import Registry
+from server.runtime import SessionFactory
+from tests.support import ServerThread, publish_colour_version, solid_image
+
+# Version "straight" answers each colour with its own name, "rotated" answers red with
+# blue and so on; a response mixing one version's backbone with another's head, or
+# naming the wrong version, would break the pairing checked below.
+ROTATED = {"red": "blue", "green": "red", "blue": "green"}
+
+
+def test_twenty_swaps_under_concurrent_load(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    expected: dict[str, dict[str, str]] = {}
+    first = publish_colour_version(registry)
+    expected[first] = {c: c for c in ROTATED}
+    server = ServerThread(tmp_path, max_queue_delay_ms=1.0).start()
+    failures: list[BaseException] = []
+    answers: list[tuple[str, str, str]] = []
+    stop = threading.Event()
+
+    def load(colour: str) -> None:
+        image = solid_image(colour)
+        with TlserveClient(server.target, timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    result = client.predict([image, image])
+                except grpc.RpcError as exc:
+                    failures.append(exc)
+                    continue
+                for prediction in result.predictions:
+                    answers.append((result.model_version, colour, prediction.label))
+
+    workers = [threading.Thread(target=load, args=(c,)) for c in ("red", "green", "blue") * 2]
+    for worker in workers:
+        worker.start()
+    try:
+        for swap in range(20):
+            rotated = swap % 2 == 0
+            # Every fourth version also brings a new backbone (another input size).
+            size = 32 if swap % 4 else 40 + swap
+            version = publish_colour_version(
+                registry, answer_for=ROTATED if rotated else None, size=size
+            )
+            expected[version] = ROTATED if rotated else {c: c for c in ROTATED}
+            server.wait_for_version(version)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+        server.stop()
+    assert failures == []
+    served_versions = {version for version, _, _ in answers}
+    assert len(served_versions) >= 15, "load should have seen most versions"
+    wrong = [(v, c, label) for v, c, label in answers if expected[v][c] != label]
+    assert wrong == []
+    swaps = server.metrics_registry.get_sample_value
+    total = sum(
+        swaps("tlserve_model_swaps_total", {"result": r}) or 0 for r in ("full", "head_only")
+    )
+    assert total == 21
+    assert (swaps("tlserve_model_swaps_total", {"result": "head_only"}) or 0) >= 10
+
+
+def test_old_version_drains_before_release(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    first = publish_colour_version(registry)
+    slot = ModelSlot(
+        registry,
+        ModelLoader(registry, SessionFactory("cpu", 1), warmup_batch=2),
+        ServerMetrics(CollectorRegistry()),
+    )
+    asyncio.run(slot.refresh())
+    with slot.lease() as old:
+        assert old.version == first
+        second = publish_colour_version(registry, size=48)
+        assert asyncio.run(slot.refresh())
+        assert slot.current is not None and slot.current.version == second
+        assert not old.wait_drained(0.05), "a leased version must not be released"
+        features = old.backbone.features(np.zeros((1, 32, 32, 3), dtype=np.uint8))
+        assert features.shape == (1, 3)
+    assert old.wait_drained(1.0)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["hash", "labels", "missing_backbone", "bad_onnx"],
+)
+def test_bad_version_is_refused_and_the_old_one_keeps_serving(tmp_path: Path, damage: str) -> None:
+    registry = Registry(tmp_path / "registry")
+    good = publish_colour_version(registry)
+    server = ServerThread(tmp_path).start()
+    try:
+        bad = publish_colour_version(registry, make_current=False, size=36)
+        directory = registry.version_dir(bad)
+        manifest = registry.model_manifest(bad)
+        if damage == "hash":
+            (directory / "head.onnx").write_bytes(
+                (directory / "head.onnx").read_bytes()[:-1] + b"x"
+            )
+        elif damage == "labels":
+            text = (directory / "model.json").read_text()
+            (directory / "model.json").write_text(text.replace('"blue"', '"blue", "purple"', 1))
+        elif damage == "missing_backbone":
+            shutil.rmtree(registry.backbone_dir(manifest.backbone_id))
+        else:
+            backbone_file = registry.backbone_dir(manifest.backbone_id) / "backbone.onnx"
+            backbone_file.write_bytes(b"not onnx")
+        registry.set_current(bad) if damage != "labels" else (registry.root / "CURRENT").write_text(
+            bad
+        )
+        deadline = time.monotonic() + 10
+        refused = server.metrics_registry.get_sample_value
+        while (refused("tlserve_model_swaps_total", {"result": "refused"}) or 0) < 1:
+            assert time.monotonic() < deadline, "the bad version was never refused"
+            time.sleep(0.02)
+        time.sleep(0.3)  # several polls: the refusal is not retried in a tight loop
+        assert refused("tlserve_model_swaps_total", {"result": "refused"}) == 1
+        with TlserveClient(server.target) as client:
+            result = client.predict([solid_image("red")])
+        assert result.model_version == good and result.predictions[0].label == "red"
+    finally:
+        server.stop()

@@ -1,0 +1,220 @@
+"""The Open Inference Protocol (KServe v2): tritonclient end to end, and bad requests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from clients._generated.inference import grpc_predict_v2_pb2 as pb
+from clients._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from server.api.codec import encode_bytes_tensor
+from tests.support import ServerThread, solid_image
+
+PROBE = Path(__file__).with_name("triton_probe.py")
+
+
+def test_tritonclient_against_tlserve(served: ServerThread) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(PROBE), served.target, "tlserve"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    version = served.registry.current()
+    assert report["server_live"] and report["server_ready"] and report["model_ready"]
+    metadata = report["metadata"]
+    assert metadata["name"] == "tlserve" and metadata["versions"] == [version]
+    assert [(i["name"], i["datatype"]) for i in metadata["inputs"]] == [
+        ("IMAGE", "BYTES"),
+        ("PIXELS", "UINT8"),
+    ]
+    assert metadata["inputs"][1]["shape"] == ["-1", "32", "32", "3"]
+    assert metadata["outputs"][0]["shape"] == ["-1", "3"]
+    assert report["server_metadata"]["name"] == "tlserve"
+    assert report["bytes_labels"] == ["red", "blue", "green"]
+    assert report["bytes_probabilities_shape"] == [3, 3]
+    assert report["bytes_version"] == version and report["bytes_request_id"] == "req-1"
+    assert report["uint8_labels"] == ["red", "blue", "green"]
+    assert report["uint8_argmax"] == [0, 2, 1]
+    assert report["uint8_row_sums"] == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
+    assert [row[0].split(":")[1:] for row in report["classification"]] == [
+        ["0", "red"],
+        ["2", "blue"],
+        ["1", "green"],
+    ]
+    assert all(len(row) == 2 for row in report["classification"])
+    assert report["unknown_model_error"]["status"] == "StatusCode.NOT_FOUND"
+    assert "no-such-model" in report["unknown_model_error"]["message"]
+
+
+def _infer(target: str, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    with grpc.insecure_channel(target) as channel:
+        return pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+
+
+def _bytes_input(images: list[bytes]) -> pb.ModelInferRequest.InferInputTensor:
+    return pb.ModelInferRequest.InferInputTensor(
+        name="IMAGE", datatype="BYTES", shape=[len(images)]
+    )
+
+
+def test_contents_instead_of_raw(served: ServerThread) -> None:
+    tensor = _bytes_input([b"", b""])
+    tensor.contents.bytes_contents.extend([solid_image("green"), solid_image("red")])
+    response = _infer(served.target, pb.ModelInferRequest(model_name="tlserve", inputs=[tensor]))
+    labels = response.outputs[1]
+    assert labels.name == "LABEL" and labels.shape == [2]
+    assert response.raw_output_contents[1] == encode_bytes_tensor([b"green", b"red"])
+    probabilities = np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(2, 3)
+    assert probabilities.argmax(axis=1).tolist() == [1, 0]
+
+
+def _pixels(shape: list[int], datatype: str = "UINT8") -> pb.ModelInferRequest.InferInputTensor:
+    return pb.ModelInferRequest.InferInputTensor(name="PIXELS", datatype=datatype, shape=shape)
+
+
+BAD = {
+    "unknown model": (
+        pb.ModelInferRequest(
+            model_name="other", inputs=[_pixels([1, 32, 32, 3])], raw_input_contents=[bytes(3072)]
+        ),
+        grpc.StatusCode.NOT_FOUND,
+        "unknown model 'other'",
+    ),
+    "unknown version": (
+        pb.ModelInferRequest(
+            model_name="tlserve",
+            model_version="v999",
+            inputs=[_pixels([1, 32, 32, 3])],
+            raw_input_contents=[bytes(3072)],
+        ),
+        grpc.StatusCode.NOT_FOUND,
+        "'v999' is not being served",
+    ),
+    "no inputs": (
+        pb.ModelInferRequest(model_name="tlserve"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "exactly one input",
+    ),
+    "unknown input": (
+        pb.ModelInferRequest(
+            model_name="tlserve",
+            inputs=[pb.ModelInferRequest.InferInputTensor(name="X", datatype="UINT8", shape=[1])],
+            raw_input_contents=[b"\0"],
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unknown input 'X'",
+    ),
+    "wrong dtype": (
+        pb.ModelInferRequest(
+            model_name="tlserve",
+            inputs=[_pixels([1, 32, 32, 3], "INT32")],
+            raw_input_contents=[bytes(12288)],
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "datatype INT32 is not accepted",
+    ),
+    "wrong rank": (
+        pb.ModelInferRequest(
+            model_name="tlserve", inputs=[_pixels([32, 32, 3])], raw_input_contents=[bytes(3072)]
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "expected [batch, height, width, 3]",
+    ),
+    "short raw data": (
+        pb.ModelInferRequest(
+            model_name="tlserve", inputs=[_pixels([2, 32, 32, 3])], raw_input_contents=[bytes(3072)]
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "has 3072 bytes",
+    ),
+    "nan in fp32": (
+        pb.ModelInferRequest(
+            model_name="tlserve",
+            inputs=[_pixels([1, 2, 2, 3], "FP32")],
+            raw_input_contents=[np.array([np.nan] * 12, dtype="<f4").tobytes()],
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "NaN",
+    ),
+    "truncated bytes element": (
+        pb.ModelInferRequest(
+            model_name="tlserve",
+            inputs=[_bytes_input([b"x"])],
+            raw_input_contents=[b"\x10\0\0\0abc"],
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "runs past the end",
+    ),
+    "element count mismatch": (
+        pb.ModelInferRequest(
+            model_name="tlserve",
+            inputs=[_bytes_input([b"", b""])],
+            raw_input_contents=[encode_bytes_tensor([b"a"])],
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "1 elements were sent",
+    ),
+    "corrupt image": (
+        pb.ModelInferRequest(
+            model_name="tlserve",
+            inputs=[_bytes_input([b""])],
+            raw_input_contents=[encode_bytes_tensor([b"junk"])],
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not a recognised image",
+    ),
+    "unknown output": (
+        pb.ModelInferRequest(
+            model_name="tlserve",
+            inputs=[_pixels([1, 32, 32, 3])],
+            raw_input_contents=[bytes(3072)],
+            outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="LOGITS")],
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unknown outputs ['LOGITS']",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_infer_requests(served: ServerThread, case: str) -> None:
+    request, code, text = BAD[case]
+    with pytest.raises(grpc.RpcError) as info:
+        _infer(served.target, request)
+    assert info.value.code() == code, info.value.details()
+    assert text in info.value.details()
+    ok = pb.ModelInferRequest(
+        model_name="tlserve", inputs=[_pixels([1, 32, 32, 3])], raw_input_contents=[bytes(3072)]
+    )
+    assert _infer(served.target, ok).model_version == served.registry.current()
+
+
+def test_model_ready_for_versions(served: ServerThread) -> None:
+    with grpc.insecure_channel(served.target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        current = served.registry.current()
+        assert stub.ModelReady(pb.ModelReadyRequest(name="tlserve", version=current)).ready
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelReady(pb.ModelReadyRequest(name="tlserve", version="20990101-000000-000000"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelMetadata(pb.ModelMetadataRequest(name="nope"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_not_ready_before_a_model(empty_server: ServerThread) -> None:
+    with grpc.insecure_channel(empty_server.target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerLive(pb.ServerLiveRequest()).live
+        assert not stub.ServerReady(pb.ServerReadyRequest()).ready
+        assert not stub.ModelReady(pb.ModelReadyRequest(name="tlserve")).ready

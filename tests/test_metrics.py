@@ -1,0 +1,59 @@
+"""A real Prometheus scrape of /metrics, parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import contextlib
+import urllib.request
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from clients import TlserveClient
+from clients._generated.tlserve.v1 import classifier_pb2 as pb
+from tests.support import ServerThread, solid_image
+
+
+def scrape(server: ServerThread) -> dict[str, list[tuple[dict[str, str], float]]]:
+    assert server.server is not None and server.server.metrics_port
+    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def value(
+    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
+) -> float:
+    return sum(v for found, v in samples.get(name, []) if labels.items() <= found.items())
+
+
+def test_metrics_endpoint_reports_the_serving_path(served: ServerThread) -> None:
+    with TlserveClient(served.target) as client:
+        for _ in range(3):
+            client.predict([solid_image("red"), solid_image("blue")])
+        with contextlib.suppress(grpc.RpcError):
+            client.stub.Predict(pb.PredictRequest(images=[pb.Image(encoded=b"junk")]), timeout=5)
+    samples = scrape(served)
+    assert value(samples, "tlserve_grpc_requests_total", method="Predict", code="OK") == 3
+    assert (
+        value(samples, "tlserve_grpc_requests_total", method="Predict", code="INVALID_ARGUMENT")
+        == 1
+    )
+    assert value(samples, "tlserve_grpc_request_duration_seconds_count", method="Predict") == 4
+    assert value(samples, "tlserve_batch_size_sum") == 6
+    assert value(samples, "tlserve_batch_queue_wait_seconds_count") >= 3
+    assert value(samples, "tlserve_image_decode_seconds_count") == 6
+    assert value(samples, "tlserve_inference_seconds_count", stage="backbone") >= 1
+    assert value(samples, "tlserve_inference_seconds_count", stage="head") >= 1
+    assert value(samples, "tlserve_rejected_images_total", reason="invalid") == 1
+    assert value(samples, "tlserve_model_swaps_total", result="full") == 1
+    info = samples["tlserve_model_info"]
+    assert [(labels["version"], labels["provider"], v) for labels, v in info] == [
+        (served.registry.current(), "CPUExecutionProvider", 1.0)
+    ]
+    assert value(samples, "tlserve_grpc_requests_in_flight", method="Predict") == 0

@@ -1,0 +1,84 @@
+"""Runs NVIDIA's tritonclient (a KServe v2 client no one here wrote) against a tlserve server.
+
+Run as a separate process: tritonclient registers the `inference` proto package in
+protobuf's default pool, as tlserve's own stubs do. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import numpy as np
+import tritonclient.grpc as triton
+from PIL import Image
+
+COLOURS = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}
+
+
+def png(colour: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 30), COLOURS[colour]).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def main(target: str, model: str) -> None:
+    client = triton.InferenceServerClient(url=target)
+    report: dict[str, object] = {
+        "server_live": client.is_server_live(),
+        "server_ready": client.is_server_ready(),
+        "model_ready": client.is_model_ready(model),
+    }
+    metadata = client.get_model_metadata(model, as_json=True)
+    report["metadata"] = metadata
+    server_metadata = client.get_server_metadata(as_json=True)
+    report["server_metadata"] = server_metadata
+
+    order = ["red", "blue", "green"]
+    encoded = np.array([png(c) for c in order], dtype=np.object_)
+    image_input = triton.InferInput("IMAGE", [len(order)], "BYTES")
+    image_input.set_data_from_numpy(encoded)
+    result = client.infer(
+        model,
+        [image_input],
+        outputs=[
+            triton.InferRequestedOutput("PROBABILITIES"),
+            triton.InferRequestedOutput("LABEL"),
+        ],
+        request_id="req-1",
+    )
+    report["bytes_labels"] = [label.decode() for label in result.as_numpy("LABEL")]
+    report["bytes_probabilities_shape"] = list(result.as_numpy("PROBABILITIES").shape)
+    report["bytes_version"] = result.get_response().model_version
+    report["bytes_request_id"] = result.get_response().id
+
+    height, width = metadata["inputs"][1]["shape"][1:3]
+    pixels = np.stack(
+        [np.full((int(height), int(width), 3), COLOURS[c], dtype=np.uint8) for c in order]
+    )
+    pixel_input = triton.InferInput("PIXELS", list(pixels.shape), "UINT8")
+    pixel_input.set_data_from_numpy(pixels)
+    result = client.infer(model, [pixel_input])
+    probabilities = result.as_numpy("PROBABILITIES")
+    report["uint8_labels"] = [label.decode() for label in result.as_numpy("LABEL")]
+    report["uint8_argmax"] = probabilities.argmax(axis=1).tolist()
+    report["uint8_row_sums"] = probabilities.sum(axis=1).tolist()
+
+    result = client.infer(
+        model, [pixel_input], outputs=[triton.InferRequestedOutput("PROBABILITIES", class_count=2)]
+    )
+    report["classification"] = [
+        [entry.decode() for entry in row] for row in result.as_numpy("PROBABILITIES")
+    ]
+
+    try:
+        client.infer("no-such-model", [pixel_input])
+        report["unknown_model_error"] = None
+    except triton.InferenceServerException as exc:
+        report["unknown_model_error"] = {"status": exc.status(), "message": exc.message()}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
