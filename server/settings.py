@@ -29,6 +29,7 @@ class ServerSettings(BaseSettings):
         env_prefix="TLSERVE_",
         use_attribute_docstrings=True,
         extra="forbid",
+        env_parse_none_str="none",
     )
 
     data_dir: Path = Path("./tlserve-data")
@@ -44,7 +45,7 @@ class ServerSettings(BaseSettings):
     """gRPC port; 0 picks a free one (the chosen port is logged)."""
 
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)
-    """Prometheus /metrics HTTP port; empty disables the endpoint, 0 picks a free one."""
+    """Prometheus /metrics HTTP port; `none` disables the endpoint, 0 picks a free one."""
 
     model_name: str = "tlserve"
     """Model name in the Open Inference Protocol (KServe v2) API."""
@@ -55,8 +56,8 @@ class ServerSettings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0)
     """ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime use every core."""
 
-    max_batch_size: int = Field(default=32, ge=1, le=4096)
-    """Most images the dynamic batcher runs through the model at once."""
+    max_batch_size: int = Field(default=8, ge=1, le=4096)
+    """Most images per inference batch; on CPUs small batches (4-8) are fastest, GPUs want 32+."""
 
     max_queue_delay_ms: float = Field(default=2.0, ge=0.0, le=10_000.0)
     """Longest time the first image of a batch waits for more to arrive."""
