@@ -18,12 +18,15 @@ from server.api.classifier import ClassifierServicer
 from server.api.interceptor import ServingInterceptor
 from server.api.kserve import KServeServicer
 from server.core import PredictionService
+from server.feedback import FeedbackService
 from server.imaging import ImageLimits
+from server.keeper import PredictionKeeper
 from server.metrics import ServerMetrics
 from server.model_slot import LoadedModel, ModelLoader, ModelSlot
 from server.registry import Registry
 from server.runtime import SessionFactory
 from server.settings import ServerSettings
+from server.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,21 @@ class TlserveServer:
             self.metrics,
             refused_retry_seconds=settings.refused_retry_seconds,
         )
+        self.store = open_store(settings.resolved_store_url)
+        self.keeper = PredictionKeeper(
+            self.store,
+            self.metrics,
+            retention_count=settings.prediction_retention_count,
+            retention_seconds=settings.prediction_retention_seconds,
+        )
+        limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
+        self.feedback = FeedbackService(
+            self.store,
+            self.keeper,
+            self.metrics,
+            limits=limits,
+            holdout_percent=settings.holdout_percent,
+        )
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self.predictions = PredictionService(
@@ -55,17 +73,18 @@ class TlserveServer:
             self.metrics,
             self._decode_pool,
             self._inference_pool,
-            limits=ImageLimits(settings.max_image_pixels, settings.max_image_side),
+            limits=limits,
             max_images_per_request=settings.max_images_per_request,
             default_top_k=settings.default_top_k,
             max_batch_size=settings.max_batch_size,
             max_delay_seconds=settings.max_queue_delay_ms / 1000.0,
             max_queue_items=settings.max_queue_size,
+            keeper=self.keeper if settings.keep_predictions else None,
         )
         self.health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._metrics_http: WSGIServer | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self.port = 0
         self.metrics_port: int | None = None
 
@@ -79,9 +98,10 @@ class TlserveServer:
         if self.slot.current is not None:
             await self._set_readiness(True)
         self.predictions.batcher.start()
-        self._watcher = asyncio.create_task(
-            self.slot.watch(settings.registry_poll_seconds), name="registry-watch"
-        )
+        self._background = [
+            asyncio.create_task(self.slot.watch(settings.registry_poll_seconds), name="registry"),
+            asyncio.create_task(self.keeper.run(), name="keeper"),
+        ]
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -89,7 +109,7 @@ class TlserveServer:
         ]
         server = grpc.aio.server(interceptors=[ServingInterceptor(self.metrics)], options=options)
         classifier_pb2_grpc.add_ClassifierServicer_to_server(
-            ClassifierServicer(self.predictions, self.slot, self.registry), server
+            ClassifierServicer(self.predictions, self.feedback, self.slot, self.registry), server
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             KServeServicer(self.predictions, self.slot, self.registry, settings.model_name), server
@@ -128,12 +148,14 @@ class TlserveServer:
         """Drain: report NOT_SERVING, let in-flight requests finish, then close."""
         grace = self.settings.drain_seconds if grace is None else grace
         await self._set_readiness(False)
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
         if self._grpc is not None:
             await self._grpc.stop(grace)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.predictions.batcher.stop()
+        await self.keeper.flush()
+        self.store.close()
         self.slot.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

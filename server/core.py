@@ -18,8 +18,10 @@ import numpy as np
 from server.batcher import DynamicBatcher
 from server.errors import InvalidInput, TooLarge
 from server.imaging import ImageLimits, decode_image, prepare_pixels
+from server.keeper import PredictionKeeper
 from server.metrics import ServerMetrics
 from server.model_slot import LoadedModel, ModelSlot
+from server.store.base import KeptPrediction
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,10 @@ class PredictionService:
         max_batch_size: int,
         max_delay_seconds: float,
         max_queue_items: int,
+        keeper: PredictionKeeper | None = None,
     ) -> None:
         self.slot = slot
+        self.keeper = keeper
         self.metrics = metrics
         self.limits = limits
         self.max_images_per_request = max_images_per_request
@@ -109,6 +113,23 @@ class PredictionService:
             )
             for result in scored
         ]
+        if self.keeper is not None:
+            now = time.time()
+            self.keeper.keep(
+                [
+                    KeptPrediction(
+                        prediction_id=prediction.prediction_id,
+                        model_version=model.version,
+                        backbone_id=model.backbone.id,
+                        labels=model.labels,
+                        probabilities=prediction.probabilities,
+                        features=result.features,
+                        pixels=image,
+                        created_at=now,
+                    )
+                    for prediction, result, image in zip(predictions, scored, pixels, strict=True)
+                ]
+            )
         return PredictResult(version=model.version, labels=model.labels, predictions=predictions)
 
     def _resolve_top_k(self, top_k: int, model: LoadedModel) -> int:

@@ -102,6 +102,30 @@ class ServerMetrics:
             registry=registry,
         )
 
+        self.feedback = Counter(
+            "tlserve_feedback",
+            "Feedback submissions by result: accepted, duplicate (idempotent replay), rejected.",
+            ["result"],
+            registry=registry,
+        )
+        self.live_feedback = Counter(
+            "tlserve_live_feedback",
+            "Feedback on kept predictions, by the answering version and outcome (correct, wrong).",
+            ["version", "outcome"],
+            registry=registry,
+        )
+        self.live_accuracy = Gauge(
+            "tlserve_live_accuracy",
+            "Share of a version's answers that feedback confirmed (from the store, all replicas).",
+            ["version"],
+            registry=registry,
+        )
+        self.dropped_predictions = Counter(
+            "tlserve_kept_predictions_dropped",
+            "Predictions not kept because the store fell behind.",
+            registry=registry,
+        )
+
     def set_served_model(self, version: str, backbone_id: str, providers: list[str]) -> None:
         self.model_info.clear()
         provider = providers[0] if providers else "unknown"

@@ -38,6 +38,22 @@ class ServerSettings(BaseSettings):
     registry_dir: Path | None = None
     """Model registry folder; defaults to `<data_dir>/registry`."""
 
+    store_url: str = ""
+    """Feedback store: empty for SQLite at `<data_dir>/feedback.sqlite3`, `sqlite:///PATH`, or a
+    `postgresql://` URL (needed when several replicas or pods share the store)."""
+
+    holdout_percent: float = Field(default=20.0, ge=0.0, le=90.0)
+    """Share of samples in the stable holdout split (by content hash), for counts and evaluation."""
+
+    keep_predictions: bool = True
+    """Keep recent predictions (scores, features, image) for feedback by id and SuggestLabels."""
+
+    prediction_retention_count: int = Field(default=10_000, ge=1)
+    """Most kept predictions; older ones are pruned."""
+
+    prediction_retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0.0)
+    """Longest a prediction is kept; feedback naming an older one must resend the image."""
+
     host: str = "0.0.0.0"
     """Address the gRPC server binds to."""
 
@@ -98,6 +114,10 @@ class ServerSettings(BaseSettings):
     @property
     def registry_path(self) -> Path:
         return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.data_dir / 'feedback.sqlite3').resolve()}"
 
     @classmethod
     def load(cls, toml_file: Path | None = None, **overrides: object) -> ServerSettings:

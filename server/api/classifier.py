@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -10,14 +11,23 @@ from clients._generated.tlserve.v1 import classifier_pb2 as pb
 from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc
 from server.api import codec
 from server.core import PredictionService
-from server.errors import NotFound
+from server.errors import NotFound, TlserveError
+from server.feedback import FeedbackInput, FeedbackService
+from server.imaging import encode_png
 from server.model_slot import ModelSlot
-from server.registry import Registry
+from server.registry import ModelManifest, Registry
 
 
 class ClassifierServicer(pb_grpc.ClassifierServicer):
-    def __init__(self, predictions: PredictionService, slot: ModelSlot, registry: Registry) -> None:
+    def __init__(
+        self,
+        predictions: PredictionService,
+        feedback: FeedbackService,
+        slot: ModelSlot,
+        registry: Registry,
+    ) -> None:
         self.predictions = predictions
+        self.feedback = feedback
         self.slot = slot
         self.registry = registry
 
@@ -28,33 +38,74 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         result = await self.predictions.predict(images, top_k=request.top_k)
         return codec.predict_response(result)
 
+    async def SubmitFeedback(
+        self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitFeedbackResponse:
+        stored = await self.feedback.submit(codec.feedback_from_proto(request))
+        return codec.feedback_response(stored)
+
+    async def StreamFeedback(
+        self,
+        request_iterator: AsyncIterator[pb.SubmitFeedbackRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.StreamFeedbackResponse:
+        async def items() -> AsyncIterator[FeedbackInput | TlserveError]:
+            async for request in request_iterator:
+                try:
+                    yield codec.feedback_from_proto(request)
+                except TlserveError as exc:
+                    yield exc
+
+        return codec.stream_feedback_response(await self.feedback.submit_stream(items()))
+
+    async def ListLabels(
+        self, request: pb.ListLabelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLabelsResponse:
+        return codec.labels_response(await self.feedback.label_counts())
+
+    async def SuggestLabels(
+        self, request: pb.SuggestLabelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SuggestLabelsResponse:
+        strategy = codec.suggest_strategy(request.strategy)
+        suggestions = await self.feedback.suggest(request.count, strategy)
+        images = await asyncio.gather(
+            *(
+                asyncio.to_thread(encode_png, s.prediction.pixels)
+                for s in suggestions
+                if not request.omit_images
+            )
+        )
+        pngs = images if not request.omit_images else [b""] * len(suggestions)
+        return pb.SuggestLabelsResponse(
+            suggestions=[codec.suggestion(s, png) for s, png in zip(suggestions, pngs, strict=True)]
+        )
+
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:
-        served = self.slot.current
         version = request.version or self.slot.require().version
-        if served is not None and served.version == version:
-            return codec.model_info(served.manifest, serving=True, providers=served.providers)
-        manifest = await asyncio.to_thread(self.registry.model_manifest, version)
-        return codec.model_info(manifest, serving=False)
+        return await self._model_info(version)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        served = self.slot.current
         versions, current = await asyncio.gather(
             asyncio.to_thread(self.registry.versions), asyncio.to_thread(self.registry.current)
         )
         models = []
         for version in versions:
-            if served is not None and served.version == version:
-                models.append(
-                    codec.model_info(served.manifest, serving=True, providers=served.providers)
-                )
-                continue
             try:
-                manifest = await asyncio.to_thread(self.registry.model_manifest, version)
+                models.append(await self._model_info(version))
             except NotFound:
                 continue  # removed by retention between the listing and the read
-            models.append(codec.model_info(manifest, serving=False))
         return pb.ListModelsResponse(models=models, current_version=current or "")
+
+    async def _model_info(self, version: str) -> pb.ModelInfo:
+        served = self.slot.current
+        live = await self.feedback.live_accuracy(version)
+        if served is not None and served.version == version:
+            return codec.model_info(
+                served.manifest, serving=True, providers=served.providers, live=live
+            )
+        manifest: ModelManifest = await asyncio.to_thread(self.registry.model_manifest, version)
+        return codec.model_info(manifest, serving=False, live=live)

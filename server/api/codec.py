@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from clients._generated.inference import grpc_predict_v2_pb2 as kserve_pb2
 from clients._generated.tlserve.v1 import classifier_pb2 as pb
+from server.api.status import status_for
 from server.core import ImageInput, PredictResult
 from server.errors import InvalidInput
+from server.feedback import FeedbackInput, ItemResult, Suggestion
 from server.registry import ModelManifest
+from server.store.base import StoredLabel
 
 _TENSOR_DTYPES = {pb.UINT8: np.dtype(np.uint8), pb.FLOAT32: np.dtype("<f4")}
 
@@ -67,6 +70,85 @@ def _dense(data: bytes, shape: list[int], dtype: np.dtype, what: str) -> np.ndar
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
+def feedback_from_proto(request: pb.SubmitFeedbackRequest) -> FeedbackInput:
+    subject = request.WhichOneof("subject")
+    common = {
+        "label": request.label,
+        "idempotency_key": request.idempotency_key,
+        "source": request.source,
+    }
+    if subject == "prediction_id":
+        return FeedbackInput(prediction_id=request.prediction_id, **common)
+    if subject == "image":
+        (image,) = images_from_proto([request.image])
+        return FeedbackInput(encoded=image.encoded, pixels=image.pixels, **common)
+    raise InvalidInput("feedback names no image: set prediction_id or image")
+
+
+def feedback_response(stored: StoredLabel) -> pb.SubmitFeedbackResponse:
+    return pb.SubmitFeedbackResponse(
+        sample_id=stored.sample_id,
+        label=stored.label,
+        duplicate=stored.duplicate,
+        previous_label=stored.previous_label or "",
+    )
+
+
+def stream_feedback_response(results: Sequence[ItemResult]) -> pb.StreamFeedbackResponse:
+    response = pb.StreamFeedbackResponse()
+    for result in results:
+        item = response.results.add(index=result.index, accepted=result.error is None)
+        if result.stored is not None:
+            item.sample_id = result.stored.sample_id
+        if result.error is not None:
+            item.error_code = status_for(result.error).name
+            item.error = str(result.error)
+    response.accepted = sum(r.accepted for r in response.results)
+    response.rejected = len(response.results) - response.accepted
+    return response
+
+
+def labels_response(counts: Mapping[str, tuple[int, int]]) -> pb.ListLabelsResponse:
+    return pb.ListLabelsResponse(
+        labels=[
+            pb.LabelCount(label=label, samples=samples, holdout=holdout)
+            for label, (samples, holdout) in counts.items()
+        ],
+        total_samples=sum(samples for samples, _ in counts.values()),
+    )
+
+
+SUGGEST_STRATEGIES = {
+    pb.SUGGEST_STRATEGY_UNSPECIFIED: "entropy",
+    pb.LEAST_CONFIDENCE: "least_confidence",
+    pb.MARGIN: "margin",
+    pb.ENTROPY: "entropy",
+}
+
+
+def suggest_strategy(strategy: int) -> str:
+    if strategy not in SUGGEST_STRATEGIES:
+        raise InvalidInput(
+            f"unknown strategy {strategy}; accepted LEAST_CONFIDENCE, MARGIN, ENTROPY"
+        )
+    return SUGGEST_STRATEGIES[strategy]
+
+
+def suggestion(item: Suggestion, png: bytes) -> pb.Suggestion:
+    prediction = item.prediction
+    order = np.argsort(-prediction.probabilities, kind="stable")[:5]
+    return pb.Suggestion(
+        prediction_id=prediction.prediction_id,
+        uncertainty=item.uncertainty,
+        model_version=prediction.model_version,
+        top=[
+            pb.LabelScore(label=prediction.labels[i], score=float(prediction.probabilities[i]))
+            for i in order
+        ],
+        image_png=png,
+    )
+
+
 def predict_response(result: PredictResult) -> pb.PredictResponse:
     return pb.PredictResponse(
         model_version=result.version,
@@ -81,7 +163,11 @@ def predict_response(result: PredictResult) -> pb.PredictResponse:
 
 
 def model_info(
-    manifest: ModelManifest, *, serving: bool, providers: Sequence[str] = ()
+    manifest: ModelManifest,
+    *,
+    serving: bool,
+    providers: Sequence[str] = (),
+    live: tuple[int, int] = (0, 0),
 ) -> pb.ModelInfo:
     size = manifest.raw.get("input", {})
     return pb.ModelInfo(
@@ -96,6 +182,8 @@ def model_info(
         serving=serving,
         execution_providers=list(providers),
         card_json=json.dumps(manifest.raw, sort_keys=True),
+        live_accuracy=live[0] / live[1] if live[1] else 0.0,
+        live_feedback_count=live[1],
     )
 
 

@@ -11,9 +11,20 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DATA_TYPE_UNSPECIFIED: _ClassVar[DataType]
     UINT8: _ClassVar[DataType]
     FLOAT32: _ClassVar[DataType]
+
+class SuggestStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SUGGEST_STRATEGY_UNSPECIFIED: _ClassVar[SuggestStrategy]
+    LEAST_CONFIDENCE: _ClassVar[SuggestStrategy]
+    MARGIN: _ClassVar[SuggestStrategy]
+    ENTROPY: _ClassVar[SuggestStrategy]
 DATA_TYPE_UNSPECIFIED: DataType
 UINT8: DataType
 FLOAT32: DataType
+SUGGEST_STRATEGY_UNSPECIFIED: SuggestStrategy
+LEAST_CONFIDENCE: SuggestStrategy
+MARGIN: SuggestStrategy
+ENTROPY: SuggestStrategy
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -72,7 +83,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, version: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json")
+    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json", "live_accuracy", "live_feedback_count")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +95,8 @@ class ModelInfo(_message.Message):
     SERVING_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     CARD_JSON_FIELD_NUMBER: _ClassVar[int]
+    LIVE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FEEDBACK_COUNT_FIELD_NUMBER: _ClassVar[int]
     version: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     backbone_id: str
@@ -95,7 +108,9 @@ class ModelInfo(_message.Message):
     serving: bool
     execution_providers: _containers.RepeatedScalarFieldContainer[str]
     card_json: str
-    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ...) -> None: ...
+    live_accuracy: float
+    live_feedback_count: int
+    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ..., live_accuracy: _Optional[float] = ..., live_feedback_count: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -108,3 +123,105 @@ class ListModelsResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     current_version: str
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., current_version: _Optional[str] = ...) -> None: ...
+
+class SubmitFeedbackRequest(_message.Message):
+    __slots__ = ("prediction_id", "image", "label", "idempotency_key", "source")
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    prediction_id: str
+    image: Image
+    label: str
+    idempotency_key: str
+    source: str
+    def __init__(self, prediction_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., label: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class SubmitFeedbackResponse(_message.Message):
+    __slots__ = ("sample_id", "label", "duplicate", "previous_label")
+    SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_LABEL_FIELD_NUMBER: _ClassVar[int]
+    sample_id: str
+    label: str
+    duplicate: bool
+    previous_label: str
+    def __init__(self, sample_id: _Optional[str] = ..., label: _Optional[str] = ..., duplicate: bool = ..., previous_label: _Optional[str] = ...) -> None: ...
+
+class FeedbackItemResult(_message.Message):
+    __slots__ = ("index", "accepted", "sample_id", "error_code", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    accepted: bool
+    sample_id: str
+    error_code: str
+    error: str
+    def __init__(self, index: _Optional[int] = ..., accepted: bool = ..., sample_id: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class StreamFeedbackResponse(_message.Message):
+    __slots__ = ("accepted", "rejected", "results")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    rejected: int
+    results: _containers.RepeatedCompositeFieldContainer[FeedbackItemResult]
+    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[int] = ..., results: _Optional[_Iterable[_Union[FeedbackItemResult, _Mapping]]] = ...) -> None: ...
+
+class ListLabelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LabelCount(_message.Message):
+    __slots__ = ("label", "samples", "holdout")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    samples: int
+    holdout: int
+    def __init__(self, label: _Optional[str] = ..., samples: _Optional[int] = ..., holdout: _Optional[int] = ...) -> None: ...
+
+class ListLabelsResponse(_message.Message):
+    __slots__ = ("labels", "total_samples")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[LabelCount]
+    total_samples: int
+    def __init__(self, labels: _Optional[_Iterable[_Union[LabelCount, _Mapping]]] = ..., total_samples: _Optional[int] = ...) -> None: ...
+
+class SuggestLabelsRequest(_message.Message):
+    __slots__ = ("count", "strategy", "omit_images")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    OMIT_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    strategy: SuggestStrategy
+    omit_images: bool
+    def __init__(self, count: _Optional[int] = ..., strategy: _Optional[_Union[SuggestStrategy, str]] = ..., omit_images: bool = ...) -> None: ...
+
+class Suggestion(_message.Message):
+    __slots__ = ("prediction_id", "uncertainty", "top", "model_version", "image_png")
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAINTY_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_PNG_FIELD_NUMBER: _ClassVar[int]
+    prediction_id: str
+    uncertainty: float
+    top: _containers.RepeatedCompositeFieldContainer[LabelScore]
+    model_version: str
+    image_png: bytes
+    def __init__(self, prediction_id: _Optional[str] = ..., uncertainty: _Optional[float] = ..., top: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., model_version: _Optional[str] = ..., image_png: _Optional[bytes] = ...) -> None: ...
+
+class SuggestLabelsResponse(_message.Message):
+    __slots__ = ("suggestions",)
+    SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
+    suggestions: _containers.RepeatedCompositeFieldContainer[Suggestion]
+    def __init__(self, suggestions: _Optional[_Iterable[_Union[Suggestion, _Mapping]]] = ...) -> None: ...

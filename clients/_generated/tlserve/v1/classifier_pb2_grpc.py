@@ -49,6 +49,26 @@ class ClassifierStub(object):
                 request_serializer=tlserve_dot_v1_dot_classifier__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=tlserve_dot_v1_dot_classifier__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.SubmitFeedback = channel.unary_unary(
+                '/tlserve.v1.Classifier/SubmitFeedback',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.SubmitFeedbackRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.SubmitFeedbackResponse.FromString,
+                _registered_method=True)
+        self.StreamFeedback = channel.stream_unary(
+                '/tlserve.v1.Classifier/StreamFeedback',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.SubmitFeedbackRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.StreamFeedbackResponse.FromString,
+                _registered_method=True)
+        self.ListLabels = channel.unary_unary(
+                '/tlserve.v1.Classifier/ListLabels',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.ListLabelsRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.ListLabelsResponse.FromString,
+                _registered_method=True)
+        self.SuggestLabels = channel.unary_unary(
+                '/tlserve.v1.Classifier/SuggestLabels',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsResponse.FromString,
+                _registered_method=True)
 
 
 class ClassifierServicer(object):
@@ -76,6 +96,37 @@ class ClassifierServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitFeedback(self, request, context):
+        """Label one image, named by a recent prediction id or sent again. Answered only
+        after the label is durably committed; a retry with the same idempotency key is
+        stored once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamFeedback(self, request_iterator, context):
+        """Bulk upload: every item is validated and stored on its own; bad items are
+        reported with their index and reason, good ones are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLabels(self, request, context):
+        """The label set with sample counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuggestLabels(self, request, context):
+        """The kept, unlabeled predictions most worth labeling next (active learning).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +144,26 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=tlserve_dot_v1_dot_classifier__pb2.ListModelsRequest.FromString,
                     response_serializer=tlserve_dot_v1_dot_classifier__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedback,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.SubmitFeedbackRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.SubmitFeedbackResponse.SerializeToString,
+            ),
+            'StreamFeedback': grpc.stream_unary_rpc_method_handler(
+                    servicer.StreamFeedback,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.SubmitFeedbackRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.StreamFeedbackResponse.SerializeToString,
+            ),
+            'ListLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLabels,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.ListLabelsRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.ListLabelsResponse.SerializeToString,
+            ),
+            'SuggestLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuggestLabels,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +247,114 @@ class Classifier(object):
             '/tlserve.v1.Classifier/ListModels',
             tlserve_dot_v1_dot_classifier__pb2.ListModelsRequest.SerializeToString,
             tlserve_dot_v1_dot_classifier__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.v1.Classifier/SubmitFeedback',
+            tlserve_dot_v1_dot_classifier__pb2.SubmitFeedbackRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.SubmitFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamFeedback(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tlserve.v1.Classifier/StreamFeedback',
+            tlserve_dot_v1_dot_classifier__pb2.SubmitFeedbackRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.StreamFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.v1.Classifier/ListLabels',
+            tlserve_dot_v1_dot_classifier__pb2.ListLabelsRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.ListLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuggestLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.v1.Classifier/SuggestLabels',
+            tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

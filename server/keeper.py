@@ -1,0 +1,85 @@
+"""Keeps recent predictions so feedback can name them, off the request path.
+
+Predict hands each scored image to `keep` (a dict insert); a background task writes
+them to the store in batches and prunes by count and age. Lookups check the unflushed
+buffer first, so feedback can name a prediction the moment its response is sent.
+Kept predictions are a cache, not acknowledged data: a crash loses the last
+unflushed fraction of a second, never a label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from server.metrics import ServerMetrics
+from server.store.base import FeedbackStore, KeptPrediction
+
+log = logging.getLogger(__name__)
+
+
+class PredictionKeeper:
+    def __init__(
+        self,
+        store: FeedbackStore,
+        metrics: ServerMetrics,
+        *,
+        retention_count: int,
+        retention_seconds: float,
+        flush_seconds: float = 0.2,
+        prune_seconds: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.retention_count = retention_count
+        self.retention_seconds = retention_seconds
+        self.flush_seconds = flush_seconds
+        self.prune_seconds = prune_seconds
+        self._pending: dict[str, KeptPrediction] = {}
+        self._flush_lock = asyncio.Lock()
+
+    def keep(self, predictions: Sequence[KeptPrediction]) -> None:
+        for prediction in predictions:
+            self._pending[prediction.prediction_id] = prediction
+        overflow = len(self._pending) - self.retention_count
+        if overflow > 0:
+            # The store fell behind by more than the whole retention: drop the oldest.
+            for prediction_id in list(self._pending)[:overflow]:
+                del self._pending[prediction_id]
+            self.metrics.dropped_predictions.inc(overflow)
+
+    async def lookup(self, prediction_id: str) -> KeptPrediction | None:
+        pending = self._pending.get(prediction_id)
+        if pending is not None:
+            return pending
+        return await asyncio.to_thread(self.store.prediction, prediction_id)
+
+    async def flush(self) -> None:
+        async with self._flush_lock:
+            if not self._pending:
+                return
+            batch = list(self._pending.values())
+            await asyncio.to_thread(self.store.keep_predictions, batch)
+            for prediction in batch:
+                self._pending.pop(prediction.prediction_id, None)
+
+    async def prune(self) -> int:
+        older_than = time.time() - self.retention_seconds
+        return await asyncio.to_thread(
+            self.store.prune_predictions, max_count=self.retention_count, older_than=older_than
+        )
+
+    async def run(self) -> None:
+        """Flush and prune until cancelled."""
+        last_prune = 0.0
+        while True:
+            await asyncio.sleep(self.flush_seconds)
+            try:
+                await self.flush()
+                if time.monotonic() - last_prune > self.prune_seconds:
+                    await self.prune()
+                    last_prune = time.monotonic()
+            except Exception:
+                log.exception("keeping predictions failed; retrying")

@@ -1,0 +1,147 @@
+"""The feedback store interface and its records (SQLite and PostgreSQL implement it)."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.store.labels import in_holdout
+
+STRATEGIES = ("least_confidence", "margin", "entropy")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLabel:
+    sample_id: str
+    label: str
+    duplicate: bool
+    previous_label: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRecord:
+    """A sample's current (latest) label; `seq` orders labels for trainer cursors."""
+
+    seq: int
+    sample_id: str
+    label: str
+    source: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class KeptPrediction:
+    """A recent prediction, kept so feedback can name it and the trainer can reuse it."""
+
+    prediction_id: str
+    model_version: str
+    backbone_id: str
+    labels: tuple[str, ...]
+    probabilities: np.ndarray
+    features: np.ndarray
+    pixels: np.ndarray
+    created_at: float
+
+    @property
+    def top_label(self) -> str:
+        return self.labels[int(np.argmax(self.probabilities))]
+
+    def uncertainty(self, strategy: str) -> float:
+        """Higher means more worth labeling, for each strategy in STRATEGIES."""
+        p = np.sort(self.probabilities.astype(np.float64))[::-1]
+        if strategy == "least_confidence":
+            return float(1.0 - p[0])
+        if strategy == "margin":
+            return float(1.0 - (p[0] - p[1]))
+        if strategy == "entropy":
+            nonzero = p[p > 0]
+            return float(-(nonzero * np.log(nonzero)).sum() / np.log(len(p)))
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+
+
+def sample_id_of(image: bytes) -> str:
+    return hashlib.sha256(image).hexdigest()
+
+
+def payload_hash(sample_id: str, label: str, prediction_id: str | None) -> str:
+    """What an idempotency key promises: this image, this label, this prediction."""
+    return hashlib.sha256(f"{sample_id}\0{label}\0{prediction_id or ''}".encode()).hexdigest()
+
+
+class FeedbackStore(ABC):
+    """Durable samples, label history, kept predictions and cached features.
+
+    Every write is committed before the method returns: acknowledging a write means
+    it survives a crash. Methods are blocking; the server calls them from threads.
+    """
+
+    @abstractmethod
+    def add_label(
+        self,
+        *,
+        image: bytes,
+        label: str,
+        source: str,
+        idempotency_key: str | None = None,
+        prediction: KeptPrediction | None = None,
+    ) -> StoredLabel:
+        """Store the image (content-addressed) and a new label for it; the newest label wins.
+
+        With a prediction, its version and answer are recorded for live accuracy and
+        its features are cached for the prediction's backbone. A reused idempotency key
+        returns the stored result (duplicate=True) or raises AlreadyExists when the
+        payload differs. `label` must already be normalised.
+        """
+
+    @abstractmethod
+    def keep_predictions(self, predictions: Sequence[KeptPrediction]) -> None: ...
+
+    @abstractmethod
+    def prediction(self, prediction_id: str) -> KeptPrediction | None: ...
+
+    @abstractmethod
+    def prune_predictions(self, *, max_count: int, older_than: float) -> int:
+        """Drop kept predictions beyond the newest `max_count` or created before `older_than`."""
+
+    @abstractmethod
+    def unlabeled_predictions(self, strategy: str, limit: int) -> list[KeptPrediction]:
+        """Kept predictions nobody labeled yet, most uncertain first."""
+
+    @abstractmethod
+    def current_labels(self, since_seq: int = 0) -> list[LabelRecord]:
+        """Each sample's latest label, for samples labeled (again) after `since_seq`."""
+
+    @abstractmethod
+    def label_history(self, sample_id: str) -> list[LabelRecord]: ...
+
+    @abstractmethod
+    def last_label_seq(self) -> int: ...
+
+    @abstractmethod
+    def images(self, sample_ids: Iterable[str]) -> dict[str, bytes]: ...
+
+    @abstractmethod
+    def features(self, backbone_id: str, sample_ids: Iterable[str]) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def put_features(self, backbone_id: str, vectors: Mapping[str, np.ndarray]) -> None: ...
+
+    @abstractmethod
+    def live_accuracy(self, model_version: str) -> tuple[int, int]:
+        """(correct, total) answers of a version on predictions that got feedback."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def label_counts(self, holdout_percent: float) -> dict[str, tuple[int, int]]:
+        """label -> (samples, of which in holdout)."""
+        counts: dict[str, list[int]] = {}
+        for record in self.current_labels():
+            entry = counts.setdefault(record.label, [0, 0])
+            entry[0] += 1
+            entry[1] += in_holdout(record.sample_id, holdout_percent)
+        return {label: (n, h) for label, (n, h) in sorted(counts.items())}

@@ -1,0 +1,62 @@
+"""The scale-out store: PostgreSQL through psycopg 3 and a connection pool.
+
+Use it when several server replicas and the trainer run as separate pods. Every
+method runs in its own transaction; commits are durable before they return.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from server.store.sql import Cursor, SqlFeedbackStore
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class PostgresFeedbackStore(SqlFeedbackStore):
+    blob_type = "BYTEA"
+    serial_type = "BIGSERIAL PRIMARY KEY"
+    skip_first = "OFFSET"
+
+    def __init__(
+        self, dsn: str, *, schema: str = "public", min_size: int = 1, max_size: int = 8
+    ) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"schema name {schema!r} must match {_SCHEMA_NAME.pattern}")
+        self.schema = schema
+
+        def configure(connection: Any) -> None:
+            connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            connection.execute(f"SET search_path TO {schema}")
+            connection.commit()
+
+        self.pool = ConnectionPool(
+            dsn, min_size=min_size, max_size=max_size, configure=configure, open=True
+        )
+        self.pool.wait(timeout=30)
+        self.migrate()
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s")
+
+    @contextmanager
+    def _write(self) -> Iterator[Cursor]:
+        with self.pool.connection() as connection, connection.transaction():
+            yield connection.cursor()
+
+    def _lock_for_migration(self, cursor: Cursor) -> None:
+        # Replicas starting together must not both apply a migration.
+        cursor.execute("SELECT pg_advisory_xact_lock(7319001)")
+
+    @contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        with self.pool.connection() as connection, connection.transaction():
+            yield connection.cursor()
+
+    def close(self) -> None:
+        self.pool.close()

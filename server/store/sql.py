@@ -1,0 +1,384 @@
+"""The SQL behind both stores. Statements are written once with `?` placeholders;
+dialects differ only in types, placeholders, and how a write transaction starts."""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import numpy as np
+
+from server.errors import AlreadyExists
+from server.store.base import (
+    STRATEGIES,
+    FeedbackStore,
+    KeptPrediction,
+    LabelRecord,
+    StoredLabel,
+    payload_hash,
+    sample_id_of,
+)
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+# Migrations, in order; `{blob}` and `{serial}` are filled per dialect. Applied ones
+# are recorded in schema_migrations, so each runs once, inside one transaction.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE samples (
+        id TEXT PRIMARY KEY,
+        image {blob} NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE labels (
+        seq {serial},
+        sample_id TEXT NOT NULL REFERENCES samples(id),
+        label TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        payload_hash TEXT,
+        prediction_id TEXT,
+        model_version TEXT,
+        predicted_label TEXT
+    );
+    CREATE INDEX labels_by_sample ON labels (sample_id, seq);
+    CREATE INDEX labels_by_prediction ON labels (prediction_id);
+    CREATE INDEX labels_by_version ON labels (model_version);
+    CREATE TABLE predictions (
+        id TEXT PRIMARY KEY,
+        model_version TEXT NOT NULL,
+        backbone_id TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        probabilities {blob} NOT NULL,
+        features {blob} NOT NULL,
+        pixels {blob} NOT NULL,
+        pixels_shape TEXT NOT NULL,
+        least_confidence DOUBLE PRECISION NOT NULL,
+        margin DOUBLE PRECISION NOT NULL,
+        entropy DOUBLE PRECISION NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX predictions_by_time ON predictions (created_at);
+    CREATE TABLE features (
+        sample_id TEXT NOT NULL,
+        backbone_id TEXT NOT NULL,
+        vector {blob} NOT NULL,
+        PRIMARY KEY (sample_id, backbone_id)
+    );
+    """,
+]
+
+_PREDICTION_COLUMNS = (
+    "id, model_version, backbone_id, labels, probabilities, features, pixels, pixels_shape, "
+    "created_at"
+)
+
+
+def _vector(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype="<f4").tobytes()
+
+
+def _prediction_row(p: KeptPrediction) -> tuple[Any, ...]:
+    return (
+        p.prediction_id,
+        p.model_version,
+        p.backbone_id,
+        json.dumps(list(p.labels)),
+        _vector(p.probabilities),
+        _vector(p.features),
+        # zlib level 1: cheap, and halves what photos take on disk.
+        zlib.compress(np.ascontiguousarray(p.pixels, dtype=np.uint8).tobytes(), 1),
+        json.dumps(list(p.pixels.shape)),
+        p.uncertainty("least_confidence"),
+        p.uncertainty("margin"),
+        p.uncertainty("entropy"),
+        p.created_at,
+    )
+
+
+def _prediction_from_row(row: Sequence[Any]) -> KeptPrediction:
+    shape = tuple(json.loads(row[7]))
+    return KeptPrediction(
+        prediction_id=row[0],
+        model_version=row[1],
+        backbone_id=row[2],
+        labels=tuple(json.loads(row[3])),
+        probabilities=np.frombuffer(bytes(row[4]), dtype="<f4"),
+        features=np.frombuffer(bytes(row[5]), dtype="<f4"),
+        pixels=np.frombuffer(zlib.decompress(bytes(row[6])), dtype=np.uint8).reshape(shape),
+        created_at=float(row[8]),
+    )
+
+
+class SqlFeedbackStore(FeedbackStore):
+    blob_type = "BLOB"
+    serial_type = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    skip_first = "LIMIT -1 OFFSET"  # "all rows after the first N"
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[Cursor]:
+        """A cursor inside a write transaction, committed (durably) on normal exit."""
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Cursor]:
+        """A cursor for consistent reads."""
+
+    def _sql(self, statement: str) -> str:
+        return statement
+
+    def _lock_for_migration(self, cursor: Cursor) -> None:
+        """Serialise concurrent migrators (SQLite's BEGIN IMMEDIATE already does)."""
+
+    def migrate(self) -> int:
+        """Apply pending migrations; returns the schema version."""
+        with self._write() as cursor:
+            self._lock_for_migration(cursor)
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            cursor.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            applied = int(cursor.fetchone()[0])
+            for version, script in enumerate(MIGRATIONS[applied:], start=applied + 1):
+                ddl = script.format(blob=self.blob_type, serial=self.serial_type)
+                for statement in filter(str.strip, ddl.split(";")):
+                    cursor.execute(statement)
+                cursor.execute(
+                    self._sql("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)"),
+                    (version, time.time()),
+                )
+        return len(MIGRATIONS)
+
+    def add_label(
+        self,
+        *,
+        image: bytes,
+        label: str,
+        source: str,
+        idempotency_key: str | None = None,
+        prediction: KeptPrediction | None = None,
+    ) -> StoredLabel:
+        sample_id = sample_id_of(image)
+        prediction_id = prediction.prediction_id if prediction else None
+        promise = payload_hash(sample_id, label, prediction_id)
+        now = time.time()
+        with self._write() as cursor:
+            if idempotency_key:
+                cursor.execute(
+                    self._sql(
+                        "SELECT sample_id, label, payload_hash, seq FROM labels "
+                        "WHERE idempotency_key = ?"
+                    ),
+                    (idempotency_key,),
+                )
+                existing = cursor.fetchone()
+                if existing is not None:
+                    if existing[2] != promise:
+                        raise AlreadyExists(
+                            f"idempotency key {idempotency_key!r} was already used for a "
+                            "different submission (another image, label or prediction)"
+                        )
+                    previous = self._label_before(cursor, existing[0], int(existing[3]))
+                    return StoredLabel(existing[0], existing[1], True, previous)
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO samples (id, image, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (id) DO NOTHING"
+                ),
+                (sample_id, image, now),
+            )
+            cursor.execute(
+                self._sql("SELECT label FROM labels WHERE sample_id = ? ORDER BY seq DESC LIMIT 1"),
+                (sample_id,),
+            )
+            row = cursor.fetchone()
+            previous = row[0] if row else None
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO labels (sample_id, label, source, created_at, idempotency_key, "
+                    "payload_hash, prediction_id, model_version, predicted_label) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    sample_id,
+                    label,
+                    source,
+                    now,
+                    idempotency_key or None,
+                    promise,
+                    prediction_id,
+                    prediction.model_version if prediction else None,
+                    prediction.top_label if prediction else None,
+                ),
+            )
+            if prediction is not None:
+                cursor.execute(
+                    self._sql(
+                        "INSERT INTO features (sample_id, backbone_id, vector) VALUES (?, ?, ?) "
+                        "ON CONFLICT (sample_id, backbone_id) DO NOTHING"
+                    ),
+                    (sample_id, prediction.backbone_id, _vector(prediction.features)),
+                )
+        return StoredLabel(sample_id, label, False, previous)
+
+    def _label_before(self, cursor: Cursor, sample_id: str, seq: int) -> str | None:
+        cursor.execute(
+            self._sql(
+                "SELECT label FROM labels WHERE sample_id = ? AND seq < ? ORDER BY seq DESC LIMIT 1"
+            ),
+            (sample_id, seq),
+        )
+        row = cursor.fetchone()
+        return row[0] if row else None
+
+    def keep_predictions(self, predictions: Sequence[KeptPrediction]) -> None:
+        if not predictions:
+            return
+        rows = [_prediction_row(p) for p in predictions]
+        with self._write() as cursor:
+            cursor.executemany(
+                self._sql(
+                    "INSERT INTO predictions (id, model_version, backbone_id, labels, "
+                    "probabilities, features, pixels, pixels_shape, least_confidence, margin, "
+                    "entropy, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO NOTHING"
+                ),
+                rows,
+            )
+
+    def prediction(self, prediction_id: str) -> KeptPrediction | None:
+        with self._read() as cursor:
+            cursor.execute(
+                self._sql(f"SELECT {_PREDICTION_COLUMNS} FROM predictions WHERE id = ?"),
+                (prediction_id,),
+            )
+            row = cursor.fetchone()
+        return _prediction_from_row(row) if row else None
+
+    def prune_predictions(self, *, max_count: int, older_than: float) -> int:
+        with self._write() as cursor:
+            cursor.execute(self._sql("DELETE FROM predictions WHERE created_at < ?"), (older_than,))
+            removed = int(cursor.rowcount or 0)
+            cursor.execute(
+                self._sql(
+                    "DELETE FROM predictions WHERE id IN (SELECT id FROM predictions "
+                    f"ORDER BY created_at DESC {self.skip_first} ?)"
+                ),
+                (max_count,),
+            )
+            removed += int(cursor.rowcount or 0)
+        return removed
+
+    def unlabeled_predictions(self, strategy: str, limit: int) -> list[KeptPrediction]:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+        with self._read() as cursor:
+            cursor.execute(
+                self._sql(
+                    f"SELECT {_PREDICTION_COLUMNS} FROM predictions p WHERE NOT EXISTS "
+                    "(SELECT 1 FROM labels l WHERE l.prediction_id = p.id) "
+                    f"ORDER BY {strategy} DESC, created_at DESC LIMIT ?"
+                ),
+                (limit,),
+            )
+            rows = cursor.fetchall()
+        return [_prediction_from_row(row) for row in rows]
+
+    def current_labels(self, since_seq: int = 0) -> list[LabelRecord]:
+        with self._read() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT l.seq, l.sample_id, l.label, l.source, l.created_at FROM labels l "
+                    "JOIN (SELECT sample_id, MAX(seq) AS seq FROM labels GROUP BY sample_id) "
+                    "latest ON latest.seq = l.seq WHERE l.seq > ? ORDER BY l.seq"
+                ),
+                (since_seq,),
+            )
+            rows = cursor.fetchall()
+        return [LabelRecord(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]
+
+    def label_history(self, sample_id: str) -> list[LabelRecord]:
+        with self._read() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT seq, sample_id, label, source, created_at FROM labels "
+                    "WHERE sample_id = ? ORDER BY seq"
+                ),
+                (sample_id,),
+            )
+            rows = cursor.fetchall()
+        return [LabelRecord(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]
+
+    def last_label_seq(self) -> int:
+        with self._read() as cursor:
+            cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM labels")
+            return int(cursor.fetchone()[0])
+
+    def images(self, sample_ids: Iterable[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        with self._read() as cursor:
+            for chunk in _chunks(list(sample_ids), 500):
+                marks = ", ".join("?" * len(chunk))
+                cursor.execute(
+                    self._sql(f"SELECT id, image FROM samples WHERE id IN ({marks})"), chunk
+                )
+                found.update((row[0], bytes(row[1])) for row in cursor.fetchall())
+        return found
+
+    def features(self, backbone_id: str, sample_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        with self._read() as cursor:
+            for chunk in _chunks(list(sample_ids), 500):
+                marks = ", ".join("?" * len(chunk))
+                cursor.execute(
+                    self._sql(
+                        "SELECT sample_id, vector FROM features "
+                        f"WHERE backbone_id = ? AND sample_id IN ({marks})"
+                    ),
+                    [backbone_id, *chunk],
+                )
+                found.update(
+                    (row[0], np.frombuffer(bytes(row[1]), dtype="<f4")) for row in cursor.fetchall()
+                )
+        return found
+
+    def put_features(self, backbone_id: str, vectors: Mapping[str, np.ndarray]) -> None:
+        if not vectors:
+            return
+        with self._write() as cursor:
+            cursor.executemany(
+                self._sql(
+                    "INSERT INTO features (sample_id, backbone_id, vector) VALUES (?, ?, ?) "
+                    "ON CONFLICT (sample_id, backbone_id) DO UPDATE SET vector = excluded.vector"
+                ),
+                [(sample, backbone_id, _vector(vector)) for sample, vector in vectors.items()],
+            )
+
+    def live_accuracy(self, model_version: str) -> tuple[int, int]:
+        with self._read() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT COALESCE(SUM(CASE WHEN label = predicted_label THEN 1 ELSE 0 END), 0), "
+                    "COUNT(*) FROM labels WHERE model_version = ?"
+                ),
+                (model_version,),
+            )
+            correct, total = cursor.fetchone()
+        return int(correct), int(total)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,235 @@
+"""One test suite, two stores: SQLite (a real file) and PostgreSQL (this machine's server)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+
+from server.errors import AlreadyExists, InvalidInput
+from server.store.base import FeedbackStore, KeptPrediction, sample_id_of
+from server.store.labels import in_holdout, normalize_label
+from server.store.postgres import PostgresFeedbackStore
+from server.store.sqlite import SqliteFeedbackStore
+
+POSTGRES_DSN = os.environ.get(
+    "TLSERVE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def postgres_or_skip() -> str:
+    try:
+        with psycopg.connect(POSTGRES_DSN, connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server reachable at {POSTGRES_DSN}: {exc}")
+    return POSTGRES_DSN
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FeedbackStore]:
+    if request.param == "sqlite":
+        opened: FeedbackStore = SqliteFeedbackStore(tmp_path / "feedback.sqlite3")
+        yield opened
+        opened.close()
+        return
+    dsn = postgres_or_skip()
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    opened = PostgresFeedbackStore(dsn, schema=schema, max_size=16)
+    try:
+        yield opened
+    finally:
+        opened.close()
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def prediction(
+    pid: str, probabilities: list[float], version: str = "v1", seed: int = 0
+) -> KeptPrediction:
+    rng = np.random.default_rng(seed)
+    return KeptPrediction(
+        prediction_id=pid,
+        model_version=version,
+        backbone_id="b" * 64,
+        labels=("cat", "dog", "eel")[: len(probabilities)],
+        probabilities=np.array(probabilities, dtype=np.float32),
+        features=rng.normal(size=8).astype(np.float32),
+        pixels=rng.integers(0, 255, (6, 5, 3), dtype=np.uint8),
+        created_at=time.time(),
+    )
+
+
+def test_content_addressed_samples_and_latest_label_wins(store: FeedbackStore) -> None:
+    first = store.add_label(image=b"image-a", label="cat", source="alice")
+    assert first.sample_id == sample_id_of(b"image-a") and first.previous_label is None
+    second = store.add_label(image=b"image-a", label="dog", source="bob")
+    assert second.sample_id == first.sample_id and second.previous_label == "cat"
+    store.add_label(image=b"image-b", label="cat", source="alice")
+    current = {r.sample_id: r.label for r in store.current_labels()}
+    assert current == {sample_id_of(b"image-a"): "dog", sample_id_of(b"image-b"): "cat"}
+    history = store.label_history(first.sample_id)
+    assert [(r.label, r.source) for r in history] == [("cat", "alice"), ("dog", "bob")]
+    assert store.images([first.sample_id]) == {first.sample_id: b"image-a"}
+
+
+def test_cursor_returns_only_samples_labeled_since(store: FeedbackStore) -> None:
+    store.add_label(image=b"a", label="cat", source="s")
+    cursor = store.last_label_seq()
+    store.add_label(image=b"b", label="dog", source="s")
+    store.add_label(image=b"a", label="eel", source="s")
+    assert sorted(r.label for r in store.current_labels(since_seq=cursor)) == ["dog", "eel"]
+    assert store.current_labels(since_seq=store.last_label_seq()) == []
+
+
+def test_idempotency_key(store: FeedbackStore) -> None:
+    first = store.add_label(image=b"a", label="cat", source="s", idempotency_key="k1")
+    again = store.add_label(image=b"a", label="cat", source="s", idempotency_key="k1")
+    assert again.duplicate and again.sample_id == first.sample_id and again.label == "cat"
+    assert len(store.label_history(first.sample_id)) == 1
+    with pytest.raises(AlreadyExists, match="k1"):
+        store.add_label(image=b"a", label="dog", source="s", idempotency_key="k1")
+    with pytest.raises(AlreadyExists):
+        store.add_label(image=b"other", label="cat", source="s", idempotency_key="k1")
+    assert [r.label for r in store.label_history(first.sample_id)] == ["cat"]
+
+
+def test_kept_predictions_round_trip_and_prune(store: FeedbackStore) -> None:
+    kept = [prediction(f"p{i}", [0.5, 0.3, 0.2], seed=i) for i in range(5)]
+    store.keep_predictions(kept)
+    loaded = store.prediction("p3")
+    assert loaded is not None
+    assert np.array_equal(loaded.pixels, kept[3].pixels)
+    assert np.array_equal(loaded.features, kept[3].features)
+    assert loaded.labels == ("cat", "dog", "eel") and loaded.top_label == "cat"
+    assert store.prediction("missing") is None
+    assert store.prune_predictions(max_count=3, older_than=0) == 2
+    assert store.prediction("p0") is None and store.prediction("p4") is not None
+    assert store.prune_predictions(max_count=100, older_than=time.time() + 1) == 3
+
+
+def test_feedback_on_predictions_gives_live_accuracy_and_features(store: FeedbackStore) -> None:
+    right, wrong = prediction("p1", [0.9, 0.1]), prediction("p2", [0.8, 0.2], seed=1)
+    store.keep_predictions([right, wrong])
+    stored = store.add_label(image=b"img1", label="cat", source="s", prediction=right)
+    store.add_label(image=b"img2", label="dog", source="s", prediction=wrong)
+    assert store.live_accuracy("v1") == (1, 2)
+    assert store.live_accuracy("v2") == (0, 0)
+    cached = store.features("b" * 64, [stored.sample_id])
+    assert np.array_equal(cached[stored.sample_id], right.features)
+
+
+def test_unlabeled_predictions_by_uncertainty(store: FeedbackStore) -> None:
+    store.keep_predictions(
+        [
+            prediction("sure", [0.98, 0.01, 0.01]),
+            prediction("split", [0.45, 0.45, 0.10], seed=1),
+            prediction("flat", [0.34, 0.33, 0.33], seed=2),
+            prediction("labeled", [0.34, 0.33, 0.33], seed=3),
+        ]
+    )
+    labeled = store.prediction("labeled")
+    assert labeled is not None
+    store.add_label(image=b"x", label="cat", source="s", prediction=labeled)
+    by_entropy = [p.prediction_id for p in store.unlabeled_predictions("entropy", 10)]
+    assert by_entropy == ["flat", "split", "sure"]
+    by_margin = [p.prediction_id for p in store.unlabeled_predictions("margin", 2)]
+    assert by_margin == ["split", "flat"]
+    with pytest.raises(ValueError, match="unknown strategy"):
+        store.unlabeled_predictions("chaos", 1)
+
+
+def test_features_cache(store: FeedbackStore) -> None:
+    vectors = {f"s{i}": np.full(4, i, dtype=np.float32) for i in range(3)}
+    store.put_features("bb", vectors)
+    got = store.features("bb", ["s0", "s2", "missing"])
+    assert sorted(got) == ["s0", "s2"] and got["s2"].tolist() == [2, 2, 2, 2]
+    assert store.features("other", ["s0"]) == {}
+    store.put_features("bb", {"s0": np.ones(4, dtype=np.float32)})
+    assert store.features("bb", ["s0"])["s0"].tolist() == [1, 1, 1, 1]
+
+
+def test_label_counts_with_stable_holdout(store: FeedbackStore) -> None:
+    for i in range(40):
+        store.add_label(image=f"img{i}".encode(), label="odd" if i % 2 else "even", source="s")
+    counts = store.label_counts(holdout_percent=25)
+    assert {label: n for label, (n, _) in counts.items()} == {"even": 20, "odd": 20}
+    expected_holdout = sum(in_holdout(sample_id_of(f"img{i}".encode()), 25) for i in range(40))
+    assert sum(h for _, h in counts.values()) == expected_holdout
+
+
+def test_concurrent_writers_and_a_reader_lose_nothing(store: FeedbackStore) -> None:
+    writers, per_writer = 8, 25
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write(worker: int) -> None:
+        try:
+            for i in range(per_writer):
+                store.add_label(
+                    image=f"w{worker}-{i}".encode(),
+                    label=f"class{i % 3}",
+                    source=f"w{worker}",
+                    idempotency_key=f"w{worker}-{i}",
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                store.current_labels()
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    done.set()
+    reader.join(30)
+    assert errors == []
+    assert len(store.current_labels()) == writers * per_writer
+
+
+def test_migrations_are_applied_once(tmp_path: Path) -> None:
+    path = tmp_path / "feedback.sqlite3"
+    SqliteFeedbackStore(path).close()
+    reopened = SqliteFeedbackStore(path)
+    assert reopened.migrate() == 1
+    assert reopened.integrity_check() == "ok"
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("", "empty"),
+        ("   \t", "only whitespace"),
+        ("x" * 129, "129 characters long; at most 128"),
+        ("cat\x00", "category Cc"),
+        ("cat\u202edog", "category Cf"),
+        ("ca\u200bt", "ZERO WIDTH SPACE"),
+        ("line\u2028break", "category Zl"),
+    ],
+)
+def test_bad_labels(raw: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        normalize_label(raw)
+
+
+def test_labels_are_nfc_normalised_and_trimmed() -> None:
+    assert normalize_label("  cafe\u0301 ") == "caf\u00e9"
+    assert normalize_label("x" * 128) == "x" * 128
+    assert normalize_label("日本") == "日本"
