@@ -6,17 +6,25 @@ Imports only grpcio, protobuf, numpy and Pillow (never onnxruntime or TensorFlow
 from clients.client import (
     AsyncTlserveClient,
     Classification,
+    FeedbackReceipt,
+    LabelSuggestion,
     ModelSummary,
     Prediction,
     PredictResult,
+    StreamReceipt,
     TlserveClient,
+    feedback_request,
 )
 
 __all__ = [
     "AsyncTlserveClient",
     "Classification",
+    "FeedbackReceipt",
+    "LabelSuggestion",
     "ModelSummary",
     "PredictResult",
     "Prediction",
+    "StreamReceipt",
     "TlserveClient",
+    "feedback_request",
 ]

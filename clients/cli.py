@@ -3,6 +3,10 @@
     tlserve predict IMAGE... [--top-k K] [--json]
     tlserve models [--json]
     tlserve health
+    tlserve feedback IMAGE --label LABEL     one image
+    tlserve feedback FOLDER                  FOLDER/<label>/<image> (Keras directory layout)
+    tlserve feedback --csv FILE              rows of path,label (paths relative to the CSV)
+    tlserve labels
 
 The server address comes from --target or TLSERVE_TARGET (default localhost:50051).
 """
@@ -10,6 +14,8 @@ The server address comes from --target or TLSERVE_TARGET (default localhost:5005
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import json
 import os
 import sys
@@ -19,7 +25,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.client import DEFAULT_TARGET, TlserveClient
+from clients.client import DEFAULT_TARGET, TlserveClient, feedback_request
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +46,86 @@ def _parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the registry's model versions")
     models.add_argument("--json", action="store_true", help="print JSON")
     commands.add_parser("health", help="exit 0 when the server is ready to predict")
+    feedback = commands.add_parser("feedback", help="send labeled images")
+    feedback.add_argument("path", nargs="?", type=Path, help="an image, or a label/image folder")
+    feedback.add_argument("--label", help="label of a single image")
+    feedback.add_argument("--csv", type=Path, help="CSV of path,label rows")
+    feedback.add_argument("--source", default="cli", help="recorded as who labeled")
+    commands.add_parser("labels", help="the label set with sample counts")
     return parser
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+STREAM_CHUNK = 128
+
+
+def _feedback_items(args: argparse.Namespace) -> list[tuple[Path, str]]:
+    if args.csv is not None:
+        with open(args.csv, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+        if rows and rows[0][:2] == ["path", "label"]:
+            rows = rows[1:]
+        return [(args.csv.parent / row[0], row[1]) for row in rows]
+    if args.path is None:
+        raise ValueError("give an image with --label, a folder, or --csv FILE")
+    if args.path.is_dir():
+        if args.label:
+            raise ValueError("--label is for a single image; a folder's labels are its subfolders")
+        return [
+            (image, image.parent.name)
+            for image in sorted(args.path.glob("*/*"))
+            if image.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    if not args.label:
+        raise ValueError("a single image needs --label")
+    return [(args.path, args.label)]
+
+
+def _progress(done: int, total: int, rejected: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    bar = "#" * filled + "-" * (width - filled)
+    sys.stderr.write(f"\r[{bar}] {done}/{total} sent, {rejected} rejected")
+    sys.stderr.flush()
+
+
+def _feedback(client: TlserveClient, args: argparse.Namespace) -> int:
+    try:
+        items = _feedback_items(args)
+    except (ValueError, OSError, IndexError) as exc:
+        print(f"tlserve: {exc}", file=sys.stderr)
+        return 2
+    if not items:
+        print("tlserve: no images found", file=sys.stderr)
+        return 2
+    accepted, errors = 0, []
+    for start in range(0, len(items), STREAM_CHUNK):
+        chunk = items[start : start + STREAM_CHUNK]
+        requests = []
+        for path, label in chunk:
+            data = path.read_bytes()
+            # Same image and label, same key: re-running an upload stores nothing twice.
+            key = f"cli:{hashlib.sha256(data).hexdigest()}:{label}"
+            requests.append(
+                feedback_request(label, image=data, idempotency_key=key, source=args.source)
+            )
+        receipt = client.stream_feedback(requests, timeout=max(60.0, args.timeout))
+        accepted += receipt.accepted
+        errors += [(chunk[index][0], code, reason) for index, code, reason in receipt.errors]
+        _progress(start + len(chunk), len(items), len(errors))
+    sys.stderr.write("\n")
+    for path, code, reason in errors:
+        print(f"{path}: {code}: {reason}", file=sys.stderr)
+    print(f"{accepted} labels stored, {len(errors)} rejected")
+    return 1 if errors else 0
+
+
+def _labels(client: TlserveClient) -> int:
+    counts = client.list_labels()
+    for label, count in counts.items():
+        print(f"{count:>8}  {label}")
+    print(f"{sum(counts.values()):>8}  samples in all")
+    return 0
 
 
 def _predict(client: TlserveClient, args: argparse.Namespace) -> int:
@@ -98,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
                 return _predict(client, args)
             if args.command == "models":
                 return _models(client, args)
+            if args.command == "feedback":
+                return _feedback(client, args)
+            if args.command == "labels":
+                return _labels(client)
             return _health(client.channel, args.timeout)
     except grpc.RpcError as exc:
         print(f"tlserve: {exc.code().name}: {exc.details()}", file=sys.stderr)

@@ -50,6 +50,30 @@ class PredictResult:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedbackReceipt:
+    sample_id: str
+    label: str
+    duplicate: bool
+    previous_label: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReceipt:
+    accepted: int
+    rejected: int
+    errors: tuple[tuple[int, str, str], ...]  # (item index, status name, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSuggestion:
+    prediction_id: str
+    uncertainty: float
+    model_version: str
+    top: tuple[Classification, ...]
+    image_png: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSummary:
     version: str
     labels: tuple[str, ...]
@@ -60,6 +84,8 @@ class ModelSummary:
     serving: bool
     execution_providers: tuple[str, ...]
     card: dict[str, Any]
+    live_accuracy: float
+    live_feedback_count: int
 
 
 def _service_config(retries: int) -> str:
@@ -137,7 +163,60 @@ def model_summary(info: pb.ModelInfo) -> ModelSummary:
         serving=info.serving,
         execution_providers=tuple(info.execution_providers),
         card=json.loads(info.card_json) if info.card_json else {},
+        live_accuracy=info.live_accuracy,
+        live_feedback_count=info.live_feedback_count,
     )
+
+
+_STRATEGIES = {
+    "least_confidence": pb.LEAST_CONFIDENCE,
+    "margin": pb.MARGIN,
+    "entropy": pb.ENTROPY,
+}
+
+
+def feedback_request(
+    label: str,
+    *,
+    prediction_id: str = "",
+    image: ImageLike | None = None,
+    idempotency_key: str = "",
+    source: str = "",
+) -> pb.SubmitFeedbackRequest:
+    """Label a kept prediction (by id) or an image; exactly one of the two."""
+    if bool(prediction_id) == (image is not None):
+        raise ValueError("give exactly one of prediction_id and image")
+    request = pb.SubmitFeedbackRequest(label=label, idempotency_key=idempotency_key, source=source)
+    if prediction_id:
+        request.prediction_id = prediction_id
+    else:
+        assert image is not None
+        request.image.CopyFrom(image_message(image))
+    return request
+
+
+def _receipt(response: pb.SubmitFeedbackResponse) -> FeedbackReceipt:
+    return FeedbackReceipt(
+        response.sample_id, response.label, response.duplicate, response.previous_label
+    )
+
+
+def _stream_receipt(response: pb.StreamFeedbackResponse) -> StreamReceipt:
+    errors = tuple((r.index, r.error_code, r.error) for r in response.results if not r.accepted)
+    return StreamReceipt(response.accepted, response.rejected, errors)
+
+
+def _suggestions(response: pb.SuggestLabelsResponse) -> list[LabelSuggestion]:
+    return [
+        LabelSuggestion(
+            s.prediction_id,
+            s.uncertainty,
+            s.model_version,
+            tuple(Classification(t.label, t.score) for t in s.top),
+            s.image_png,
+        )
+        for s in response.suggestions
+    ]
 
 
 class TlserveClient:
@@ -176,6 +255,43 @@ class TlserveClient:
     def list_models(self) -> tuple[list[ModelSummary], str]:
         response = self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
         return [model_summary(m) for m in response.models], response.current_version
+
+    def submit_feedback(
+        self,
+        label: str,
+        *,
+        prediction_id: str = "",
+        image: ImageLike | None = None,
+        idempotency_key: str = "",
+        source: str = "",
+    ) -> FeedbackReceipt:
+        request = feedback_request(
+            label,
+            prediction_id=prediction_id,
+            image=image,
+            idempotency_key=idempotency_key,
+            source=source,
+        )
+        return _receipt(self.stub.SubmitFeedback(request, timeout=self.timeout))
+
+    def stream_feedback(
+        self, requests: Iterable[pb.SubmitFeedbackRequest], timeout: float | None = None
+    ) -> StreamReceipt:
+        """Bulk upload (build items with `feedback_request`); one answer for the stream."""
+        response = self.stub.StreamFeedback(iter(requests), timeout=timeout)
+        return _stream_receipt(response)
+
+    def list_labels(self) -> dict[str, int]:
+        response = self.stub.ListLabels(pb.ListLabelsRequest(), timeout=self.timeout)
+        return {entry.label: entry.samples for entry in response.labels}
+
+    def suggest_labels(
+        self, count: int, strategy: str = "entropy", *, images: bool = True
+    ) -> list[LabelSuggestion]:
+        request = pb.SuggestLabelsRequest(
+            count=count, strategy=_STRATEGIES[strategy], omit_images=not images
+        )
+        return _suggestions(self.stub.SuggestLabels(request, timeout=self.timeout))
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         grpc.channel_ready_future(self.channel).result(timeout=timeout)
@@ -227,6 +343,42 @@ class AsyncTlserveClient:
     async def list_models(self) -> tuple[list[ModelSummary], str]:
         response = await self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
         return [model_summary(m) for m in response.models], response.current_version
+
+    async def submit_feedback(
+        self,
+        label: str,
+        *,
+        prediction_id: str = "",
+        image: ImageLike | None = None,
+        idempotency_key: str = "",
+        source: str = "",
+    ) -> FeedbackReceipt:
+        request = feedback_request(
+            label,
+            prediction_id=prediction_id,
+            image=image,
+            idempotency_key=idempotency_key,
+            source=source,
+        )
+        return _receipt(await self.stub.SubmitFeedback(request, timeout=self.timeout))
+
+    async def stream_feedback(
+        self, requests: Iterable[pb.SubmitFeedbackRequest], timeout: float | None = None
+    ) -> StreamReceipt:
+        response = await self.stub.StreamFeedback(iter(requests), timeout=timeout)
+        return _stream_receipt(response)
+
+    async def list_labels(self) -> dict[str, int]:
+        response = await self.stub.ListLabels(pb.ListLabelsRequest(), timeout=self.timeout)
+        return {entry.label: entry.samples for entry in response.labels}
+
+    async def suggest_labels(
+        self, count: int, strategy: str = "entropy", *, images: bool = True
+    ) -> list[LabelSuggestion]:
+        request = pb.SuggestLabelsRequest(
+            count=count, strategy=_STRATEGIES[strategy], omit_images=not images
+        )
+        return _suggestions(await self.stub.SuggestLabels(request, timeout=self.timeout))
 
     async def close(self) -> None:
         await self.channel.close()

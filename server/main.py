@@ -1,6 +1,8 @@
-"""`tlserve-server`: run the gRPC prediction server.
+"""`tlserve-server`: run the gRPC prediction server, or move its data set.
 
     tlserve-server [serve] [--config tlserve.toml] [--port N] [--data-dir DIR]
+    tlserve-server export-data TARGET     (a folder, or a .tar / .tar.gz)
+    tlserve-server import-data SOURCE     (a folder or tar written by export-data)
 
 Settings come from TLSERVE_* environment variables and an optional TOML file;
 flags override both. SIGTERM/SIGINT drain in-flight requests before exiting.
@@ -16,14 +18,21 @@ import sys
 from pathlib import Path
 
 from server.app import TlserveServer
+from server.dataset import export_data, import_data
+from server.imaging import ImageLimits
 from server.settings import ServerSettings
+from server.store import open_store
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tlserve-server", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run the server (the default)")
-    for target in (parser, serve):
+    export = commands.add_parser("export-data", help="write labeled samples + labels.csv")
+    export.add_argument("target", type=Path)
+    load = commands.add_parser("import-data", help="load a data set written by export-data")
+    load.add_argument("source", type=Path)
+    for target in (parser, serve, export, load):
         target.add_argument("--config", type=Path, help="TOML settings file")
         target.add_argument("--port", type=int, help="gRPC port (TLSERVE_PORT)")
         target.add_argument("--metrics-port", type=int, help="metrics port (TLSERVE_METRICS_PORT)")
@@ -71,8 +80,30 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command in ("export-data", "import-data"):
+        return _move_data(args, settings)
     asyncio.run(serve(settings))
     return 0
+
+
+def _move_data(args: argparse.Namespace, settings: ServerSettings) -> int:
+    store = open_store(settings.resolved_store_url)
+    try:
+        if args.command == "export-data":
+            count = export_data(store, args.target)
+            print(f"exported {count} labeled samples to {args.target}")
+            return 0
+        limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
+        report = import_data(store, args.source, limits)
+    finally:
+        store.close()
+    print(
+        f"imported {report.accepted} samples ({report.duplicates} already present, "
+        f"{len(report.rejected)} rejected)"
+    )
+    for where, reason in report.rejected:
+        print(f"  {where}: {reason}", file=sys.stderr)
+    return 1 if report.rejected else 0
 
 
 if __name__ == "__main__":
