@@ -1,0 +1,157 @@
+"""Feedback intake benchmark: acknowledged (durably committed) submissions per second.
+
+    python benchmarks/feedback.py [--seconds S] [--output FILE]
+
+For each store (SQLite in a temp dir; PostgreSQL at TLSERVE_BENCH_POSTGRES or
+127.0.0.1:5432/test when reachable) a real `tlserve-server` process is started and fed
+small PNG images: single SubmitFeedback calls one at a time and 8 at a time, and one
+StreamFeedback of many items. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import psycopg
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.serving import free_port  # noqa: E402
+from clients._generated.tlserve.v1 import classifier_pb2 as pb  # noqa: E402
+from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc  # noqa: E402
+
+POSTGRES = os.environ.get("TLSERVE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def png(n: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (n % 256, n // 256 % 256, n // 65536 % 256)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def request(n: int, run: str) -> pb.SubmitFeedbackRequest:
+    return pb.SubmitFeedbackRequest(
+        image=pb.Image(encoded=png(n)), label=f"class{n % 10}", idempotency_key=f"{run}-{n}"
+    )
+
+
+async def single(stub: pb_grpc.ClassifierStub, concurrency: int, seconds: float) -> float:
+    run, counter, done = uuid.uuid4().hex[:8], iter(range(10**9)), 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            await stub.SubmitFeedback(request(next(counter), run), timeout=30)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def streamed(stub: pb_grpc.ClassifierStub, items: int) -> float:
+    run = uuid.uuid4().hex[:8]
+    requests = [request(n, run) for n in range(items)]
+    started = time.perf_counter()
+    response = await stub.StreamFeedback(iter(requests), timeout=600)
+    elapsed = time.perf_counter() - started
+    assert response.accepted == items, response.rejected
+    return items / elapsed
+
+
+async def measure(target: str, seconds: float) -> dict[str, float]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        await channel.channel_ready()
+        stub = pb_grpc.ClassifierStub(channel)
+        await single(stub, 1, 0.5)
+        return {
+            "single, 1 in flight": await single(stub, 1, seconds),
+            "single, 8 in flight": await single(stub, 8, seconds),
+            "stream of 2000": await streamed(stub, 2000),
+        }
+
+
+def run_store(store_url: str, data_dir: Path, seconds: float) -> dict[str, float]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "TLSERVE_DATA_DIR": str(data_dir),
+        "TLSERVE_STORE_URL": store_url,
+        "TLSERVE_HOST": "127.0.0.1",
+        "TLSERVE_PORT": str(port),
+        "TLSERVE_METRICS_PORT": "none",
+        "TLSERVE_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "server.main"], cwd=ROOT, env=env)
+    try:
+        return asyncio.run(measure(f"127.0.0.1:{port}", seconds))
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def postgres_url() -> str | None:
+    try:
+        with psycopg.connect(POSTGRES, connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return None
+    return POSTGRES
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "benchmarks" / "results" / "feedback.json"
+    )
+    args = parser.parse_args()
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="tlserve-feedback-") as scratch:
+        results["sqlite"] = run_store("", Path(scratch), args.seconds)
+    url = postgres_url()
+    if url is None:
+        print(f"PostgreSQL not reachable at {POSTGRES}: skipped")
+    else:
+        # Idempotency keys are unique per run, so earlier runs' rows do not interfere.
+        with tempfile.TemporaryDirectory(prefix="tlserve-feedback-") as scratch:
+            results["postgresql"] = run_store(url, Path(scratch), args.seconds)
+    print(f"\n{'store':<12}{'mode':<24}{'submissions/s':>15}")
+    print("-" * 51)
+    for store, rows in results.items():
+        for mode, rate in rows.items():
+            print(f"{store:<12}{mode:<24}{rate:>15.1f}")
+    report = {
+        "benchmark": "feedback",
+        "unit": "acknowledged submissions per second (each durably committed)",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "grpcio": grpc.__version__,
+        },
+        "results": results,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
