@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: test lint bench protos clean
+.PHONY: demo test lint bench protos clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python examples/serving_demo.py
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/feedback.py
 
 # Regenerate clients/_generated from proto/ with the oldest supported grpcio-tools,
 # so the committed stubs run on protobuf 5.27 through 7.x.

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from examples.colour_model import publish_colour_version
 from server.registry import Registry
-from tests.support import ServerThread, publish_colour_version
+from tests.support import ServerThread
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ def test_a_running_server_never_loads_tensorflow(tmp_path: Path) -> None:
     code = f"""
 from pathlib import Path
 from server.registry import Registry
-from tests.support import ServerThread, publish_colour_version, solid_image
+from examples.colour_model import publish_colour_version
+from tests.support import ServerThread, solid_image
 from clients import TlserveClient
 publish_colour_version(Registry(Path({str(tmp_path)!r}) / "registry"))
 server = ServerThread(Path({str(tmp_path)!r})).start()

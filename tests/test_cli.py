@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from examples.colour_model import publish_colour_version
 from server.registry import Registry
-from tests.support import ServerThread, publish_colour_version, solid_image
+from tests.support import ServerThread, solid_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,9 @@ from PIL import Image
 
 from clients import TlserveClient, feedback_request
 from clients._generated.tlserve.v1 import classifier_pb2 as pb
+from examples.colour_model import publish_colour_version
 from server.registry import Registry
-from tests.support import ServerThread, publish_colour_version, solid_image, solid_pixels
+from tests.support import ServerThread, solid_image, solid_pixels
 from tests.test_metrics import scrape, value
 
 

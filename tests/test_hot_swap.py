@@ -14,11 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from clients import TlserveClient
+from examples.colour_model import publish_colour_version
 from server.metrics import ServerMetrics
 from server.model_slot import ModelLoader, ModelSlot
 from server.registry import Registry
 from server.runtime import SessionFactory
-from tests.support import ServerThread, publish_colour_version, solid_image
+from tests.support import ServerThread, solid_image
 
 # Version "straight" answers each colour with its own name, "rotated" answers red with
 # blue and so on; a response mixing one version's backbone with another's head, or

@@ -7,9 +7,14 @@ import json
 import numpy as np
 import pytest
 
+from examples.colour_model import (
+    colour_backbone,
+    linear_head,
+    publish_backbone,
+    publish_colour_version,
+)
 from server.errors import ModelRejected, NotFound
 from server.registry import MODEL_FORMAT, Registry
-from tests.support import colour_backbone, linear_head, publish_backbone, publish_colour_version
 
 
 def test_backbones_are_content_addressed_and_shared(registry: Registry) -> None:
