@@ -57,6 +57,7 @@ class TlserveServer:
             self.metrics,
             retention_count=settings.prediction_retention_count,
             retention_seconds=settings.prediction_retention_seconds,
+            max_per_second=settings.keep_max_per_second,
         )
         limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
         self.feedback = FeedbackService(

@@ -4,7 +4,9 @@ Predict hands each scored image to `keep` (a dict insert); a background task wri
 them to the store in batches and prunes by count and age. Lookups check the unflushed
 buffer first, so feedback can name a prediction the moment its response is sent.
 Kept predictions are a cache, not acknowledged data: a crash loses the last
-unflushed fraction of a second, never a label.
+unflushed fraction of a second, never a label. Keeping a 224x224 prediction costs
+~150 KB of writes, so a rate cap (`keep_max_per_second`) bounds what serving pays at
+high load; predictions over the cap are answered but not kept.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class PredictionKeeper:
         *,
         retention_count: int,
         retention_seconds: float,
+        max_per_second: float = 0.0,
         flush_seconds: float = 0.2,
         prune_seconds: float = 30.0,
     ) -> None:
@@ -37,18 +40,39 @@ class PredictionKeeper:
         self.retention_seconds = retention_seconds
         self.flush_seconds = flush_seconds
         self.prune_seconds = prune_seconds
+        self.max_per_second = max_per_second
+        self._tokens = max_per_second
+        self._refilled_at = time.monotonic()
         self._pending: dict[str, KeptPrediction] = {}
         self._flush_lock = asyncio.Lock()
 
     def keep(self, predictions: Sequence[KeptPrediction]) -> None:
-        for prediction in predictions:
+        allowed = self._take_tokens(len(predictions))
+        if allowed < len(predictions):
+            self.metrics.dropped_predictions.labels(reason="rate_limit").inc(
+                len(predictions) - allowed
+            )
+        for prediction in predictions[:allowed]:
             self._pending[prediction.prediction_id] = prediction
         overflow = len(self._pending) - self.retention_count
         if overflow > 0:
             # The store fell behind by more than the whole retention: drop the oldest.
             for prediction_id in list(self._pending)[:overflow]:
                 del self._pending[prediction_id]
-            self.metrics.dropped_predictions.inc(overflow)
+            self.metrics.dropped_predictions.labels(reason="store_behind").inc(overflow)
+
+    def _take_tokens(self, wanted: int) -> int:
+        """Token bucket: at most `max_per_second` kept on average, bursts up to one second's."""
+        if self.max_per_second <= 0:
+            return wanted
+        now = time.monotonic()
+        self._tokens = min(
+            self.max_per_second, self._tokens + (now - self._refilled_at) * self.max_per_second
+        )
+        self._refilled_at = now
+        allowed = min(wanted, int(self._tokens))
+        self._tokens -= allowed
+        return allowed
 
     async def lookup(self, prediction_id: str) -> KeptPrediction | None:
         pending = self._pending.get(prediction_id)

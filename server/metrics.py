@@ -122,7 +122,8 @@ class ServerMetrics:
         )
         self.dropped_predictions = Counter(
             "tlserve_kept_predictions_dropped",
-            "Predictions not kept because the store fell behind.",
+            "Predictions not kept, by reason: rate_limit (keep_max_per_second), store_behind.",
+            ["reason"],
             registry=registry,
         )
 

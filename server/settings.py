@@ -8,7 +8,7 @@ from these classes).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field
 from pydantic_settings import (
@@ -22,7 +22,34 @@ ExecutionProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
 ResizePolicy = Literal["stretch", "center_crop", "pad"]
 
 
-class ServerSettings(BaseSettings):
+class FileSettings(BaseSettings):
+    """Settings readable from a TOML file too (ranked below the environment)."""
+
+    @classmethod
+    def load(cls, toml_file: Path | None = None, **overrides: object) -> Self:
+        """Settings from (lowest first) defaults, a TOML file, the environment, overrides."""
+        if toml_file is None:
+            return cls(**overrides)  # type: ignore[arg-type]
+        if not toml_file.is_file():
+            raise FileNotFoundError(f"settings file {toml_file} does not exist")
+        config = SettingsConfigDict(**{**cls.model_config, "toml_file": toml_file})
+        with_file = type(cls.__name__, (cls,), {"model_config": config, "__doc__": cls.__doc__})
+        return with_file(**overrides)  # type: ignore[no-any-return]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # A TOML file (when `load` was given one) ranks below the environment.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+class ServerSettings(FileSettings):
     """Settings of `tlserve-server`."""
 
     model_config = SettingsConfigDict(
@@ -47,6 +74,9 @@ class ServerSettings(BaseSettings):
 
     keep_predictions: bool = True
     """Keep recent predictions (scores, features, image) for feedback by id and SuggestLabels."""
+
+    keep_max_per_second: float = Field(default=50.0, ge=0.0)
+    """Most predictions kept per second (0: all); the rest are answered but not kept."""
 
     prediction_retention_count: int = Field(default=10_000, ge=1)
     """Most kept predictions; older ones are pruned."""
@@ -118,26 +148,3 @@ class ServerSettings(BaseSettings):
     @property
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite:///{(self.data_dir / 'feedback.sqlite3').resolve()}"
-
-    @classmethod
-    def load(cls, toml_file: Path | None = None, **overrides: object) -> ServerSettings:
-        """Settings from (lowest first) defaults, a TOML file, the environment, overrides."""
-        if toml_file is None:
-            return cls(**overrides)  # type: ignore[arg-type]
-        if not toml_file.is_file():
-            raise FileNotFoundError(f"settings file {toml_file} does not exist")
-        config = SettingsConfigDict(**{**cls.model_config, "toml_file": toml_file})
-        with_file = type(cls.__name__, (cls,), {"model_config": config, "__doc__": cls.__doc__})
-        return with_file(**overrides)  # type: ignore[no-any-return]
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # A TOML file (when `load` was given one) ranks below the environment.
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))

@@ -1,0 +1,130 @@
+"""Trainer settings: `TLSERVE_*` environment variables (shared ones such as
+TLSERVE_DATA_DIR, TLSERVE_STORE_URL and TLSERVE_HOLDOUT_PERCENT mean the same as for
+the server) or a TOML file. Nothing is read at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from server.settings import FileSettings
+
+Pooling = Literal["avg", "max", "flatten"]
+
+
+class TrainerSettings(FileSettings):
+    """Settings of `tlserve-trainer`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TLSERVE_",
+        use_attribute_docstrings=True,
+        extra="ignore",
+        env_parse_none_str="none",
+    )
+
+    data_dir: Path = Path("./tlserve-data")
+    """Root of the embedded deployment: the registry and the SQLite store live below it."""
+
+    registry_dir: Path | None = None
+    """Model registry folder; defaults to `<data_dir>/registry`."""
+
+    store_url: str = ""
+    """Feedback store: empty for SQLite under the data dir, or a URL (as for the server)."""
+
+    holdout_percent: float = Field(default=20.0, ge=0.0, le=90.0)
+    """Share of samples in the stable holdout split (by content hash)."""
+
+    backbone: str = "MobileNetV2"
+    """keras.applications model name (MobileNetV2, MobileNetV3Small, EfficientNetB0, ResNet50,
+    InceptionV3, VGG16, ...), or a path to a Keras model file (.keras/.h5) of your own."""
+
+    backbone_weights: str = "imagenet"
+    """`imagenet` (Keras' download, cached in ~/.keras/models), a local weights file, or `none`."""
+
+    backbone_cut_layer: str = ""
+    """For a model file or to cut a keras.applications model early: the layer whose output is used
+    (e.g. InceptionV3's `mixed7`); empty: the model's last convolutional output."""
+
+    backbone_pooling: Pooling = "avg"
+    """How a spatial feature map becomes a vector: avg, max or flatten."""
+
+    input_size: int = Field(default=224, ge=16, le=1024)
+    """Square input size (pixels) for keras.applications backbones; a model file keeps its own."""
+
+    resize: Literal["stretch", "center_crop", "pad"] = "stretch"
+    """How images of other sizes are brought to the input size (the server uses the same)."""
+
+    hidden_units: list[int] = Field(default_factory=lambda: [128])
+    """Hidden Dense layers of the head, e.g. [256, 64]; [] for a linear (softmax) head."""
+
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    """Dropout after each hidden layer."""
+
+    learning_rate: float = Field(default=1e-3, gt=0.0)
+    """Adam learning rate of head training."""
+
+    epochs: int = Field(default=200, ge=1)
+    """Most epochs of head training (early stopping usually ends it sooner)."""
+
+    batch_size: int = Field(default=32, ge=1)
+    """Training batch size."""
+
+    patience: int = Field(default=15, ge=1)
+    """Early stopping: epochs without validation improvement before stopping (best epoch kept)."""
+
+    validation_percent: float = Field(default=15.0, ge=0.0, lt=50.0)
+    """Share of the training split held out for early stopping."""
+
+    seed: int = 1234
+    """Seed for weights, shuffling and splits: the same data gives the same model."""
+
+    fine_tune_layers: int = Field(default=0, ge=0)
+    """After the head converges, unfreeze this many top backbone layers and train end to end
+    (0: off). The result is a new backbone."""
+
+    fine_tune_epochs: int = Field(default=5, ge=1)
+    """Epochs of fine-tuning."""
+
+    fine_tune_learning_rate: float = Field(default=1e-5, gt=0.0)
+    """Learning rate of fine-tuning (~100x below the head's)."""
+
+    min_accuracy: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Promotion gate: lowest holdout accuracy a new version may have."""
+
+    max_regression: float = Field(default=0.02, ge=0.0, le=1.0)
+    """Promotion gate: most the holdout accuracy may drop against the served version."""
+
+    min_samples_per_class: int = Field(default=2, ge=1)
+    """Promotion gate (and training precondition): labeled samples each class needs."""
+
+    min_new_labels: int = Field(default=10, ge=1)
+    """The loop trains when at least this many labels arrived since the last run."""
+
+    poll_seconds: float = Field(default=2.0, gt=0.0)
+    """How often the loop checks for new labels and training requests."""
+
+    train_every_seconds: float | None = None
+    """Also train on a timer, if any label is new (none: only on labels and requests)."""
+
+    keep_versions: int = Field(default=10, ge=2)
+    """Registry retention: versions kept (CURRENT and the version it replaced always are)."""
+
+    feature_batch_size: int = Field(default=64, ge=1)
+    """Images per batch when computing features."""
+
+    metrics_port: int | None = Field(default=9465, ge=0, le=65535)
+    """Prometheus /metrics port of the trainer; `none` disables it."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the trainer process."""
+
+    @property
+    def registry_path(self) -> Path:
+        return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.data_dir / 'feedback.sqlite3').resolve()}"
