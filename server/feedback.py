@@ -129,15 +129,27 @@ class FeedbackService:
     async def label_counts(self) -> dict[str, tuple[int, int]]:
         return await asyncio.to_thread(self.store.label_counts, self.holdout_percent)
 
-    async def suggest(self, count: int, strategy: str) -> list[Suggestion]:
+    async def suggest(
+        self, count: int, strategy: str, served_version: str | None = None
+    ) -> list[Suggestion]:
         if not 1 <= count <= MAX_SUGGESTIONS:
             raise InvalidInput(f"count={count} is out of range; accepted 1..{MAX_SUGGESTIONS}")
         if strategy not in STRATEGIES:
             raise InvalidInput(f"unknown strategy {strategy!r}; accepted {', '.join(STRATEGIES)}")
         await self.keeper.flush()
-        candidates = await asyncio.to_thread(
-            self.store.unlabeled_predictions, strategy, count * CANDIDATE_FACTOR
+        # The served version's own uncertainty is what counts; older versions' kept
+        # predictions are only used when it has none yet.
+        candidates = (
+            await asyncio.to_thread(
+                self.store.unlabeled_predictions, strategy, count * CANDIDATE_FACTOR, served_version
+            )
+            if served_version
+            else []
         )
+        if not candidates:
+            candidates = await asyncio.to_thread(
+                self.store.unlabeled_predictions, strategy, count * CANDIDATE_FACTOR
+            )
         scores = np.array([c.uncertainty(strategy) for c in candidates])
         chosen = diverse_selection(candidates, scores, count)
         return [Suggestion(candidates[i], float(scores[i])) for i in chosen]

@@ -18,13 +18,31 @@ from trainer.errors import TrainerError
 
 # name -> (constructor, preprocess_input); preprocessing runs inside the graph.
 _APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], Callable[[Any], Any]]] = {
-    "MobileNetV2": (keras.applications.MobileNetV2, keras.applications.mobilenet_v2.preprocess_input),
-    "MobileNetV3Small": (keras.applications.MobileNetV3Small, keras.applications.mobilenet_v3.preprocess_input),
-    "MobileNetV3Large": (keras.applications.MobileNetV3Large, keras.applications.mobilenet_v3.preprocess_input),
-    "EfficientNetB0": (keras.applications.EfficientNetB0, keras.applications.efficientnet.preprocess_input),
-    "EfficientNetB1": (keras.applications.EfficientNetB1, keras.applications.efficientnet.preprocess_input),
+    "MobileNetV2": (
+        keras.applications.MobileNetV2,
+        keras.applications.mobilenet_v2.preprocess_input,
+    ),
+    "MobileNetV3Small": (
+        keras.applications.MobileNetV3Small,
+        keras.applications.mobilenet_v3.preprocess_input,
+    ),
+    "MobileNetV3Large": (
+        keras.applications.MobileNetV3Large,
+        keras.applications.mobilenet_v3.preprocess_input,
+    ),
+    "EfficientNetB0": (
+        keras.applications.EfficientNetB0,
+        keras.applications.efficientnet.preprocess_input,
+    ),
+    "EfficientNetB1": (
+        keras.applications.EfficientNetB1,
+        keras.applications.efficientnet.preprocess_input,
+    ),
     "ResNet50": (keras.applications.ResNet50, keras.applications.resnet50.preprocess_input),
-    "InceptionV3": (keras.applications.InceptionV3, keras.applications.inception_v3.preprocess_input),
+    "InceptionV3": (
+        keras.applications.InceptionV3,
+        keras.applications.inception_v3.preprocess_input,
+    ),
     "VGG16": (keras.applications.VGG16, keras.applications.vgg16.preprocess_input),
 }
 APPLICATION_NAMES = tuple(_APPLICATIONS)

@@ -67,7 +67,10 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         self, request: pb.SuggestLabelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.SuggestLabelsResponse:
         strategy = codec.suggest_strategy(request.strategy)
-        suggestions = await self.feedback.suggest(request.count, strategy)
+        served = self.slot.current
+        suggestions = await self.feedback.suggest(
+            request.count, strategy, served.version if served else None
+        )
         images = await asyncio.gather(
             *(
                 asyncio.to_thread(encode_png, s.prediction.pixels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,8 +109,10 @@ class FeedbackStore(ABC):
         """Drop kept predictions beyond the newest `max_count` or created before `older_than`."""
 
     @abstractmethod
-    def unlabeled_predictions(self, strategy: str, limit: int) -> list[KeptPrediction]:
-        """Kept predictions nobody labeled yet, most uncertain first."""
+    def unlabeled_predictions(
+        self, strategy: str, limit: int, model_version: str | None = None
+    ) -> list[KeptPrediction]:
+        """Kept predictions nobody labeled yet, most uncertain first (of one version if given)."""
 
     @abstractmethod
     def current_labels(self, since_seq: int = 0) -> list[LabelRecord]:
@@ -120,6 +123,14 @@ class FeedbackStore(ABC):
 
     @abstractmethod
     def last_label_seq(self) -> int: ...
+
+    @abstractmethod
+    def labels_since(self, seq: int) -> int:
+        """How many labels were added after `seq`."""
+
+    @abstractmethod
+    def training_lock(self) -> AbstractContextManager[None]:
+        """Held by the one trainer run allowed at a time, across processes and pods."""
 
     @abstractmethod
     def images(self, sample_ids: Iterable[str]) -> dict[str, bytes]: ...

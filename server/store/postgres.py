@@ -58,5 +58,15 @@ class PostgresFeedbackStore(SqlFeedbackStore):
         with self.pool.connection() as connection, connection.transaction():
             yield connection.cursor()
 
+    @contextmanager
+    def training_lock(self) -> Iterator[None]:
+        # A session advisory lock: released by PostgreSQL itself if the holder dies.
+        with self.pool.connection() as connection:
+            connection.execute("SELECT pg_advisory_lock(7319002)")
+            try:
+                yield
+            finally:
+                connection.execute("SELECT pg_advisory_unlock(7319002)")
+
     def close(self) -> None:
         self.pool.close()

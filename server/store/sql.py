@@ -281,17 +281,20 @@ class SqlFeedbackStore(FeedbackStore):
             removed += int(cursor.rowcount or 0)
         return removed
 
-    def unlabeled_predictions(self, strategy: str, limit: int) -> list[KeptPrediction]:
+    def unlabeled_predictions(
+        self, strategy: str, limit: int, model_version: str | None = None
+    ) -> list[KeptPrediction]:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+        version_filter = "AND p.model_version = ? " if model_version else ""
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
                     f"SELECT {_PREDICTION_COLUMNS} FROM predictions p WHERE NOT EXISTS "
                     "(SELECT 1 FROM labels l WHERE l.prediction_id = p.id) "
-                    f"ORDER BY {strategy} DESC, created_at DESC LIMIT ?"
+                    f"{version_filter}ORDER BY {strategy} DESC, created_at DESC LIMIT ?"
                 ),
-                (limit,),
+                (model_version, limit) if model_version else (limit,),
             )
             rows = cursor.fetchall()
         return [_prediction_from_row(row) for row in rows]
@@ -324,6 +327,11 @@ class SqlFeedbackStore(FeedbackStore):
     def last_label_seq(self) -> int:
         with self._read() as cursor:
             cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM labels")
+            return int(cursor.fetchone()[0])
+
+    def labels_since(self, seq: int) -> int:
+        with self._read() as cursor:
+            cursor.execute(self._sql("SELECT COUNT(*) FROM labels WHERE seq > ?"), (seq,))
             return int(cursor.fetchone()[0])
 
     def images(self, sample_ids: Iterable[str]) -> dict[str, bytes]:

@@ -9,6 +9,7 @@ PostgreSQL store for several replicas).
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
@@ -81,6 +82,16 @@ class SqliteFeedbackStore(SqlFeedbackStore):
             yield connection.cursor()
         finally:
             connection.execute("COMMIT")
+
+    @contextmanager
+    def training_lock(self) -> Iterator[None]:
+        # SQLite lives on one machine's disk, so an OS file lock beside it is enough.
+        with open(self.path.with_suffix(".training.lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def integrity_check(self) -> str:
         with self._read() as cursor:

@@ -1,0 +1,70 @@
+"""The trainer loop: train when enough new labels arrived, on a timer, or on request;
+one run at a time, across processes and pods (the store's training lock)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from server.fsutil import atomic_write_bytes
+from server.registry import Registry
+from server.store.base import FeedbackStore
+from trainer.pipeline import RunRecord, Trainer
+from trainer.retention import apply_retention
+from trainer.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+
+class TrainerLoop:
+    def __init__(self, settings: TrainerSettings, store: FeedbackStore, registry: Registry) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.trainer = Trainer(settings, store, registry)
+        self.state_path = settings.data_dir / "trainer" / "state.json"
+        self._last_run_at = 0.0
+
+    def state(self) -> dict[str, Any]:
+        if self.state_path.is_file():
+            return json.loads(self.state_path.read_text())  # type: ignore[no-any-return]
+        return {"trained_label_seq": 0}
+
+    def due(self) -> str | None:
+        """Why a run is due now, or None."""
+        trained = int(self.state().get("trained_label_seq", 0))
+        newest = self.store.last_label_seq()
+        new_labels = self.store.labels_since(trained)
+        if new_labels >= self.settings.min_new_labels:
+            return f"{new_labels} new labels"
+        every = self.settings.train_every_seconds
+        if every and newest > trained and time.monotonic() - self._last_run_at >= every:
+            return f"timer ({every:.0f}s) with {new_labels} new labels"
+        return None
+
+    def run_once(self, reason: str) -> RunRecord:
+        with self.store.training_lock():
+            record = self.trainer.run_once(reason)
+            self._last_run_at = time.monotonic()
+            if record.result in ("promoted", "rejected"):
+                state = {**self.state(), "trained_label_seq": record.label_seq}
+                atomic_write_bytes(self.state_path, json.dumps(state, indent=2).encode())
+            if record.result == "promoted":
+                apply_retention(self.registry, self.settings.keep_versions)
+        return record
+
+    def run_forever(self, stop: Any = None) -> None:
+        """Poll until `stop` (a threading.Event) is set."""
+        while stop is None or not stop.is_set():
+            try:
+                reason = self.due()
+                if reason:
+                    self.run_once(reason)
+            except Exception:
+                log.exception("trainer loop iteration failed; retrying")
+            if stop is not None:
+                stop.wait(self.settings.poll_seconds)
+            else:
+                time.sleep(self.settings.poll_seconds)

@@ -1,0 +1,143 @@
+"""`tlserve-trainer`: retrain the classifier head on the feedback, publish, export.
+
+    tlserve-trainer run                    the loop: train on new labels, a timer or request
+    tlserve-trainer once                   one training run now
+    tlserve-trainer export VERSION OUT     one fused ONNX (images -> probabilities), parity-checked
+    tlserve-trainer pretrain [OUT]         train the MNIST source ConvNet (the demo's backbone)
+
+Settings: TLSERVE_* environment variables or --config FILE (TOML).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from prometheus_client import CollectorRegistry, start_http_server
+
+from server.registry import Registry
+from server.store import open_store
+from trainer.errors import TrainerError
+from trainer.loop import TrainerLoop
+from trainer.onnx_export import fuse
+from trainer.pretrain import CUT_LAYER, pretrain_digits
+from trainer.settings import TrainerSettings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tlserve-trainer", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="the training loop")
+    commands.add_parser("once", help="one training run now")
+    export = commands.add_parser("export", help="write a fused standalone ONNX of a version")
+    export.add_argument("version", help="version id, or `current`")
+    export.add_argument("output", type=Path)
+    pretrain = commands.add_parser("pretrain", help="train the MNIST source ConvNet")
+    pretrain.add_argument("output", type=Path, nargs="?", help="model file (.keras)")
+    pretrain.add_argument("--epochs", type=int, default=8)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = TrainerSettings.load(args.config)
+    except Exception as exc:
+        print(f"tlserve-trainer: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "pretrain":
+            target = args.output or settings.data_dir / "pretrained" / "mnist_convnet.keras"
+            report = pretrain_digits(target, epochs=args.epochs, seed=settings.seed)
+            print(json.dumps({"model": str(target), "cut_layer": CUT_LAYER, **report}))
+            return 0
+        registry = Registry(settings.registry_path)
+        if args.command == "export":
+            return _export(registry, args.version, args.output)
+        store = open_store(settings.resolved_store_url)
+        try:
+            loop = TrainerLoop(settings, store, registry)
+            if args.command == "once":
+                record = loop.run_once("manual")
+                print(
+                    json.dumps(
+                        {
+                            "run": record.run_id,
+                            "result": record.result,
+                            "version": record.version,
+                            "reasons": record.reasons,
+                        }
+                    )
+                )
+                return 0 if record.result in ("promoted", "rejected", "skipped") else 1
+            return _run(loop, settings)
+        finally:
+            store.close()
+    except TrainerError as exc:
+        print(f"tlserve-trainer: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(loop: TrainerLoop, settings: TrainerSettings) -> int:
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, registry=CollectorRegistry())
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    loop.run_forever(stop)
+    return 0
+
+
+def _export(registry: Registry, version: str, output: Path) -> int:
+    version = registry.current() if version == "current" else version
+    if version is None:
+        raise TrainerError("the registry has no CURRENT version to export")
+    manifest = registry.model_manifest(version)
+    backbone = registry.backbone_manifest(manifest.backbone_id)
+    backbone_bytes = (registry.backbone_dir(backbone.id) / "backbone.onnx").read_bytes()
+    head_bytes = (registry.version_dir(version) / "head.onnx").read_bytes()
+    fused = fuse(backbone_bytes, head_bytes, features=backbone.output_name)
+    sample = np.random.default_rng(0).integers(
+        0, 256, (4, backbone.height, backbone.width, 3), dtype=np.uint8
+    )
+    providers = ["CPUExecutionProvider"]
+    (features,) = ort.InferenceSession(backbone_bytes, providers=providers).run(
+        None, {backbone.input_name: sample}
+    )
+    (expected,) = ort.InferenceSession(head_bytes, providers=providers).run(
+        None, {manifest.head_input: features}
+    )
+    (actual,) = ort.InferenceSession(fused, providers=providers).run(
+        None, {backbone.input_name: sample}
+    )
+    difference = float(np.max(np.abs(actual - expected)))
+    if difference > 1e-5:
+        raise TrainerError(f"fused model differs from the two-stage one by {difference:.3g}")
+    output.write_bytes(fused)
+    print(
+        json.dumps(
+            {
+                "version": version,
+                "output": str(output),
+                "labels": list(manifest.labels),
+                "input": backbone.input_name,
+                "max_abs_difference": difference,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,349 @@
+"""One training run: snapshot the labels, cache features, train the head, export it,
+evaluate it beside the served version on the same holdout, gate, publish, record.
+
+A run that fails or is gated out leaves the registry as it was; every run leaves a
+record (`<data_dir>/trainer/runs/<run id>/record.json`, plus TensorBoard logs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import onnxruntime as ort
+
+from server.fsutil import atomic_write_bytes
+from server.imaging import ImageLimits, decode_image
+from server.registry import BackboneManifest, Registry, new_version_id
+from server.store.base import FeedbackStore, LabelRecord
+from server.store.labels import in_holdout
+from trainer.backbones import build_backbone, features_function
+from trainer.errors import NotEnoughData, TrainerError
+from trainer.evaluation import GateDecision, PromotionGate, evaluate
+from trainer.head import head_function, train_head
+from trainer.onnx_export import export_function
+from trainer.plots import confusion_matrix, training_curves
+from trainer.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    reason: str
+    result: str = "running"  # promoted | rejected | skipped | failed
+    version: str | None = None
+    served_before: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    label_seq: int = 0
+    newest_label_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Trainer:
+    def __init__(self, settings: TrainerSettings, store: FeedbackStore, registry: Registry) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.state_dir = settings.data_dir / "trainer"
+        self.limits = ImageLimits()
+        self.gate = PromotionGate(
+            settings.min_accuracy, settings.max_regression, settings.min_samples_per_class
+        )
+
+    # ---- backbone -----------------------------------------------------------------
+
+    def backbone_key(self) -> str:
+        s = self.settings
+        parts: dict[str, Any] = {
+            "backbone": s.backbone,
+            "weights": s.backbone_weights,
+            "cut": s.backbone_cut_layer,
+            "pooling": s.backbone_pooling,
+            "size": s.input_size,
+            "resize": s.resize,
+            "seed": s.seed,
+        }
+        for name in ("backbone", "backbone_weights"):
+            path = Path(getattr(s, name))
+            if path.is_file():
+                parts[f"{name}_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def ensure_backbone(self) -> BackboneManifest:
+        """The configured backbone in the registry: exported once, then reused by id."""
+        key = self.backbone_key()
+        index_path = self.state_dir / "backbones.json"
+        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+        known = index.get(key)
+        if known and (self.registry.backbone_dir(known) / "backbone.json").is_file():
+            return self.registry.backbone_manifest(known)
+        s = self.settings
+        keras.utils.set_random_seed(s.seed)
+        backbone = build_backbone(
+            s.backbone,
+            weights=s.backbone_weights,
+            input_size=s.input_size,
+            cut_layer=s.backbone_cut_layer,
+            pooling=s.backbone_pooling,
+        )
+        sample = np.random.default_rng(0).integers(
+            0, 256, (2, backbone.height, backbone.width, 3), dtype=np.uint8
+        )
+        onnx_bytes = export_function(
+            features_function(backbone), input_name="images", output_name="features", sample=sample
+        )
+        manifest = self.registry.publish_backbone(
+            onnx_bytes,
+            input_name="images",
+            output_name="features",
+            height=backbone.height,
+            width=backbone.width,
+            feature_dim=backbone.feature_dim,
+            resize=s.resize,
+            source={**backbone.source, "config_key": key},
+        )
+        index[key] = manifest.id
+        atomic_write_bytes(index_path, json.dumps(index, indent=2).encode())
+        log.info("backbone %s exported (%d features)", manifest.id[:12], manifest.feature_dim)
+        return manifest
+
+    # ---- features -----------------------------------------------------------------
+
+    def features(self, backbone: BackboneManifest, sample_ids: list[str]) -> np.ndarray:
+        """Features of every sample, computing (and caching) only the missing ones."""
+        cached = self.store.features(backbone.id, sample_ids)
+        missing = [s for s in sample_ids if s not in cached]
+        if missing:
+            session = ort.InferenceSession(
+                str(self.registry.backbone_dir(backbone.id) / "backbone.onnx"),
+                providers=["CPUExecutionProvider"],
+            )
+            batch = self.settings.feature_batch_size
+            for start in range(0, len(missing), batch):
+                chunk = missing[start : start + batch]
+                images = self.store.images(chunk)
+                pixels = np.stack(
+                    [decode_image(images[s], backbone.input_spec, self.limits) for s in chunk]
+                )
+                (vectors,) = session.run([backbone.output_name], {backbone.input_name: pixels})
+                computed = dict(zip(chunk, vectors, strict=True))
+                self.store.put_features(backbone.id, computed)
+                cached.update(computed)
+                _progress("features", min(start + batch, len(missing)), len(missing))
+        return np.stack([cached[s] for s in sample_ids]).astype(np.float32)
+
+    # ---- a run --------------------------------------------------------------------
+
+    def run_once(self, reason: str = "manual") -> RunRecord:
+        run_id = new_version_id()
+        record = RunRecord(run_id=run_id, reason=reason, served_before=self.registry.current())
+        run_dir = self.state_dir / "runs" / run_id
+        try:
+            self._run(record, run_dir)
+        except NotEnoughData as exc:
+            record.result, record.reasons = "skipped", [str(exc)]
+        except TrainerError as exc:
+            record.result, record.reasons = "failed", [str(exc)]
+            log.error("training run %s failed: %s", run_id, exc)
+        except Exception as exc:
+            record.result, record.reasons = "failed", [f"{type(exc).__name__}: {exc}"]
+            log.exception("training run %s failed", run_id)
+        finally:
+            atomic_write_bytes(
+                run_dir / "record.json", json.dumps(record.to_json(), indent=2).encode()
+            )
+        log.info("run %s: %s (%s)", run_id, record.result, "; ".join(record.reasons))
+        return record
+
+    def _run(self, record: RunRecord, run_dir: Path) -> None:
+        s = self.settings
+        timings = record.timings
+        started = time.perf_counter()
+
+        records = self.store.current_labels()
+        labels = sorted({r.label for r in records})
+        if len(labels) < 2:
+            raise NotEnoughData(f"need labeled samples of at least 2 classes, have {labels}")
+        record.label_seq = max(r.seq for r in records)
+        record.newest_label_at = max(r.created_at for r in records)
+        train = [r for r in records if not in_holdout(r.sample_id, s.holdout_percent)]
+        holdout = [r for r in records if in_holdout(r.sample_id, s.holdout_percent)]
+        train_counts = {label: sum(r.label == label for r in train) for label in labels}
+        short = {label: n for label, n in train_counts.items() if n < s.min_samples_per_class}
+        if short:
+            raise NotEnoughData(
+                f"classes need at least {s.min_samples_per_class} training samples: "
+                + ", ".join(f"{label} has {n}" for label, n in sorted(short.items()))
+            )
+        record.dataset = {
+            "labels": labels,
+            "train": len(train),
+            "holdout": len(holdout),
+            "train_per_class": train_counts,
+            "fingerprint": _fingerprint(records),
+            "label_seq": record.label_seq,
+        }
+        timings["snapshot"] = _lap(started)
+
+        stage = time.perf_counter()
+        backbone = self.ensure_backbone()
+        timings["backbone"] = _lap(stage)
+
+        stage = time.perf_counter()
+        x_train = self.features(backbone, [r.sample_id for r in train])
+        x_holdout = (
+            self.features(backbone, [r.sample_id for r in holdout])
+            if holdout
+            else np.zeros((0, backbone.feature_dim), np.float32)
+        )
+        timings["features"] = _lap(stage)
+
+        stage = time.perf_counter()
+        index = {label: i for i, label in enumerate(labels)}
+        y_train = np.array([index[r.label] for r in train], dtype=np.int64)
+        head = train_head(
+            x_train,
+            y_train,
+            len(labels),
+            hidden_units=list(s.hidden_units),
+            dropout=s.dropout,
+            learning_rate=s.learning_rate,
+            epochs=s.epochs,
+            batch_size=s.batch_size,
+            patience=s.patience,
+            validation_percent=s.validation_percent,
+            seed=s.seed,
+            log_dir=str(run_dir / "tensorboard"),
+        )
+        timings["train"] = _lap(stage)
+
+        stage = time.perf_counter()
+        head_onnx = export_function(
+            head_function(head.model, backbone.feature_dim),
+            input_name="features",
+            output_name="probabilities",
+            sample=x_train[: min(len(x_train), 16)],
+        )
+        timings["export"] = _lap(stage)
+
+        stage = time.perf_counter()
+        actual = [r.label for r in holdout]
+        candidate = evaluate(_predict(head_onnx, x_holdout, labels), actual, labels)
+        served = self._evaluate_served(holdout) if record.served_before else None
+        record.metrics = {
+            "holdout": candidate,
+            "served_version_holdout": served,
+            "training": {"best_epoch": head.best_epoch, "epochs_run": head.epochs_run},
+        }
+        decision = self.gate.decide(
+            candidate["accuracy"], served["accuracy"] if served else None, train_counts
+        )
+        timings["evaluate"] = _lap(stage)
+        record.reasons = decision.reasons
+        if not decision.promote:
+            record.result = "rejected"
+            return
+
+        stage = time.perf_counter()
+        record.version = self._publish(record, backbone, head_onnx, labels, head, decision)
+        timings["publish"] = _lap(stage)
+        record.result = "promoted"
+
+    def _evaluate_served(self, holdout: list[LabelRecord]) -> dict[str, Any] | None:
+        version = self.registry.current()
+        if version is None or not holdout:
+            return None
+        manifest = self.registry.model_manifest(version)
+        backbone = self.registry.backbone_manifest(manifest.backbone_id)
+        features = self.features(backbone, [r.sample_id for r in holdout])
+        head = (self.registry.version_dir(version) / "head.onnx").read_bytes()
+        predicted = _predict(head, features, list(manifest.labels), manifest.head_input)
+        result = evaluate(predicted, [r.label for r in holdout], list(manifest.labels))
+        result["version"] = version
+        return result
+
+    def _publish(
+        self,
+        record: RunRecord,
+        backbone: BackboneManifest,
+        head_onnx: bytes,
+        labels: list[str],
+        head: Any,
+        decision: GateDecision,
+    ) -> str:
+        card = {
+            "run_id": record.run_id,
+            "dataset": record.dataset,
+            "metrics": record.metrics,
+            "gate": decision.to_json(),
+            "timings": record.timings,
+            "training": {
+                "hidden_units": list(self.settings.hidden_units),
+                "dropout": self.settings.dropout,
+                "learning_rate": self.settings.learning_rate,
+                "seed": self.settings.seed,
+                "history": head.history,
+            },
+            "backbone_source": dict(backbone.source),
+        }
+        card_files = {"training_curves.png": training_curves(head.history)}
+        matrix = record.metrics["holdout"]["confusion_matrix"]
+        if record.metrics["holdout"]["samples"]:
+            card_files["confusion_matrix.png"] = confusion_matrix(matrix)
+        version = self.registry.publish_version(
+            head_onnx=head_onnx,
+            labels=labels,
+            backbone=backbone,
+            head_input="features",
+            head_output="probabilities",
+            card=card,
+            card_files=card_files,
+            parent=record.served_before,
+        )
+        self.registry.set_current(version)
+        return version
+
+
+def _predict(
+    head_onnx: bytes, features: np.ndarray, labels: list[str], input_name: str = "features"
+) -> list[str]:
+    if len(features) == 0:
+        return []
+    session = ort.InferenceSession(head_onnx, providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run(None, {input_name: features})
+    return [labels[i] for i in np.argmax(probabilities, axis=1)]
+
+
+def _fingerprint(records: list[LabelRecord]) -> str:
+    digest = hashlib.sha256()
+    for record in sorted(records, key=lambda r: r.sample_id):
+        digest.update(f"{record.sample_id}:{record.label}\n".encode())
+    return digest.hexdigest()
+
+
+def _lap(since: float) -> float:
+    return round(time.perf_counter() - since, 4)
+
+
+def _progress(what: str, done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r{what}: [{'#' * filled}{'-' * (width - filled)}] {done}/{total}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
