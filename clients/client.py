@@ -135,8 +135,10 @@ def image_message(image: ImageLike) -> pb.Image:
     )
 
 
-def _predict_request(images: Sequence[ImageLike], top_k: int) -> pb.PredictRequest:
-    return pb.PredictRequest(images=[image_message(i) for i in images], top_k=top_k)
+def _predict_request(images: Sequence[ImageLike], top_k: int, keep: bool) -> pb.PredictRequest:
+    return pb.PredictRequest(
+        images=[image_message(i) for i in images], top_k=top_k, do_not_keep=not keep
+    )
 
 
 def _predict_result(response: pb.PredictResponse) -> PredictResult:
@@ -240,8 +242,12 @@ class TlserveClient:
         self.stub = pb_grpc.ClassifierStub(self.channel)
         self.timeout = timeout
 
-    def predict(self, images: Iterable[ImageLike], top_k: int = 0) -> PredictResult:
-        response = self.stub.Predict(_predict_request(list(images), top_k), timeout=self.timeout)
+    def predict(
+        self, images: Iterable[ImageLike], top_k: int = 0, *, keep: bool = True
+    ) -> PredictResult:
+        """`keep=False`: the server keeps no record (no feedback by id, no suggestions)."""
+        request = _predict_request(list(images), top_k, keep)
+        response = self.stub.Predict(request, timeout=self.timeout)
         return _predict_result(response)
 
     def predict_one(self, image: ImageLike, top_k: int = 0) -> Prediction:
@@ -327,10 +333,11 @@ class AsyncTlserveClient:
         self.stub = pb_grpc.ClassifierStub(self.channel)
         self.timeout = timeout
 
-    async def predict(self, images: Iterable[ImageLike], top_k: int = 0) -> PredictResult:
-        response = await self.stub.Predict(
-            _predict_request(list(images), top_k), timeout=self.timeout
-        )
+    async def predict(
+        self, images: Iterable[ImageLike], top_k: int = 0, *, keep: bool = True
+    ) -> PredictResult:
+        request = _predict_request(list(images), top_k, keep)
+        response = await self.stub.Predict(request, timeout=self.timeout)
         return _predict_result(response)
 
     async def predict_one(self, image: ImageLike, top_k: int = 0) -> Prediction:

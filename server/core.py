@@ -92,7 +92,9 @@ class PredictionService:
             on_depth=metrics.queue_depth.set,
         )
 
-    async def predict(self, images: Sequence[ImageInput], top_k: int = 0) -> PredictResult:
+    async def predict(
+        self, images: Sequence[ImageInput], top_k: int = 0, *, keep: bool = True
+    ) -> PredictResult:
         """Score every image with the served version; all answered by that one version."""
         if not images:
             raise InvalidInput("the request has no images; send at least one")
@@ -113,7 +115,7 @@ class PredictionService:
             )
             for result in scored
         ]
-        if self.keeper is not None:
+        if self.keeper is not None and keep:
             now = time.time()
             self.keeper.keep(
                 [

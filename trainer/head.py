@@ -9,6 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 
+MIN_VALIDATION_SAMPLES = 30
+
+
 @dataclass
 class HeadResult:
     model: keras.Model
@@ -64,13 +67,17 @@ def train_head(
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     validation_count = int(len(x) * validation_percent / 100)
-    # Early stopping needs a validation set worth the name; tiny sets train on all data.
-    use_validation = validation_count >= max(5, classes)
+    # Early stopping needs a validation set worth the name. A dozen samples (worse: the
+    # hard ones active learning picks) make val_loss noise, and "best epoch" then means
+    # "barely trained"; small sets train on everything until the training loss settles.
+    use_validation = validation_count >= max(MIN_VALIDATION_SAMPLES, 3 * classes)
     validation = order[:validation_count] if use_validation else order[:0]
     training = order[validation_count:] if use_validation else order
     monitor = "val_loss" if use_validation else "loss"
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=patience, restore_best_weights=True, start_from_epoch=5
+        )
     ]
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))

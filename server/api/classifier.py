@@ -35,7 +35,9 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictResponse:
         images = codec.images_from_proto(request.images)
-        result = await self.predictions.predict(images, top_k=request.top_k)
+        result = await self.predictions.predict(
+            images, top_k=request.top_k, keep=not request.do_not_keep
+        )
         return codec.predict_response(result)
 
     async def SubmitFeedback(
