@@ -87,6 +87,7 @@ def publish_colour_version(
     size: int = 32,
     scale: float = 1.0,
     make_current: bool = True,
+    parent: str | None = None,
 ) -> str:
     """A version whose answer for each colour is `answer_for[colour]` (default: itself)."""
     answer_for = answer_for or {c: c for c in COLOURS}
@@ -101,6 +102,7 @@ def publish_colour_version(
         head_input="features",
         head_output="probabilities",
         card={"metrics": {"holdout_accuracy": 1.0}},
+        parent=parent,
     )
     if make_current:
         registry.set_current(version)
