@@ -37,9 +37,9 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def new_version_id(now: datetime | None = None) -> str:
-    """Sortable by creation time, unique across concurrent writers."""
+    """Sortable by creation time (to the microsecond), unique across concurrent writers."""
     moment = now or datetime.now(UTC)
-    return f"{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"{moment:%Y%m%d-%H%M%S-%f}-{secrets.token_hex(2)}"
 
 
 @dataclass(frozen=True, slots=True)
