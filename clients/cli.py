@@ -7,6 +7,10 @@
     tlserve feedback FOLDER                  FOLDER/<label>/<image> (Keras directory layout)
     tlserve feedback --csv FILE              rows of path,label (paths relative to the CSV)
     tlserve labels
+    tlserve models rollback [VERSION]        admin: serve an earlier version (default: the previous)
+    tlserve train [--reason TEXT]            admin: ask the trainer for a run now
+
+Admin calls send --token or TLSERVE_ADMIN_TOKEN.
 
 The server address comes from --target or TLSERVE_TARGET (default localhost:50051).
 """
@@ -36,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
         help="server address host:port (env TLSERVE_TARGET)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("TLSERVE_ADMIN_TOKEN", ""),
+        help="admin token for rollback and train (env TLSERVE_ADMIN_TOKEN)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument("images", nargs="+", type=Path)
@@ -45,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON")
     models = commands.add_parser("models", help="list the registry's model versions")
     models.add_argument("--json", action="store_true", help="print JSON")
+    models_commands = models.add_subparsers(dest="models_command")
+    rollback = models_commands.add_parser("rollback", help="admin: serve an earlier version")
+    rollback.add_argument("version", nargs="?", default="", help="default: the previous one")
+    train = commands.add_parser("train", help="admin: ask the trainer for a run now")
+    train.add_argument("--reason", default="tlserve train")
     commands.add_parser("health", help="exit 0 when the server is ready to predict")
     feedback = commands.add_parser("feedback", help="send labeled images")
     feedback.add_argument("path", nargs="?", type=Path, help="an image, or a label/image folder")
@@ -181,8 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         with TlserveClient(args.target, timeout=args.timeout) as client:
             if args.command == "predict":
                 return _predict(client, args)
+            if args.command == "models" and args.models_command == "rollback":
+                previous, current = client.rollback(args.version, token=args.token)
+                print(f"serving {current} (was {previous})")
+                return 0
             if args.command == "models":
                 return _models(client, args)
+            if args.command == "train":
+                request_id = client.trigger_training(args.reason, token=args.token)
+                print(f"training requested (request {request_id})")
+                return 0
             if args.command == "feedback":
                 return _feedback(client, args)
             if args.command == "labels":

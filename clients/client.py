@@ -170,6 +170,10 @@ def model_summary(info: pb.ModelInfo) -> ModelSummary:
     )
 
 
+def _auth(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 _STRATEGIES = {
     "least_confidence": pb.LEAST_CONFIDENCE,
     "margin": pb.MARGIN,
@@ -298,6 +302,20 @@ class TlserveClient:
             count=count, strategy=_STRATEGIES[strategy], omit_images=not images
         )
         return _suggestions(self.stub.SuggestLabels(request, timeout=self.timeout))
+
+    def rollback(self, version: str = "", *, token: str = "") -> tuple[str, str]:
+        """Admin: serve `version` (default: the one the current version replaced)."""
+        response = self.stub.Rollback(
+            pb.RollbackRequest(version=version), timeout=self.timeout, metadata=_auth(token)
+        )
+        return response.previous_version, response.current_version
+
+    def trigger_training(self, reason: str = "", *, token: str = "") -> int:
+        """Admin: ask the trainer for a run now; returns the request id."""
+        response = self.stub.TriggerTraining(
+            pb.TriggerTrainingRequest(reason=reason), timeout=self.timeout, metadata=_auth(token)
+        )
+        return response.request_id
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         grpc.channel_ready_future(self.channel).result(timeout=timeout)

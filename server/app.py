@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from clients._generated.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from clients._generated.tlserve.v1 import classifier_pb2, classifier_pb2_grpc
+from server.admin import AdminGuard
 from server.api.classifier import ClassifierServicer
 from server.api.interceptor import ServingInterceptor
 from server.api.kserve import KServeServicer
@@ -110,7 +111,14 @@ class TlserveServer:
         ]
         server = grpc.aio.server(interceptors=[ServingInterceptor(self.metrics)], options=options)
         classifier_pb2_grpc.add_ClassifierServicer_to_server(
-            ClassifierServicer(self.predictions, self.feedback, self.slot, self.registry), server
+            ClassifierServicer(
+                self.predictions,
+                self.feedback,
+                self.slot,
+                self.registry,
+                AdminGuard(settings.admin_token),
+            ),
+            server,
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             KServeServicer(self.predictions, self.slot, self.registry, settings.model_name), server

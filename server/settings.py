@@ -84,6 +84,9 @@ class ServerSettings(FileSettings):
     prediction_retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0.0)
     """Longest a prediction is kept; feedback naming an older one must resend the image."""
 
+    admin_token: str = ""
+    """Bearer token that Rollback and TriggerTraining require; empty: admin calls are open."""
+
     host: str = "0.0.0.0"
     """Address the gRPC server binds to."""
 

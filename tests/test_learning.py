@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client import CollectorRegistry
 
 from clients import TlserveClient
 from server.registry import Registry
 from server.store.sqlite import SqliteFeedbackStore
 from tests.support import ServerThread
 from trainer.loop import TrainerLoop
+from trainer.metrics import TrainerMetrics
 from trainer.mnist import load_digits, split_halves
 from trainer.pretrain import CUT_LAYER, pretrain_digits
 from trainer.settings import TrainerSettings
@@ -44,7 +46,10 @@ class Loop:
 
     def __init__(self, settings: TrainerSettings) -> None:
         self.store = SqliteFeedbackStore(settings.data_dir / "feedback.sqlite3")
-        self.loop = TrainerLoop(settings, self.store, Registry(settings.registry_path))
+        self.metrics = CollectorRegistry()
+        self.loop = TrainerLoop(
+            settings, self.store, Registry(settings.registry_path), TrainerMetrics(self.metrics)
+        )
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.loop.run_forever, args=(self.stop,))
 
@@ -118,7 +123,7 @@ def accuracy(
 
 @pytest.mark.timeout(900)
 def test_odd_even_from_100_suggested_labels(system: tuple[ServerThread, TrainerLoop]) -> None:
-    server, _ = system
+    server, loop = system
     images, labels = load_digits()
     _, target = split_halves(labels)
     order = np.random.default_rng(42).permutation(target)
@@ -170,3 +175,9 @@ def test_odd_even_from_100_suggested_labels(system: tuple[ServerThread, TrainerL
         for f, n, t in zip(first_predictions, final_predictions, eval_truth, strict=True)
     )
     assert fixed > 0 and final_accuracy > first_accuracy
+    assert loop.metrics is not None
+    value = loop.metrics.registry.get_sample_value
+    assert (value("tlserve_trainer_runs_total", {"result": "promoted"}) or 0) >= ROUNDS + 1
+    assert (value("tlserve_trainer_holdout_accuracy") or 0) > 0
+    assert (value("tlserve_trainer_feedback_to_publish_seconds_count") or 0) >= ROUNDS + 1
+    assert (value("tlserve_trainer_stage_seconds_count", {"stage": "train"}) or 0) >= ROUNDS + 1

@@ -207,7 +207,7 @@ def test_migrations_are_applied_once(tmp_path: Path) -> None:
     path = tmp_path / "feedback.sqlite3"
     SqliteFeedbackStore(path).close()
     reopened = SqliteFeedbackStore(path)
-    assert reopened.migrate() == 1
+    assert reopened.migrate() == 2
     assert reopened.integrity_check() == "ok"
     reopened.close()
 

@@ -11,6 +11,7 @@ from typing import Any
 from server.fsutil import atomic_write_bytes
 from server.registry import Registry
 from server.store.base import FeedbackStore
+from trainer.metrics import TrainerMetrics
 from trainer.pipeline import RunRecord, Trainer
 from trainer.retention import apply_retention
 from trainer.settings import TrainerSettings
@@ -19,7 +20,14 @@ log = logging.getLogger(__name__)
 
 
 class TrainerLoop:
-    def __init__(self, settings: TrainerSettings, store: FeedbackStore, registry: Registry) -> None:
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        store: FeedbackStore,
+        registry: Registry,
+        metrics: TrainerMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -34,6 +42,9 @@ class TrainerLoop:
 
     def due(self) -> str | None:
         """Why a run is due now, or None."""
+        requests = self.store.pending_training_requests()
+        if requests:
+            return "requested: " + "; ".join(reason for _, reason in requests)
         trained = int(self.state().get("trained_label_seq", 0))
         newest = self.store.last_label_seq()
         new_labels = self.store.labels_since(trained)
@@ -46,7 +57,11 @@ class TrainerLoop:
 
     def run_once(self, reason: str) -> RunRecord:
         with self.store.training_lock():
+            requests = [request_id for request_id, _ in self.store.pending_training_requests()]
             record = self.trainer.run_once(reason)
+            self.store.mark_training_requests(requests, record.run_id)
+            if self.metrics is not None:
+                self.metrics.observe(record)
             self._last_run_at = time.monotonic()
             if record.result in ("promoted", "rejected"):
                 state = {**self.state(), "trained_label_seq": record.label_seq}

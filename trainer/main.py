@@ -26,6 +26,7 @@ from server.registry import Registry
 from server.store import open_store
 from trainer.errors import TrainerError
 from trainer.loop import TrainerLoop
+from trainer.metrics import TrainerMetrics
 from trainer.onnx_export import fuse
 from trainer.pretrain import CUT_LAYER, pretrain_digits
 from trainer.settings import TrainerSettings
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(registry, args.version, args.output)
         store = open_store(settings.resolved_store_url)
         try:
-            loop = TrainerLoop(settings, store, registry)
+            metrics_registry = CollectorRegistry()
+            loop = TrainerLoop(settings, store, registry, TrainerMetrics(metrics_registry))
             if args.command == "once":
                 record = loop.run_once("manual")
                 print(
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 return 0 if record.result in ("promoted", "rejected", "skipped") else 1
-            return _run(loop, settings)
+            return _run(loop, settings, metrics_registry)
         finally:
             store.close()
     except TrainerError as exc:
@@ -89,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _run(loop: TrainerLoop, settings: TrainerSettings) -> int:
+def _run(loop: TrainerLoop, settings: TrainerSettings, metrics: CollectorRegistry) -> int:
     if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, registry=CollectorRegistry())
+        start_http_server(settings.metrics_port, registry=metrics)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

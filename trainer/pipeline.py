@@ -49,6 +49,7 @@ class RunRecord:
     timings: dict[str, float] = field(default_factory=dict)
     label_seq: int = 0
     newest_label_at: float = 0.0
+    published_at: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -316,6 +317,7 @@ class Trainer:
             parent=record.served_before,
         )
         self.registry.set_current(version)
+        record.published_at = time.time()
         return version
 
 

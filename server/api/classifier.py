@@ -9,6 +9,7 @@ import grpc
 
 from clients._generated.tlserve.v1 import classifier_pb2 as pb
 from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc
+from server.admin import AdminGuard, ModelAdmin
 from server.api import codec
 from server.core import PredictionService
 from server.errors import NotFound, TlserveError
@@ -25,7 +26,10 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         feedback: FeedbackService,
         slot: ModelSlot,
         registry: Registry,
+        admin: AdminGuard,
     ) -> None:
+        self.admin = admin
+        self.models = ModelAdmin(slot, registry)
         self.predictions = predictions
         self.feedback = feedback
         self.slot = slot
@@ -85,6 +89,21 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             suggestions=[codec.suggestion(s, png) for s, png in zip(suggestions, pngs, strict=True)]
         )
 
+    async def Rollback(
+        self, request: pb.RollbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RollbackResponse:
+        self.admin.check(_bearer(context))
+        previous, current = await self.models.rollback(request.version)
+        return pb.RollbackResponse(previous_version=previous, current_version=current)
+
+    async def TriggerTraining(
+        self, request: pb.TriggerTrainingRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TriggerTrainingResponse:
+        self.admin.check(_bearer(context))
+        reason = request.reason.strip()[:200] or "TriggerTraining"
+        request_id = await asyncio.to_thread(self.feedback.store.request_training, reason)
+        return pb.TriggerTrainingResponse(request_id=request_id)
+
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:
@@ -114,3 +133,10 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             )
         manifest: ModelManifest = await asyncio.to_thread(self.registry.model_manifest, version)
         return codec.model_info(manifest, serving=False, live=live)
+
+
+def _bearer(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            return value.removeprefix("Bearer ").strip()
+    return None

@@ -129,6 +129,16 @@ class FeedbackStore(ABC):
         """How many labels were added after `seq`."""
 
     @abstractmethod
+    def request_training(self, reason: str) -> int:
+        """Record an on-demand training request (TriggerTraining); returns its id."""
+
+    @abstractmethod
+    def pending_training_requests(self) -> list[tuple[int, str]]: ...
+
+    @abstractmethod
+    def mark_training_requests(self, ids: Sequence[int], run_id: str) -> None: ...
+
+    @abstractmethod
     def training_lock(self) -> AbstractContextManager[None]:
         """Held by the one trainer run allowed at a time, across processes and pods."""
 

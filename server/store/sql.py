@@ -77,6 +77,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (sample_id, backbone_id)
     );
     """,
+    """
+    CREATE TABLE training_requests (
+        id {serial},
+        reason TEXT NOT NULL,
+        requested_at DOUBLE PRECISION NOT NULL,
+        handled_at DOUBLE PRECISION,
+        run_id TEXT
+    );
+    """,
 ]
 
 _PREDICTION_COLUMNS = (
@@ -333,6 +342,33 @@ class SqlFeedbackStore(FeedbackStore):
         with self._read() as cursor:
             cursor.execute(self._sql("SELECT COUNT(*) FROM labels WHERE seq > ?"), (seq,))
             return int(cursor.fetchone()[0])
+
+    def request_training(self, reason: str) -> int:
+        with self._write() as cursor:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO training_requests (reason, requested_at) VALUES (?, ?) "
+                    "RETURNING id"
+                ),
+                (reason, time.time()),
+            )
+            return int(cursor.fetchone()[0])
+
+    def pending_training_requests(self) -> list[tuple[int, str]]:
+        with self._read() as cursor:
+            cursor.execute(
+                "SELECT id, reason FROM training_requests WHERE handled_at IS NULL ORDER BY id"
+            )
+            return [(int(row[0]), row[1]) for row in cursor.fetchall()]
+
+    def mark_training_requests(self, ids: Sequence[int], run_id: str) -> None:
+        if not ids:
+            return
+        with self._write() as cursor:
+            cursor.executemany(
+                self._sql("UPDATE training_requests SET handled_at = ?, run_id = ? WHERE id = ?"),
+                [(time.time(), run_id, request_id) for request_id in ids],
+            )
 
     def images(self, sample_ids: Iterable[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}

@@ -69,6 +69,16 @@ class ClassifierStub(object):
                 request_serializer=tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsRequest.SerializeToString,
                 response_deserializer=tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsResponse.FromString,
                 _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/tlserve.v1.Classifier/Rollback',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.RollbackResponse.FromString,
+                _registered_method=True)
+        self.TriggerTraining = channel.unary_unary(
+                '/tlserve.v1.Classifier/TriggerTraining',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingResponse.FromString,
+                _registered_method=True)
 
 
 class ClassifierServicer(object):
@@ -127,6 +137,21 @@ class ClassifierServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rollback(self, request, context):
+        """Admin (needs `authorization: Bearer <admin token>` metadata when the server has a
+        token): point CURRENT at an earlier version; answered once it is serving.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerTraining(self, request, context):
+        """Admin: ask the trainer for a run now, whatever the number of new labels.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +189,16 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.SuggestLabels,
                     request_deserializer=tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsRequest.FromString,
                     response_serializer=tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsResponse.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.RollbackRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.RollbackResponse.SerializeToString,
+            ),
+            'TriggerTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerTraining,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +390,60 @@ class Classifier(object):
             '/tlserve.v1.Classifier/SuggestLabels',
             tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsRequest.SerializeToString,
             tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.v1.Classifier/Rollback',
+            tlserve_dot_v1_dot_classifier__pb2.RollbackRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.RollbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.v1.Classifier/TriggerTraining',
+            tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,48 @@
+"""Prometheus metrics of the trainer, on an injected CollectorRegistry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from trainer.pipeline import RunRecord
+
+
+class TrainerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.runs = Counter(
+            "tlserve_trainer_runs",
+            "Training runs by result: promoted, rejected (gate), skipped (data), failed.",
+            ["result"],
+            registry=registry,
+        )
+        self.stage_seconds = Histogram(
+            "tlserve_trainer_stage_seconds",
+            "Duration of each stage of a run (snapshot, backbone, features, train, export, "
+            "evaluate, publish).",
+            ["stage"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+            registry=registry,
+        )
+        self.holdout_accuracy = Gauge(
+            "tlserve_trainer_holdout_accuracy",
+            "Holdout accuracy of the version the trainer last promoted.",
+            registry=registry,
+        )
+        self.feedback_to_serve = Histogram(
+            "tlserve_trainer_feedback_to_publish_seconds",
+            "From the newest label in a run being acknowledged to its version becoming CURRENT.",
+            buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=registry,
+        )
+
+    def observe(self, record: RunRecord) -> None:
+        self.runs.labels(result=record.result).inc()
+        for stage, seconds in record.timings.items():
+            self.stage_seconds.labels(stage=stage).observe(seconds)
+        if record.result == "promoted":
+            accuracy = record.metrics.get("holdout", {}).get("accuracy")
+            if accuracy is not None:
+                self.holdout_accuracy.set(accuracy)
+            if record.published_at and record.newest_label_at:
+                self.feedback_to_serve.observe(record.published_at - record.newest_label_at)
