@@ -1,0 +1,140 @@
+"""The new task of the demo and the learning test: odd vs even digits, taught to a frozen
+MNIST ConvNet by labeling rounds through tlserve's public client API only.
+
+Each round: predict the unlabeled pool (kept predictions), pick images to label (the
+server's SuggestLabels, or at random for comparison), send the labels, wait until a
+version trained on all of them is serving, and measure it through Predict on 1,000
+held-out digits that are never labeled (sent with keep=False, so they are never
+suggested either).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from clients import TlserveClient
+from trainer.mnist import load_digits, split_halves
+
+EVALUATION_SIZE = 1000
+
+
+def png(digit: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(digit, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def parity(digit: int) -> str:
+    return "odd" if digit % 2 else "even"
+
+
+@dataclass
+class Task:
+    images: np.ndarray
+    digits: np.ndarray
+    evaluation: np.ndarray  # indices never labeled
+    pool: np.ndarray  # indices that may be labeled
+
+    @classmethod
+    def load(cls, seed: int = 42) -> Task:
+        images, digits = load_digits()
+        _, target = split_halves(digits)  # the half the source network never saw
+        order = np.random.default_rng(seed).permutation(target)
+        return cls(images, digits, order[:EVALUATION_SIZE], order[EVALUATION_SIZE:])
+
+
+@dataclass
+class Round:
+    labels: int
+    version: str
+    holdout_accuracy: float
+    live_accuracy: float | None  # of the previous version, on the labels it was judged by
+    feedback_to_serve_seconds: float
+    predictions: list[str]
+
+
+def wait_for_model_covering(client: TlserveClient, labeled: int, timeout: float = 300) -> str:
+    """The served version trained on all `labeled` labels (earlier runs may have seen fewer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            model = client.get_model()
+        except Exception:
+            time.sleep(0.2)
+            continue
+        dataset = model.card.get("dataset", {})
+        if dataset.get("train", 0) + dataset.get("holdout", 0) >= labeled:
+            return model.version
+        time.sleep(0.2)
+    raise TimeoutError(f"no version trained on {labeled} labels was served within {timeout:.0f}s")
+
+
+def holdout_accuracy(client: TlserveClient, task: Task) -> tuple[float, list[str]]:
+    predicted: list[str] = []
+    for start in range(0, len(task.evaluation), 250):
+        chunk = task.evaluation[start : start + 250]
+        result = client.predict([png(task.images[i]) for i in chunk], top_k=1, keep=False)
+        predicted += [p.label for p in result.predictions]
+    truth = [parity(task.digits[i]) for i in task.evaluation]
+    return float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)])), predicted
+
+
+def label_rounds(
+    client: TlserveClient,
+    task: Task,
+    *,
+    strategy: str,
+    seed_labels: int = 10,
+    round_labels: int = 30,
+    rounds: int = 3,
+) -> Iterator[Round]:
+    """Label `seed_labels` random digits, then `rounds` rounds of `round_labels` chosen by
+    `strategy` ("suggested": SuggestLabels with entropy; "random")."""
+    rng = np.random.default_rng(7)
+    labeled: set[int] = set()
+    batch = [(int(i), "") for i in rng.permutation(task.pool)[:seed_labels]]
+    answered_by = ""  # the version whose predictions this round's labels judge
+    for round_index in range(rounds + 1):
+        if round_index > 0:
+            answered_by = client.get_model().version
+            batch = _pick(client, task, labeled, strategy, round_labels, rng)
+        for digit, prediction_id in batch:
+            label = parity(task.digits[digit])
+            if prediction_id:
+                client.submit_feedback(label, prediction_id=prediction_id, source=strategy)
+            else:
+                client.submit_feedback(label, image=png(task.images[digit]), source=strategy)
+            labeled.add(digit)
+        sent = time.monotonic()
+        version = wait_for_model_covering(client, len(labeled))
+        waited = time.monotonic() - sent
+        accuracy, predictions = holdout_accuracy(client, task)
+        judged = client.get_model(answered_by) if answered_by else None
+        live = judged.live_accuracy if judged and judged.live_feedback_count else None
+        yield Round(len(labeled), version, accuracy, live, waited, predictions)
+
+
+def _pick(
+    client: TlserveClient,
+    task: Task,
+    labeled: set[int],
+    strategy: str,
+    count: int,
+    rng: np.random.Generator,
+) -> list[tuple[int, str]]:
+    unlabeled = [int(i) for i in task.pool if int(i) not in labeled]
+    if strategy == "random":
+        return [(int(i), "") for i in rng.permutation(unlabeled)[:count]]
+    by_id: dict[str, int] = {}
+    for start in range(0, len(unlabeled), 250):
+        chunk = unlabeled[start : start + 250]
+        result = client.predict([png(task.images[i]) for i in chunk], top_k=1)
+        by_id.update((p.prediction_id, i) for p, i in zip(result.predictions, chunk, strict=True))
+    suggestions = client.suggest_labels(count, "entropy", images=False)
+    return [(by_id[s.prediction_id], s.prediction_id) for s in suggestions]
