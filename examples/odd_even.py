@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,10 +59,17 @@ class Round:
     predictions: list[str]
 
 
-def wait_for_model_covering(client: TlserveClient, labeled: int, timeout: float = 300) -> str:
-    """The served version trained on all `labeled` labels (earlier runs may have seen fewer)."""
+def wait_for_model_covering(
+    client: TlserveClient,
+    labeled: int,
+    timeout: float = 300,
+    alive: Callable[[], None] = lambda: None,
+) -> str:
+    """The served version trained on all `labeled` labels (earlier runs may have seen fewer).
+    `alive` raises if a process the wait depends on has died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        alive()
         try:
             model = client.get_model()
         except Exception:
@@ -93,6 +100,7 @@ def label_rounds(
     seed_labels: int = 10,
     round_labels: int = 30,
     rounds: int = 3,
+    alive: Callable[[], None] = lambda: None,
 ) -> Iterator[Round]:
     """Label `seed_labels` random digits, then `rounds` rounds of `round_labels` chosen by
     `strategy` ("suggested": SuggestLabels with entropy; "random")."""
@@ -112,7 +120,7 @@ def label_rounds(
                 client.submit_feedback(label, image=png(task.images[digit]), source=strategy)
             labeled.add(digit)
         sent = time.monotonic()
-        version = wait_for_model_covering(client, len(labeled))
+        version = wait_for_model_covering(client, len(labeled), alive=alive)
         waited = time.monotonic() - sent
         accuracy, predictions = holdout_accuracy(client, task)
         judged = client.get_model(answered_by) if answered_by else None

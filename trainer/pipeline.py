@@ -80,7 +80,7 @@ class Trainer:
             "seed": s.seed,
         }
         for name in ("backbone", "backbone_weights"):
-            path = Path(getattr(s, name))
+            path = Path(getattr(s, name) or "")
             if path.is_file():
                 parts[f"{name}_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -97,7 +97,7 @@ class Trainer:
         keras.utils.set_random_seed(s.seed)
         backbone = build_backbone(
             s.backbone,
-            weights=s.backbone_weights,
+            weights=s.backbone_weights or "none",
             input_size=s.input_size,
             cut_layer=s.backbone_cut_layer,
             pooling=s.backbone_pooling,

@@ -41,8 +41,9 @@ class TrainerSettings(FileSettings):
     """keras.applications model name (MobileNetV2, MobileNetV3Small, EfficientNetB0, ResNet50,
     InceptionV3, VGG16, ...), or a path to a Keras model file (.keras/.h5) of your own."""
 
-    backbone_weights: str = "imagenet"
-    """`imagenet` (Keras' download, cached in ~/.keras/models), a local weights file, or `none`."""
+    backbone_weights: str | None = "imagenet"
+    """`imagenet` (Keras' download, cached in ~/.keras/models), a local weights file, or `none`
+    (random weights)."""
 
     backbone_cut_layer: str = ""
     """For a model file or to cut a keras.applications model early: the layer whose output is used
