@@ -25,9 +25,10 @@ from server.imaging import ImageLimits, decode_image
 from server.registry import BackboneManifest, Registry, new_version_id
 from server.store.base import FeedbackStore, LabelRecord
 from server.store.labels import in_holdout
-from trainer.backbones import build_backbone, features_function
+from trainer.backbones import Backbone, build_backbone, features_function
 from trainer.errors import NotEnoughData, TrainerError
 from trainer.evaluation import GateDecision, PromotionGate, evaluate
+from trainer.finetune import fine_tune
 from trainer.head import head_function, train_head
 from trainer.onnx_export import export_function
 from trainer.plots import confusion_matrix, training_curves
@@ -93,35 +94,48 @@ class Trainer:
         known = index.get(key)
         if known and (self.registry.backbone_dir(known) / "backbone.json").is_file():
             return self.registry.backbone_manifest(known)
+        manifest = self._export_backbone(self.build_keras_backbone(), {"config_key": key})
+        index[key] = manifest.id
+        atomic_write_bytes(index_path, json.dumps(index, indent=2).encode())
+        log.info("backbone %s exported (%d features)", manifest.id[:12], manifest.feature_dim)
+        return manifest
+
+    def build_keras_backbone(self) -> Backbone:
+        """The configured backbone as a Keras model (seeded: the same config, the same weights)."""
         s = self.settings
         keras.utils.set_random_seed(s.seed)
-        backbone = build_backbone(
+        return build_backbone(
             s.backbone,
             weights=s.backbone_weights or "none",
             input_size=s.input_size,
             cut_layer=s.backbone_cut_layer,
             pooling=s.backbone_pooling,
         )
+
+    def _export_backbone(self, backbone: Backbone, source: dict[str, Any]) -> BackboneManifest:
         sample = np.random.default_rng(0).integers(
             0, 256, (2, backbone.height, backbone.width, 3), dtype=np.uint8
         )
         onnx_bytes = export_function(
             features_function(backbone), input_name="images", output_name="features", sample=sample
         )
-        manifest = self.registry.publish_backbone(
+        return self.registry.publish_backbone(
             onnx_bytes,
             input_name="images",
             output_name="features",
             height=backbone.height,
             width=backbone.width,
             feature_dim=backbone.feature_dim,
-            resize=s.resize,
-            source={**backbone.source, "config_key": key},
+            resize=self.settings.resize,
+            source={**backbone.source, **source},
         )
-        index[key] = manifest.id
-        atomic_write_bytes(index_path, json.dumps(index, indent=2).encode())
-        log.info("backbone %s exported (%d features)", manifest.id[:12], manifest.feature_dim)
-        return manifest
+
+    def pixels(self, backbone: BackboneManifest, sample_ids: list[str]) -> np.ndarray:
+        """The samples as the backbone sees them: decoded and resized by the shared pipeline."""
+        images = self.store.images(sample_ids)
+        return np.stack(
+            [decode_image(images[s], backbone.input_spec, self.limits) for s in sample_ids]
+        )
 
     # ---- features -----------------------------------------------------------------
 
@@ -137,10 +151,7 @@ class Trainer:
             batch = self.settings.feature_batch_size
             for start in range(0, len(missing), batch):
                 chunk = missing[start : start + batch]
-                images = self.store.images(chunk)
-                pixels = np.stack(
-                    [decode_image(images[s], backbone.input_spec, self.limits) for s in chunk]
-                )
+                pixels = self.pixels(backbone, chunk)
                 (vectors,) = session.run([backbone.output_name], {backbone.input_name: pixels})
                 computed = dict(zip(chunk, vectors, strict=True))
                 self.store.put_features(backbone.id, computed)
@@ -232,6 +243,37 @@ class Trainer:
             log_dir=str(run_dir / "tensorboard"),
         )
         timings["train"] = _lap(stage)
+
+        if s.fine_tune_layers > 0:
+            stage = time.perf_counter()
+            tuned = fine_tune(
+                self.build_keras_backbone(),
+                head.model,
+                self.pixels(backbone, [r.sample_id for r in train]),
+                y_train,
+                len(labels),
+                layers=s.fine_tune_layers,
+                epochs=s.fine_tune_epochs,
+                learning_rate=s.fine_tune_learning_rate,
+                batch_size=s.batch_size,
+                augment=tuple(s.fine_tune_augment),
+                seed=s.seed,
+            )
+            frozen_id = backbone.id
+            backbone = self._export_backbone(
+                tuned.backbone,
+                {
+                    "fine_tuned_from": frozen_id,
+                    "unfrozen_layers": tuned.unfrozen,
+                    "run": record.run_id,
+                },
+            )
+            head.history.update({f"fine_tune_{k}": v for k, v in tuned.history.items()})
+            if holdout:  # the new backbone sees the holdout differently: recompute
+                x_holdout = self.features(backbone, [r.sample_id for r in holdout])
+            x_train = self.features(backbone, [r.sample_id for r in train])
+            record.dataset["fine_tuned_from"] = frozen_id
+            timings["fine_tune"] = _lap(stage)
 
         stage = time.perf_counter()
         head_onnx = export_function(

@@ -92,6 +92,11 @@ class TrainerSettings(FileSettings):
     fine_tune_learning_rate: float = Field(default=1e-5, gt=0.0)
     """Learning rate of fine-tuning (~100x below the head's)."""
 
+    fine_tune_augment: list[Literal["flip", "rotation", "zoom"]] = Field(
+        default_factory=lambda: ["flip", "rotation", "zoom"]
+    )
+    """Augmentation while fine-tuning (drop `flip` where mirror images mean something else)."""
+
     min_accuracy: float = Field(default=0.0, ge=0.0, le=1.0)
     """Promotion gate: lowest holdout accuracy a new version may have."""
 
