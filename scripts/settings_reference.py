@@ -18,12 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from server.settings import ServerSettings  # noqa: E402
+from trainer.settings import TrainerSettings  # noqa: E402
 
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 
 
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
-    return [("tlserve-server", ServerSettings)]
+    return [("tlserve-server", ServerSettings), ("tlserve-trainer", TrainerSettings)]
 
 
 def reference() -> str:

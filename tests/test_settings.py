@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from server.settings import ServerSettings
+from trainer.settings import TrainerSettings
 
 
 def test_defaults_and_registry_path() -> None:
@@ -41,3 +42,10 @@ def test_unknown_keys_and_bad_values_are_refused(tmp_path: Path) -> None:
 def test_every_field_is_documented() -> None:
     for name, field in ServerSettings.model_fields.items():
         assert field.description, f"setting {name} has no docstring"
+
+
+def test_the_imagenet_example_config_loads() -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "imagenet.toml"
+    settings = TrainerSettings.load(example)
+    assert settings.backbone == "MobileNetV2" and settings.backbone_weights == "imagenet"
+    assert settings.resize == "center_crop" and settings.hidden_units == [256]

@@ -1,0 +1,164 @@
+"""Feedback-to-serve benchmark: 100 new labels on top of 1,000 and 10,000 labeled samples.
+
+    python benchmarks/feedback_to_serve.py [--sizes 1000 10000] [--output FILE]
+
+Head-only retraining on the frozen MNIST ConvNet backbone (`tlserve-trainer pretrain`),
+with the features of the old samples already cached, as in steady state. A real
+`tlserve-server` process serves; this process sends the 100 labels over gRPC
+(StreamFeedback), runs one trainer run, and polls until the server answers with the new
+version. Each stage is timed. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.serving import free_port  # noqa: E402
+from clients import TlserveClient, feedback_request  # noqa: E402
+from examples.odd_even import parity, png  # noqa: E402
+from server.registry import Registry  # noqa: E402
+from server.store.sqlite import SqliteFeedbackStore  # noqa: E402
+from trainer.mnist import load_digits  # noqa: E402
+from trainer.pipeline import Trainer  # noqa: E402
+from trainer.pretrain import CUT_LAYER, pretrain_digits  # noqa: E402
+from trainer.settings import TrainerSettings  # noqa: E402
+
+NEW_LABELS = 100
+
+
+def variants(images: np.ndarray, count: int) -> list[np.ndarray]:
+    """`count` distinct digits: the originals, then shifted copies (new content, same class)."""
+    out: list[np.ndarray] = []
+    shift = 0
+    while len(out) < count:
+        for image in images:
+            out.append(np.roll(image, shift, axis=1) if shift else image)
+            if len(out) == count:
+                break
+        shift += 1
+    return out
+
+
+def measure(size: int, model: Path, scratch: Path) -> dict[str, float]:
+    images, digits = load_digits()
+    pool = variants(images, size + NEW_LABELS)
+    truth = [parity(int(digits[i % len(digits)])) for i in range(len(pool))]
+    settings = TrainerSettings(
+        data_dir=scratch,
+        backbone=str(model),
+        backbone_cut_layer=CUT_LAYER,
+        backbone_weights="none",
+        max_regression=1.0,
+        metrics_port=None,
+    )
+    store = SqliteFeedbackStore(scratch / "feedback.sqlite3")
+    registry = Registry(settings.registry_path)
+    trainer = Trainer(settings, store, registry)
+    for i in range(size):  # steady state: old samples labeled, features cached, a version serves
+        store.add_label(image=png(pool[i]), label=truth[i], source="setup")
+    assert trainer.run_once("setup").result == "promoted"
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "TLSERVE_DATA_DIR": str(scratch),
+        "TLSERVE_HOST": "127.0.0.1",
+        "TLSERVE_PORT": str(port),
+        "TLSERVE_METRICS_PORT": "none",
+        "TLSERVE_REGISTRY_POLL_SECONDS": "0.1",
+        "TLSERVE_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "server.main"], cwd=ROOT, env=env)
+    try:
+        with TlserveClient(f"127.0.0.1:{port}", timeout=60) as client:
+            _wait(lambda: client.get_model().serving)
+            before = client.get_model().version
+            probe = png(pool[0])
+            started = time.perf_counter()
+            receipt = client.stream_feedback(
+                feedback_request(truth[i], image=png(pool[i]), source="bench")
+                for i in range(size, size + NEW_LABELS)
+            )
+            assert receipt.accepted == NEW_LABELS
+            acknowledged = time.perf_counter()
+            record = trainer.run_once("benchmark")
+            assert record.result == "promoted", record.reasons
+            published = time.perf_counter()
+            _wait(lambda: client.predict([probe], keep=False).model_version != before)
+            serving = time.perf_counter()
+    finally:
+        server.terminate()
+        server.wait(30)
+        store.close()
+    return {
+        "labeled_before": size,
+        "submit_100_labels_s": acknowledged - started,
+        **{f"trainer_{stage}_s": seconds for stage, seconds in record.timings.items()},
+        "trainer_total_s": published - acknowledged,
+        "swap_s": serving - published,
+        "feedback_to_serve_s": serving - acknowledged,
+        "epochs_run": float(record.metrics["training"]["epochs_run"]),
+    }
+
+
+def _wait(condition: object, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():  # type: ignore[operator]
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.05)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "benchmarks" / "results" / "feedback_to_serve.json"
+    )
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tlserve-f2s-") as scratch_root:
+        model = Path(scratch_root) / "mnist_convnet.keras"
+        pretrain_digits(model)
+        for size in args.sizes:
+            scratch = Path(scratch_root) / f"n{size}"
+            scratch.mkdir()
+            results.append(measure(size, model, scratch))
+    keys = sorted({k for row in results for k in row} - {"labeled_before"})
+    print(f"\n{'seconds':<26}" + "".join(f"{row['labeled_before']:>12,}" for row in results))
+    for key in keys:
+        print(f"{key:<26}" + "".join(f"{row.get(key, 0):>12.2f}" for row in results))
+    report = {
+        "benchmark": "feedback_to_serve",
+        "new_labels": NEW_LABELS,
+        "backbone": "MNIST ConvNet (tlserve-trainer pretrain), head-only, old features cached",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "results": results,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
