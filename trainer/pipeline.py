@@ -385,6 +385,8 @@ def _lap(since: float) -> float:
 
 
 def _progress(what: str, done: int, total: int) -> None:
+    if not sys.stderr.isatty() and done < total:
+        return  # in logs, one line when done instead of a redrawn bar
     width = 30
     filled = width * done // max(total, 1)
     sys.stderr.write(f"\r{what}: [{'#' * filled}{'-' * (width - filled)}] {done}/{total}")
