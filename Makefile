@@ -30,6 +30,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/feedback.py
+	$(BIN)/python benchmarks/feedback_to_serve.py
 
 # Regenerate clients/_generated from proto/ with the oldest supported grpcio-tools,
 # so the committed stubs run on protobuf 5.27 through 7.x.
