@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import platform
 import subprocess
@@ -30,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serving import free_port  # noqa: E402
+from benchmarks.common import free_port, write_report  # noqa: E402
 from clients._generated.tlserve.v1 import classifier_pb2 as pb  # noqa: E402
 from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -145,11 +144,8 @@ def main() -> int:
             "grpcio": grpc.__version__,
         },
         "results": results,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    write_report(report, args.output)
     return 0
 
 

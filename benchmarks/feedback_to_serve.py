@@ -12,7 +12,6 @@ version. Each stage is timed. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -26,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serving import free_port  # noqa: E402
+from benchmarks.common import free_port, write_report  # noqa: E402
 from clients import TlserveClient, feedback_request  # noqa: E402
 from examples.odd_even import parity, png  # noqa: E402
 from server.registry import Registry  # noqa: E402
@@ -152,11 +151,8 @@ def main() -> int:
         "backbone": "MNIST ConvNet (tlserve-trainer pretrain), head-only, old features cached",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "results": results,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    write_report(report, args.output)
     return 0
 
 

@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +36,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import free_port, write_report  # noqa: E402
 from benchmarks.models import mobilenet_v2_backbone, softmax_head  # noqa: E402
 from clients._generated.tlserve.v1 import classifier_pb2 as pb  # noqa: E402
 from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc  # noqa: E402
@@ -131,12 +130,6 @@ def sample_images(count: int) -> tuple[list[pb.Image], list[pb.Image]]:
         image.save(buffer, format="JPEG", quality=90)
         jpegs.append(pb.Image(encoded=buffer.getvalue()))
     return tensors, jpegs
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_server(registry_dir: Path, port: int, max_batch_size: int) -> subprocess.Popen[bytes]:
@@ -387,11 +380,8 @@ def main() -> int:
         "in_process_after_server": after,
         "limit_images_per_s": limit,
         "rows": [asdict(row) for row in rows],
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    write_report(report, args.output)
     return 0
 
 

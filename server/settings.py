@@ -49,14 +49,11 @@ class FileSettings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
 
-class ServerSettings(FileSettings):
-    """Settings of `tlserve-server`."""
+class DeploymentSettings(FileSettings):
+    """Where the data lives: the same TLSERVE_* variables for the server and the trainer."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TLSERVE_",
-        use_attribute_docstrings=True,
-        extra="forbid",
-        env_parse_none_str="none",
+        env_prefix="TLSERVE_", use_attribute_docstrings=True, env_parse_none_str="none"
     )
 
     data_dir: Path = Path("./tlserve-data")
@@ -71,6 +68,25 @@ class ServerSettings(FileSettings):
 
     holdout_percent: float = Field(default=20.0, ge=0.0, le=90.0)
     """Share of samples in the stable holdout split (by content hash), for counts and evaluation."""
+
+    @property
+    def registry_path(self) -> Path:
+        return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.data_dir / 'feedback.sqlite3').resolve()}"
+
+
+class ServerSettings(DeploymentSettings):
+    """Settings of `tlserve-server`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TLSERVE_",
+        use_attribute_docstrings=True,
+        extra="forbid",
+        env_parse_none_str="none",
+    )
 
     keep_predictions: bool = True
     """Keep recent predictions (scores, features, image) for feedback by id and SuggestLabels."""
@@ -143,11 +159,3 @@ class ServerSettings(FileSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the server process."""
-
-    @property
-    def registry_path(self) -> Path:
-        return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
-
-    @property
-    def resolved_store_url(self) -> str:
-        return self.store_url or f"sqlite:///{(self.data_dir / 'feedback.sqlite3').resolve()}"

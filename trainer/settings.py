@@ -4,18 +4,17 @@ the server) or a TOML file. Nothing is read at import time."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from server.settings import FileSettings
+from server.settings import DeploymentSettings
 
 Pooling = Literal["avg", "max", "flatten"]
 
 
-class TrainerSettings(FileSettings):
+class TrainerSettings(DeploymentSettings):
     """Settings of `tlserve-trainer`."""
 
     model_config = SettingsConfigDict(
@@ -24,18 +23,6 @@ class TrainerSettings(FileSettings):
         extra="ignore",
         env_parse_none_str="none",
     )
-
-    data_dir: Path = Path("./tlserve-data")
-    """Root of the embedded deployment: the registry and the SQLite store live below it."""
-
-    registry_dir: Path | None = None
-    """Model registry folder; defaults to `<data_dir>/registry`."""
-
-    store_url: str = ""
-    """Feedback store: empty for SQLite under the data dir, or a URL (as for the server)."""
-
-    holdout_percent: float = Field(default=20.0, ge=0.0, le=90.0)
-    """Share of samples in the stable holdout split (by content hash)."""
 
     backbone: str = "MobileNetV2"
     """keras.applications model name (MobileNetV2, MobileNetV3Small, EfficientNetB0, ResNet50,
@@ -126,11 +113,3 @@ class TrainerSettings(FileSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the trainer process."""
-
-    @property
-    def registry_path(self) -> Path:
-        return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
-
-    @property
-    def resolved_store_url(self) -> str:
-        return self.store_url or f"sqlite:///{(self.data_dir / 'feedback.sqlite3').resolve()}"
