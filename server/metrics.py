@@ -95,6 +95,13 @@ class ServerMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=registry,
         )
+        self.feedback_to_serve = Histogram(
+            "tlserve_feedback_to_serve_seconds",
+            "From the newest label a version was trained on being acknowledged to that version "
+            "answering on this server.",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=registry,
+        )
         self.rejected_images = Counter(
             "tlserve_rejected_images",
             "Images refused before inference, by reason (invalid, too_large).",

@@ -209,6 +209,8 @@ class Trainer:
             "train_per_class": train_counts,
             "fingerprint": _fingerprint(records),
             "label_seq": record.label_seq,
+            # Lets every server measure label-acknowledged -> this version answering.
+            "newest_label_at": record.newest_label_at,
         }
         timings["snapshot"] = _lap(started)
 
