@@ -23,17 +23,28 @@ from trainer.onnx_export import check_parity, export_function
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["MobileNetV2", "EfficientNetB0", "ResNet50"])
-def test_backbone_export_matches_keras(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("MobileNetV2", 64),
+        ("EfficientNetB0", 64),
+        ("ResNet50", 64),
+        ("MobileNetV3Small", 64),
+        ("MobileNetV3Large", 64),
+        ("VGG16", 64),
+        ("InceptionV3", 75),  # its smallest input
+    ],
+)
+def test_backbone_export_matches_keras(name: str, size: int) -> None:
     keras.utils.set_random_seed(7)
-    backbone = build_backbone(name, weights="none", input_size=64)
-    images = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    backbone = build_backbone(name, weights="none", input_size=size)
+    images = np.random.default_rng(1).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
     function = features_function(backbone)
     data = export_function(function, input_name="images", output_name="features", sample=images)
     model = onnx.load_from_string(data)
     assert [i.name for i in model.graph.input] == ["images"]
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
-    other = np.random.default_rng(2).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    other = np.random.default_rng(2).integers(0, 256, (5, size, size, 3), dtype=np.uint8)
     assert check_parity(data, function, other, "images", "features", atol=1e-4) <= 1e-4 * max(
         1.0, float(np.abs(function(other)["features"].numpy()).max())
     )
