@@ -25,34 +25,38 @@ from server.store import open_store
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tlserve-server", description=__doc__.split("\n")[0])
+    # The options may come before or after the command; SUPPRESS keeps a subcommand's
+    # parser from resetting what was given before it.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--config", type=Path, help="TOML settings file")
+    common.add_argument("--port", type=int, help="gRPC port (TLSERVE_PORT)")
+    common.add_argument("--metrics-port", type=int, help="metrics port (TLSERVE_METRICS_PORT)")
+    common.add_argument("--data-dir", type=Path, help="data directory (TLSERVE_DATA_DIR)")
+    common.add_argument("--registry-dir", type=Path, help="registry (TLSERVE_REGISTRY_DIR)")
+    parser = argparse.ArgumentParser(
+        prog="tlserve-server", description=__doc__.split("\n")[0], parents=[common]
+    )
     commands = parser.add_subparsers(dest="command")
-    serve = commands.add_parser("serve", help="run the server (the default)")
-    export = commands.add_parser("export-data", help="write labeled samples + labels.csv")
+    commands.add_parser("serve", help="run the server (the default)", parents=[common])
+    export = commands.add_parser(
+        "export-data", help="write labeled samples + labels.csv", parents=[common]
+    )
     export.add_argument("target", type=Path)
-    load = commands.add_parser("import-data", help="load a data set written by export-data")
+    load = commands.add_parser(
+        "import-data", help="load a data set written by export-data", parents=[common]
+    )
     load.add_argument("source", type=Path)
-    for target in (parser, serve, export, load):
-        target.add_argument("--config", type=Path, help="TOML settings file")
-        target.add_argument("--port", type=int, help="gRPC port (TLSERVE_PORT)")
-        target.add_argument("--metrics-port", type=int, help="metrics port (TLSERVE_METRICS_PORT)")
-        target.add_argument("--data-dir", type=Path, help="data directory (TLSERVE_DATA_DIR)")
-        target.add_argument("--registry-dir", type=Path, help="registry (TLSERVE_REGISTRY_DIR)")
     return parser
 
 
 def _settings(args: argparse.Namespace) -> ServerSettings:
+    given = vars(args)
     overrides = {
-        name: value
-        for name, value in {
-            "port": args.port,
-            "metrics_port": args.metrics_port,
-            "data_dir": args.data_dir,
-            "registry_dir": args.registry_dir,
-        }.items()
-        if value is not None
+        name: given[name]
+        for name in ("port", "metrics_port", "data_dir", "registry_dir")
+        if name in given
     }
-    return ServerSettings.load(args.config, **overrides)
+    return ServerSettings.load(given.get("config"), **overrides)
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from examples.colour_model import publish_colour_version
+from server.main import _parser, _settings
 from server.registry import Registry
 from tests.support import ServerThread, solid_image
 
@@ -114,3 +115,8 @@ def test_invalid_settings_exit_with_a_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "max_batch_size" in result.stderr and "greater than or equal to 1" in result.stderr
+
+
+def test_server_options_work_before_and_after_the_command() -> None:
+    for argv in (["--port", "1234", "serve"], ["serve", "--port", "1234"], ["--port", "1234"]):
+        assert _settings(_parser().parse_args(argv)).port == 1234
