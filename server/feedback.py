@@ -98,8 +98,9 @@ class FeedbackService:
             prediction = await self.keeper.lookup(item.prediction_id)
             if prediction is None:
                 raise NotFound(
-                    f"prediction {item.prediction_id!r} is unknown or expired (kept "
-                    "predictions are retained for a limited time); send the image itself instead"
+                    f"prediction {item.prediction_id!r} is unknown, expired or was not kept "
+                    "(predictions are kept for a limited time, and at most keep_max_per_second "
+                    "of them); send the image itself instead"
                 )
             image = await asyncio.to_thread(encode_png, prediction.pixels)
         elif item.encoded is not None:
