@@ -166,12 +166,12 @@ class PredictionService:
             self.metrics.decode_seconds.observe(time.perf_counter() - started)
             return result
 
-        needs_thread = [
+        # Raw pixels already at the model's size need no work worth a thread hop.
+        if not any(
             image.encoded is not None
             or (image.pixels is not None and image.pixels.shape[:2] != (spec.height, spec.width))
             for image in images
-        ]
-        if not any(needs_thread):
+        ):
             return [prepare(i, image) for i, image in enumerate(images)]
         return list(
             await asyncio.gather(

@@ -140,14 +140,10 @@ class FeedbackService:
         await self.keeper.flush()
         # The served version's own uncertainty is what counts; older versions' kept
         # predictions are only used when it has none yet.
-        candidates = (
-            await asyncio.to_thread(
-                self.store.unlabeled_predictions, strategy, count * CANDIDATE_FACTOR, served_version
-            )
-            if served_version
-            else []
+        candidates = await asyncio.to_thread(
+            self.store.unlabeled_predictions, strategy, count * CANDIDATE_FACTOR, served_version
         )
-        if not candidates:
+        if not candidates and served_version:
             candidates = await asyncio.to_thread(
                 self.store.unlabeled_predictions, strategy, count * CANDIDATE_FACTOR
             )

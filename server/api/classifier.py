@@ -77,14 +77,12 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         suggestions = await self.feedback.suggest(
             request.count, strategy, served.version if served else None
         )
-        images = await asyncio.gather(
-            *(
-                asyncio.to_thread(encode_png, s.prediction.pixels)
-                for s in suggestions
-                if not request.omit_images
+        if request.omit_images:
+            pngs = [b""] * len(suggestions)
+        else:
+            pngs = await asyncio.gather(
+                *(asyncio.to_thread(encode_png, s.prediction.pixels) for s in suggestions)
             )
-        )
-        pngs = images if not request.omit_images else [b""] * len(suggestions)
         return pb.SuggestLabelsResponse(
             suggestions=[codec.suggestion(s, png) for s, png in zip(suggestions, pngs, strict=True)]
         )
