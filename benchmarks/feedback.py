@@ -15,7 +15,6 @@ import asyncio
 import io
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import free_port, write_report  # noqa: E402
+from benchmarks.common import server_process, write_report  # noqa: E402
 from clients._generated.tlserve.v1 import classifier_pb2 as pb  # noqa: E402
 from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -86,22 +85,8 @@ async def measure(target: str, seconds: float) -> dict[str, float]:
 
 
 def run_store(store_url: str, data_dir: Path, seconds: float) -> dict[str, float]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "TLSERVE_DATA_DIR": str(data_dir),
-        "TLSERVE_STORE_URL": store_url,
-        "TLSERVE_HOST": "127.0.0.1",
-        "TLSERVE_PORT": str(port),
-        "TLSERVE_METRICS_PORT": "none",
-        "TLSERVE_LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen([sys.executable, "-m", "server.main"], cwd=ROOT, env=env)
-    try:
-        return asyncio.run(measure(f"127.0.0.1:{port}", seconds))
-    finally:
-        server.terminate()
-        server.wait(30)
+    with server_process(data_dir=str(data_dir), store_url=store_url) as (target, _):
+        return asyncio.run(measure(target, seconds))
 
 
 def postgres_url() -> str | None:

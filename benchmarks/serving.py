@@ -36,7 +36,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import free_port, write_report  # noqa: E402
+from benchmarks.common import server_process, write_report  # noqa: E402
 from benchmarks.models import mobilenet_v2_backbone, softmax_head  # noqa: E402
 from clients._generated.tlserve.v1 import classifier_pb2 as pb  # noqa: E402
 from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc  # noqa: E402
@@ -132,32 +132,19 @@ def sample_images(count: int) -> tuple[list[pb.Image], list[pb.Image]]:
     return tensors, jpegs
 
 
-def start_server(registry_dir: Path, port: int, max_batch_size: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TLSERVE_REGISTRY_DIR": str(registry_dir),
-        "TLSERVE_HOST": "127.0.0.1",
-        "TLSERVE_PORT": str(port),
-        "TLSERVE_METRICS_PORT": "none",
-        "TLSERVE_EXECUTION_PROVIDER": "cpu",
-        "TLSERVE_MAX_BATCH_SIZE": str(max_batch_size),
-        "TLSERVE_MAX_QUEUE_SIZE": "4096",
-        "TLSERVE_LOG_LEVEL": "WARNING",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "server.main"], cwd=ROOT, env=env)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = pb_grpc.ClassifierStub(channel)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            stub.GetModel(pb.GetModelRequest(), timeout=2)
-            break
-        except grpc.RpcError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("tlserve-server did not become ready") from None
-            time.sleep(0.2)
-    channel.close()
-    return process
+def wait_ready(target: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Until the server answers GetModel (it loads the model first)."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.ClassifierStub(channel)
+        while True:
+            try:
+                stub.GetModel(pb.GetModelRequest(), timeout=2)
+                return
+            except grpc.RpcError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("tlserve-server did not become ready") from None
+                time.sleep(0.2)
 
 
 def percentile(latencies: list[float], q: float) -> float | None:
@@ -334,12 +321,16 @@ def main() -> int:
         in_process = {b: in_process_limit(registry, b, seconds) for b in IN_PROCESS_BATCHES}
         best = max(in_process, key=lambda b: in_process[b])
         tensors, jpegs = sample_images(64)
-        port = free_port()
-        server = start_server(registry.root, port, best)
-        try:
+        with server_process(
+            registry_dir=str(registry.root),
+            execution_provider="cpu",
+            max_batch_size=str(best),
+            max_queue_size="4096",
+        ) as (target, process):
+            wait_ready(target, process)
             rows = asyncio.run(
                 run_scenarios(
-                    f"127.0.0.1:{port}",
+                    target,
                     tensors,
                     jpegs,
                     limit=in_process[best],
@@ -347,9 +338,6 @@ def main() -> int:
                     quick=args.quick,
                 )
             )
-        finally:
-            server.terminate()
-            server.wait(30)
         # Measured again after the server ran: this machine's speed drifts, and the
         # ratio is taken against the best in-process figure seen (the conservative way).
         after = in_process_limit(registry, best, seconds)
