@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import free_port, write_report  # noqa: E402
+from benchmarks.common import server_process, write_report  # noqa: E402
 from clients import TlserveClient, feedback_request  # noqa: E402
 from examples.odd_even import parity, png  # noqa: E402
 from server.registry import Registry  # noqa: E402
@@ -38,23 +37,23 @@ from trainer.settings import TrainerSettings  # noqa: E402
 NEW_LABELS = 100
 
 
-def variants(images: np.ndarray, count: int) -> list[np.ndarray]:
-    """`count` distinct digits: the originals, then shifted copies (new content, same class)."""
-    out: list[np.ndarray] = []
+def variants(images: np.ndarray, digits: np.ndarray, count: int) -> list[tuple[np.ndarray, str]]:
+    """`count` distinct labeled digits: the originals in a shuffled order (the file is sorted
+    by digit, so a prefix would hold one class), then shifted copies (new content, same class)."""
+    order = np.random.default_rng(0).permutation(len(images))
+    out: list[tuple[np.ndarray, str]] = []
     shift = 0
     while len(out) < count:
-        for image in images:
-            out.append(np.roll(image, shift, axis=1) if shift else image)
-            if len(out) == count:
-                break
+        for i in order[: count - len(out)]:
+            image = np.roll(images[i], shift, axis=1) if shift else images[i]
+            out.append((image, parity(int(digits[i]))))
         shift += 1
     return out
 
 
 def measure(size: int, model: Path, scratch: Path) -> dict[str, float]:
     images, digits = load_digits()
-    pool = variants(images, size + NEW_LABELS)
-    truth = [parity(int(digits[i % len(digits)])) for i in range(len(pool))]
+    pool, truth = zip(*variants(images, digits, size + NEW_LABELS), strict=True)
     settings = TrainerSettings(
         data_dir=scratch,
         backbone=str(model),
@@ -70,19 +69,11 @@ def measure(size: int, model: Path, scratch: Path) -> dict[str, float]:
         store.add_label(image=png(pool[i]), label=truth[i], source="setup")
     assert trainer.run_once("setup").result == "promoted"
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "TLSERVE_DATA_DIR": str(scratch),
-        "TLSERVE_HOST": "127.0.0.1",
-        "TLSERVE_PORT": str(port),
-        "TLSERVE_METRICS_PORT": "none",
-        "TLSERVE_REGISTRY_POLL_SECONDS": "0.1",
-        "TLSERVE_LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen([sys.executable, "-m", "server.main"], cwd=ROOT, env=env)
     try:
-        with TlserveClient(f"127.0.0.1:{port}", timeout=60) as client:
+        with (
+            server_process(data_dir=str(scratch), registry_poll_seconds="0.1") as (target, _),
+            TlserveClient(target, timeout=60) as client,
+        ):
             _wait(lambda: client.get_model().serving)
             before = client.get_model().version
             probe = png(pool[0])
@@ -99,8 +90,6 @@ def measure(size: int, model: Path, scratch: Path) -> dict[str, float]:
             _wait(lambda: client.predict([probe], keep=False).model_version != before)
             serving = time.perf_counter()
     finally:
-        server.terminate()
-        server.wait(30)
         store.close()
     return {
         "labeled_before": size,
