@@ -32,7 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/feedback.py
 	$(BIN)/python benchmarks/feedback_to_serve.py
 
-# Regenerate clients/_generated from proto/ with the oldest supported grpcio-tools,
+# Regenerate the stubs in proto/ (tlserve.proto) with the oldest supported grpcio-tools,
 # so the committed stubs run on protobuf 5.27 through 7.x.
 protos:
 	$(PYTHON) -m venv .venv-protos

@@ -35,7 +35,7 @@ def server_process(**settings: str) -> Iterator[tuple[str, subprocess.Popen[byte
         "TLSERVE_LOG_LEVEL": "WARNING",
         **{f"TLSERVE_{name.upper()}": value for name, value in settings.items()},
     }
-    process = subprocess.Popen([sys.executable, "-m", "server.main"], cwd=ROOT, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "tlserve.server.main"], cwd=ROOT, env=env)
     try:
         yield f"127.0.0.1:{port}", process
     finally:

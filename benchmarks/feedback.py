@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import server_process, write_report  # noqa: E402
-from clients._generated.tlserve.v1 import classifier_pb2 as pb  # noqa: E402
-from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc  # noqa: E402
+from tlserve.proto import classifier_pb2 as pb  # noqa: E402
+from tlserve.proto import classifier_pb2_grpc as pb_grpc  # noqa: E402
 
 POSTGRES = os.environ.get("TLSERVE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -25,14 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import server_process, write_report  # noqa: E402
-from clients import TlserveClient, feedback_request  # noqa: E402
 from examples.odd_even import parity, png  # noqa: E402
-from server.registry import Registry  # noqa: E402
-from server.store.sqlite import SqliteFeedbackStore  # noqa: E402
-from trainer.mnist import load_digits  # noqa: E402
-from trainer.pipeline import Trainer  # noqa: E402
-from trainer.pretrain import CUT_LAYER, pretrain_digits  # noqa: E402
-from trainer.settings import TrainerSettings  # noqa: E402
+from tlserve.clients import TlserveClient, feedback_request  # noqa: E402
+from tlserve.server.registry import Registry  # noqa: E402
+from tlserve.server.store.sqlite import SqliteFeedbackStore  # noqa: E402
+from tlserve.trainer.mnist import load_digits  # noqa: E402
+from tlserve.trainer.pipeline import Trainer  # noqa: E402
+from tlserve.trainer.pretrain import CUT_LAYER, pretrain_digits  # noqa: E402
+from tlserve.trainer.settings import TrainerSettings  # noqa: E402
 
 NEW_LABELS = 100
 
@@ -63,7 +63,7 @@ def measure(size: int, model: Path, scratch: Path) -> dict[str, float]:
         metrics_port=None,
     )
     store = SqliteFeedbackStore(scratch / "feedback.sqlite3")
-    registry = Registry(settings.registry_path)
+    registry = Registry.local(settings.registry_path)
     trainer = Trainer(settings, store, registry)
     for i in range(size):  # steady state: old samples labeled, features cached, a version serves
         store.add_label(image=png(pool[i]), label=truth[i], source="setup")

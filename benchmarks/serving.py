@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import server_process, write_report  # noqa: E402
 from benchmarks.models import mobilenet_v2_backbone, softmax_head  # noqa: E402
-from clients._generated.tlserve.v1 import classifier_pb2 as pb  # noqa: E402
-from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc  # noqa: E402
-from server.registry import Registry  # noqa: E402
+from tlserve.proto import classifier_pb2 as pb  # noqa: E402
+from tlserve.proto import classifier_pb2_grpc as pb_grpc  # noqa: E402
+from tlserve.server.registry import Registry  # noqa: E402
 
 SIZE = 224
 REQUEST_BATCH = 32  # images per request in the "batched requests" scenarios
@@ -63,7 +63,7 @@ class Row:
 
 
 def build_registry(root: Path) -> Registry:
-    registry = Registry(root)
+    registry = Registry.local(root)
     backbone_bytes, dim = mobilenet_v2_backbone(SIZE)
     backbone = registry.publish_backbone(
         backbone_bytes,
@@ -92,12 +92,12 @@ def in_process_limit(registry: Registry, batch: int, seconds: float) -> float:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     backbone = ort.InferenceSession(
-        str(registry.backbone_dir(manifest.backbone_id) / "backbone.onnx"),
+        registry.read_backbone_onnx(manifest.backbone_id),
         options,
         providers=["CPUExecutionProvider"],
     )
     head = ort.InferenceSession(
-        str(registry.version_dir(version) / "head.onnx"),
+        registry.read_version_file(manifest, "head.onnx"),
         options,
         providers=["CPUExecutionProvider"],
     )
@@ -317,12 +317,13 @@ def main() -> int:
     seconds = 2.0 if args.quick else args.seconds
 
     with tempfile.TemporaryDirectory(prefix="tlserve-bench-") as scratch:
-        registry = build_registry(Path(scratch) / "registry")
+        registry_dir = Path(scratch) / "registry"
+        registry = build_registry(registry_dir)
         in_process = {b: in_process_limit(registry, b, seconds) for b in IN_PROCESS_BATCHES}
         best = max(in_process, key=lambda b: in_process[b])
         tensors, jpegs = sample_images(64)
         with server_process(
-            registry_dir=str(registry.root),
+            registry_dir=str(registry_dir),
             execution_provider="cpu",
             max_batch_size=str(best),
             max_queue_size="4096",

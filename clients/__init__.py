@@ -3,7 +3,7 @@
 Imports only grpcio, protobuf, numpy and Pillow (never onnxruntime or TensorFlow).
 """
 
-from clients.client import (
+from tlserve.clients.client import (
     AsyncTlserveClient,
     Classification,
     FeedbackReceipt,

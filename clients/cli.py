@@ -29,7 +29,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.client import DEFAULT_TARGET, TlserveClient, feedback_request
+from tlserve.clients.client import DEFAULT_TARGET, TlserveClient, feedback_request
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 import numpy as np
 
-from clients._generated.tlserve.v1 import classifier_pb2 as pb
-from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc
+from tlserve.proto import classifier_pb2 as pb
+from tlserve.proto import classifier_pb2_grpc as pb_grpc
 
 ImageLike = bytes | str | Path | np.ndarray
 DEFAULT_TARGET = "localhost:50051"

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from server.registry import BackboneManifest, Registry
+from tlserve.server.registry import BackboneManifest, Registry
 
 OPSET = [helper.make_opsetid("", 17)]
 COLOURS = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}

@@ -38,8 +38,8 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")  # no display: render to PNG only
 import matplotlib.pyplot as plt  # noqa: E402
 
-from clients import TlserveClient  # noqa: E402
 from examples.odd_even import Round, Task, label_rounds  # noqa: E402
+from tlserve.clients import TlserveClient  # noqa: E402
 
 T = TypeVar("T")
 DATA = ROOT / "demo-data"
@@ -67,7 +67,7 @@ def free_port() -> int:
 
 def pretrain(model: Path) -> dict[str, object]:
     completed = subprocess.run(
-        [sys.executable, "-m", "trainer.main", "pretrain", str(model)],
+        [sys.executable, "-m", "tlserve.trainer.main", "pretrain", str(model)],
         cwd=ROOT,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TLSERVE_DATA_DIR": str(DATA)},
         capture_output=True,
@@ -105,10 +105,10 @@ def processes(data_dir: Path, model: Path) -> Iterator[tuple[dict[str, int], Cal
         # A holdout of a few dozen hard, suggested digits is too noisy for a regression gate.
         "TLSERVE_MAX_REGRESSION": "1.0",
     }
-    server = subprocess.Popen([sys.executable, "-m", "server.main"], cwd=ROOT, env=env)
+    server = subprocess.Popen([sys.executable, "-m", "tlserve.server.main"], cwd=ROOT, env=env)
     trainer_env = {**env, "TLSERVE_METRICS_PORT": str(ports["trainer_metrics"])}
     trainer = subprocess.Popen(
-        [sys.executable, "-m", "trainer.main", "run"], cwd=ROOT, env=trainer_env
+        [sys.executable, "-m", "tlserve.trainer.main", "run"], cwd=ROOT, env=trainer_env
     )
 
     def alive() -> None:

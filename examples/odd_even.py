@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from clients import TlserveClient
-from trainer.mnist import load_digits, split_halves
+from tlserve.clients import TlserveClient
+from tlserve.trainer.mnist import load_digits, split_halves
 
 EVALUATION_SIZE = 1000
 

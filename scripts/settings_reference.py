@@ -17,8 +17,8 @@ from pydantic_settings import BaseSettings
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from server.settings import ServerSettings  # noqa: E402
-from trainer.settings import TrainerSettings  # noqa: E402
+from tlserve.server.settings import ServerSettings  # noqa: E402
+from tlserve.trainer.settings import TrainerSettings  # noqa: E402
 
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 

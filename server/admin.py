@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 
-from server.errors import InvalidInput, ModelRejected, PermissionDenied, Unauthenticated
-from server.model_slot import ModelSlot
-from server.registry import Registry
+from tlserve.server.errors import InvalidInput, ModelRejected, PermissionDenied, Unauthenticated
+from tlserve.server.model_slot import ModelSlot
+from tlserve.server.registry import Registry
 
 
 class AdminGuard:

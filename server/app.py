@@ -12,22 +12,26 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from clients._generated.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
-from clients._generated.tlserve.v1 import classifier_pb2, classifier_pb2_grpc
-from server.admin import AdminGuard
-from server.api.classifier import ClassifierServicer
-from server.api.interceptor import ServingInterceptor
-from server.api.kserve import KServeServicer
-from server.core import PredictionService
-from server.feedback import FeedbackService
-from server.imaging import ImageLimits
-from server.keeper import PredictionKeeper
-from server.metrics import ServerMetrics
-from server.model_slot import LoadedModel, ModelLoader, ModelSlot
-from server.registry import Registry
-from server.runtime import SessionFactory
-from server.settings import ServerSettings
-from server.store import open_store
+from tlserve.proto import (
+    classifier_pb2,
+    classifier_pb2_grpc,
+    grpc_predict_v2_pb2,
+    grpc_predict_v2_pb2_grpc,
+)
+from tlserve.server.admin import AdminGuard
+from tlserve.server.api.classifier import ClassifierServicer
+from tlserve.server.api.interceptor import ServingInterceptor
+from tlserve.server.api.kserve import KServeServicer
+from tlserve.server.core import PredictionService
+from tlserve.server.feedback import FeedbackService
+from tlserve.server.imaging import ImageLimits
+from tlserve.server.keeper import PredictionKeeper
+from tlserve.server.metrics import ServerMetrics
+from tlserve.server.model_slot import LoadedModel, ModelLoader, ModelSlot
+from tlserve.server.registry import Registry
+from tlserve.server.runtime import SessionFactory
+from tlserve.server.settings import ServerSettings
+from tlserve.server.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ class TlserveServer:
         self.settings = settings
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServerMetrics(self.metrics_registry)
-        self.registry = Registry(settings.registry_path)
+        self.registry = Registry.local(settings.registry_path)
         self.sessions = SessionFactory(settings.execution_provider, settings.intra_op_threads)
         self.slot = ModelSlot(
             self.registry,
@@ -95,7 +99,6 @@ class TlserveServer:
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self._set_readiness(False)
         self.slot.on_swap(self._on_swap)
-        self.registry.root.mkdir(parents=True, exist_ok=True)
         await self.slot.refresh()
         if self.slot.current is not None:
             await self._set_readiness(True)
@@ -149,7 +152,7 @@ class TlserveServer:
             settings.host,
             self.port,
             self.metrics_port if self.metrics_port is not None else "off",
-            self.registry.root,
+            self.registry.describe(),
             ",".join(self.sessions.providers),
         )
 

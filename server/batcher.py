@@ -17,7 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from server.errors import Overloaded, Unavailable
+from tlserve.server.errors import Overloaded, Unavailable
 
 Key = TypeVar("Key")
 Item = TypeVar("Item")

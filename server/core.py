@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.batcher import DynamicBatcher
-from server.errors import InvalidInput, TooLarge
-from server.imaging import ImageLimits, decode_image, prepare_pixels
-from server.keeper import PredictionKeeper
-from server.metrics import ServerMetrics
-from server.model_slot import LoadedModel, ModelSlot
-from server.store.base import KeptPrediction
+from tlserve.server.batcher import DynamicBatcher
+from tlserve.server.errors import InvalidInput, TooLarge
+from tlserve.server.imaging import ImageLimits, decode_image, prepare_pixels
+from tlserve.server.keeper import PredictionKeeper
+from tlserve.server.metrics import ServerMetrics
+from tlserve.server.model_slot import LoadedModel, ModelSlot
+from tlserve.server.store.base import KeptPrediction
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from server.errors import TlserveError
-from server.imaging import ImageLimits, check_image
-from server.store.base import FeedbackStore, sample_id_of
-from server.store.labels import normalize_label
+from tlserve.server.errors import TlserveError
+from tlserve.server.imaging import ImageLimits, check_image
+from tlserve.server.store.base import FeedbackStore, sample_id_of
+from tlserve.server.store.labels import normalize_label
 
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
 _UNSAFE = re.compile(r"[^\w.-]+")

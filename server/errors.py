@@ -1,7 +1,8 @@
 """Domain exceptions of the serving core.
 
-They know nothing about gRPC: `server.grpc.status` maps each kind to a status code in
-one table. Messages say what was wrong and what is accepted, because they reach users.
+They know nothing about any protocol: `tlserve.server.api.status` maps each kind to a
+gRPC status code and to an HTTP status, one table each. Messages say what was wrong
+and what is accepted, because they reach users.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class NoModel(TlserveError):
 
 class Unavailable(TlserveError):
     """The server is shutting down or draining; retry on another replica."""
+
+
+class Conflict(TlserveError):
+    """A concurrent change won: CURRENT moved, or a version id was published already."""
 
 
 class AlreadyExists(TlserveError):

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.errors import InvalidInput, NotFound, TlserveError
-from server.imaging import ImageLimits, check_image, encode_png, validate_pixels
-from server.keeper import PredictionKeeper
-from server.metrics import ServerMetrics
-from server.store.base import STRATEGIES, FeedbackStore, KeptPrediction, StoredLabel
-from server.store.labels import normalize_label
+from tlserve.server.errors import InvalidInput, NotFound, TlserveError
+from tlserve.server.imaging import ImageLimits, check_image, encode_png, validate_pixels
+from tlserve.server.keeper import PredictionKeeper
+from tlserve.server.metrics import ServerMetrics
+from tlserve.server.store.base import STRATEGIES, FeedbackStore, KeptPrediction, StoredLabel
+from tlserve.server.store.labels import normalize_label
 
 MAX_SUGGESTIONS = 1000
 # Suggestions are picked for diversity among this many times as many uncertain candidates.

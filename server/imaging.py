@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from server.errors import InvalidInput, TooLarge
+from tlserve.server.errors import InvalidInput, TooLarge
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 RESIZE_POLICIES = ("stretch", "center_crop", "pad")

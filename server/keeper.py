@@ -16,8 +16,8 @@ import logging
 import time
 from collections.abc import Sequence
 
-from server.metrics import ServerMetrics
-from server.store.base import FeedbackStore, KeptPrediction
+from tlserve.server.metrics import ServerMetrics
+from tlserve.server.store.base import FeedbackStore, KeptPrediction
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ import signal
 import sys
 from pathlib import Path
 
-from server.app import TlserveServer
-from server.dataset import export_data, import_data
-from server.imaging import ImageLimits
-from server.settings import ServerSettings
-from server.store import open_store
+from tlserve.server.app import TlserveServer
+from tlserve.server.dataset import export_data, import_data
+from tlserve.server.imaging import ImageLimits
+from tlserve.server.settings import ServerSettings
+from tlserve.server.store import open_store
 
 
 def _parser() -> argparse.ArgumentParser:

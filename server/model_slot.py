@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from server.errors import ModelRejected, NoModel, NotFound, TlserveError
-from server.imaging import InputSpec
-from server.metrics import ServerMetrics
-from server.registry import BackboneManifest, ModelManifest, Registry
-from server.runtime import SessionFactory
+from tlserve.server.errors import ModelRejected, NoModel, NotFound, TlserveError
+from tlserve.server.imaging import InputSpec
+from tlserve.server.metrics import ServerMetrics
+from tlserve.server.registry import BackboneManifest, ModelManifest, Registry
+from tlserve.server.runtime import SessionFactory
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +122,13 @@ class ModelLoader:
             manifest = self.registry.model_manifest(version)
         except NotFound as exc:
             raise ModelRejected(str(exc)) from None
-        self.registry.verify_version_files(manifest)
+        head_onnx = self.registry.read_version_file(manifest, "head.onnx")
         if resident is not None and resident.id == manifest.backbone_id:
             backbone = resident
         else:
             backbone = self._load_backbone(manifest.backbone_id)
-        head_path = self.registry.version_dir(version) / "head.onnx"
         try:
-            head = self.sessions.create(head_path)
+            head = self.sessions.create(head_onnx)
         except Exception as exc:  # ONNX Runtime raises its own exception types
             raise ModelRejected(f"version {version}: head.onnx does not load: {exc}") from None
         _check_head_signature(manifest, backbone.manifest, head)
@@ -139,10 +138,9 @@ class ModelLoader:
 
     def _load_backbone(self, backbone_id: str) -> BackboneRuntime:
         manifest = self.registry.backbone_manifest(backbone_id)
-        self.registry.verify_backbone_file(backbone_id)
-        path = self.registry.backbone_dir(backbone_id) / "backbone.onnx"
+        onnx_bytes = self.registry.read_backbone_onnx(backbone_id)
         try:
-            session = self.sessions.create(path)
+            session = self.sessions.create(onnx_bytes)
         except Exception as exc:
             raise ModelRejected(
                 f"backbone {backbone_id[:12]}: backbone.onnx does not load: {exc}"
@@ -262,9 +260,8 @@ class ModelSlot:
         model = self._current
         if model is None:
             raise NoModel(
-                "no model version is being served yet: the registry at "
-                f"{self.registry.root} has no CURRENT version. Publish one with "
-                "`tlserve-trainer once` (or `make demo`), then retry"
+                "no model version is being served yet: the registry has no CURRENT version. "
+                "Publish one with `tlserve-trainer once` (or `make demo`), then retry"
             )
         return model
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import onnxruntime as ort
 
@@ -47,13 +46,13 @@ class SessionFactory:
             ort.preload_dlls()
         self.intra_op_threads = intra_op_threads
 
-    def create(self, model: Path | bytes) -> ort.InferenceSession:
+    def create(self, model: bytes) -> ort.InferenceSession:
+        """A session over the model's bytes (the very bytes whose hash was checked)."""
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.intra_op_threads
         options.log_severity_level = 3
-        source = str(model) if isinstance(model, Path) else model
-        session = ort.InferenceSession(source, sess_options=options, providers=self.providers)
+        session = ort.InferenceSession(model, sess_options=options, providers=self.providers)
         if session.get_providers()[0] != self.providers[0]:
             log.warning(
                 "asked ONNX Runtime for %s, it runs on %s (no usable GPU?)",

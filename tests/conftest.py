@@ -6,19 +6,19 @@ from pathlib import Path
 import pytest
 
 from examples.colour_model import publish_colour_version
-from server.registry import Registry
 from tests.support import ServerThread
+from tlserve.server.registry import Registry
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "registry")
+    return Registry.local(tmp_path / "registry")
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[ServerThread]:
     """A running server with one colour model published and loaded."""
-    registry = Registry(tmp_path / "registry")
+    registry = Registry.local(tmp_path / "registry")
     publish_colour_version(registry)
     server = ServerThread(tmp_path).start()
     try:

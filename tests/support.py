@@ -22,9 +22,9 @@ from prometheus_client import CollectorRegistry
 from examples.colour_model import (
     COLOURS,
 )
-from server.app import TlserveServer
-from server.registry import Registry
-from server.settings import ServerSettings
+from tlserve.server.app import TlserveServer
+from tlserve.server.registry import Registry
+from tlserve.server.settings import ServerSettings
 
 
 def solid_image(colour: str, size: tuple[int, int] = (40, 30), fmt: str = "PNG") -> bytes:
@@ -64,7 +64,7 @@ class ServerThread:
 
     @property
     def registry(self) -> Registry:
-        return Registry(self.settings.registry_path)
+        return Registry.local(self.settings.registry_path)
 
     def run(self, coroutine: object, timeout: float = 60.0) -> object:
         future: Future[object] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)  # type: ignore[arg-type]

@@ -8,20 +8,20 @@ from pathlib import Path
 import grpc
 import pytest
 
-from clients import TlserveClient
 from examples.colour_model import publish_colour_version
-from server.registry import Registry
 from tests.support import ServerThread, solid_image
 from tests.test_cli import tlserve
-from trainer.loop import TrainerLoop
-from trainer.settings import TrainerSettings
+from tlserve.clients import TlserveClient
+from tlserve.server.registry import Registry
+from tlserve.trainer.loop import TrainerLoop
+from tlserve.trainer.settings import TrainerSettings
 
 TOKEN = "s3cret-admin-token"
 
 
 @pytest.fixture
 def guarded(tmp_path: Path) -> Iterator[tuple[ServerThread, str, str]]:
-    registry = Registry(tmp_path / "registry")
+    registry = Registry.local(tmp_path / "registry")
     first = publish_colour_version(registry)
     second = publish_colour_version(
         registry, answer_for={"red": "blue", "green": "red", "blue": "green"}, parent=first

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from server.batcher import DynamicBatcher
-from server.errors import Overloaded, Unavailable
+from tlserve.server.batcher import DynamicBatcher
+from tlserve.server.errors import Overloaded, Unavailable
 
 
 class Recorder:

@@ -25,7 +25,7 @@ def loaded_modules(code: str) -> set[str]:
 
 
 def test_importing_clients_loads_no_runtime() -> None:
-    modules = loaded_modules("import clients, clients.cli")
+    modules = loaded_modules("import tlserve.clients, tlserve.clients.cli")
     assert "grpc" in modules
     assert not {m for m in modules if m.split(".")[0] in {"tensorflow", "onnxruntime", "keras"}}
 
@@ -33,17 +33,17 @@ def test_importing_clients_loads_no_runtime() -> None:
 def test_a_running_server_never_loads_tensorflow(tmp_path: Path) -> None:
     code = f"""
 from pathlib import Path
-from server.registry import Registry
+from tlserve.server.registry import Registry
 from examples.colour_model import publish_colour_version
 from tests.support import ServerThread, solid_image
-from clients import TlserveClient
-publish_colour_version(Registry(Path({str(tmp_path)!r}) / "registry"))
+from tlserve.clients import TlserveClient
+publish_colour_version(Registry.local(Path({str(tmp_path)!r}) / "registry"))
 server = ServerThread(Path({str(tmp_path)!r})).start()
 with TlserveClient(server.target) as client:
     assert client.predict_one(solid_image("red")).label == "red"
 server.stop()
-import server.main, server.app
+import tlserve.server.main, tlserve.server.app
 """
     modules = loaded_modules(code)
-    assert "onnxruntime" in modules and "server.app" in modules
+    assert "onnxruntime" in modules and "tlserve.server.app" in modules
     assert not {m for m in modules if m.split(".")[0] in {"tensorflow", "keras", "tf2onnx"}}

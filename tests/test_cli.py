@@ -12,16 +12,16 @@ import time
 from pathlib import Path
 
 from examples.colour_model import publish_colour_version
-from server.main import _parser, _settings
-from server.registry import Registry
 from tests.support import ServerThread, solid_image
+from tlserve.server.main import _parser, _settings
+from tlserve.server.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def tlserve(*args: str, target: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clients.cli", "--target", target, *args],
+        [sys.executable, "-m", "tlserve.clients.cli", "--target", target, *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -69,7 +69,7 @@ def free_port() -> int:
 
 
 def test_server_process_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
-    publish_colour_version(Registry(tmp_path / "registry"))
+    publish_colour_version(Registry.local(tmp_path / "registry"))
     config = tmp_path / "tlserve.toml"
     port = free_port()
     config.write_text(
@@ -77,7 +77,7 @@ def test_server_process_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
     )
     env = {**os.environ, "TLSERVE_DATA_DIR": str(tmp_path)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.main", "--config", str(config)],
+        [sys.executable, "-m", "tlserve.server.main", "--config", str(config)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -105,7 +105,7 @@ def test_server_process_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
 def test_invalid_settings_exit_with_a_message(tmp_path: Path) -> None:
     env = {**os.environ, "TLSERVE_MAX_BATCH_SIZE": "0"}
     result = subprocess.run(
-        [sys.executable, "-m", "server.main"],
+        [sys.executable, "-m", "tlserve.server.main"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import psycopg
 
-from clients import TlserveClient
-from server.dataset import export_data, import_data
-from server.imaging import ImageLimits
-from server.store.postgres import PostgresFeedbackStore
-from server.store.sqlite import SqliteFeedbackStore
 from tests.support import ServerThread, solid_image
 from tests.test_cli import tlserve
 from tests.test_store import postgres_or_skip
+from tlserve.clients import TlserveClient
+from tlserve.server.dataset import export_data, import_data
+from tlserve.server.imaging import ImageLimits
+from tlserve.server.store.postgres import PostgresFeedbackStore
+from tlserve.server.store.sqlite import SqliteFeedbackStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_server_commands_export_and_import(tmp_path: Path) -> None:
     def run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "TLSERVE_DATA_DIR": str(data_dir)}
         return subprocess.run(
-            [sys.executable, "-m", "server.main", *args],
+            [sys.executable, "-m", "tlserve.server.main", *args],
             cwd=ROOT,
             env=env,
             capture_output=True,

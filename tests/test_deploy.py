@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from server.app import LIVENESS_SERVICE
-from server.settings import ServerSettings
+from tlserve.server.app import LIVENESS_SERVICE
+from tlserve.server.settings import ServerSettings
 
 K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from clients import TlserveClient
-from server.store.sqlite import SqliteFeedbackStore
 from tests.test_cli import free_port
+from tlserve.clients import TlserveClient
+from tlserve.server.store.sqlite import SqliteFeedbackStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         "TLSERVE_METRICS_PORT": "none",
         "TLSERVE_LOG_LEVEL": "WARNING",
     }
-    return subprocess.Popen([sys.executable, "-m", "server.main"], cwd=ROOT, env=env)
+    return subprocess.Popen([sys.executable, "-m", "tlserve.server.main"], cwd=ROOT, env=env)
 
 
 def test_acknowledged_feedback_survives_sigkill(tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients import TlserveClient, feedback_request
-from clients._generated.tlserve.v1 import classifier_pb2 as pb
 from examples.colour_model import publish_colour_version
-from server.registry import Registry
 from tests.support import ServerThread, solid_image, solid_pixels
 from tests.test_metrics import scrape, value
+from tlserve.clients import TlserveClient, feedback_request
+from tlserve.proto import classifier_pb2 as pb
+from tlserve.server.registry import Registry
 
 
 def rpc_error(call: object) -> grpc.RpcError:
@@ -122,7 +122,7 @@ def test_unknown_prediction_and_bad_images(served: ServerThread) -> None:
 
 
 def test_expired_prediction_must_be_resent(tmp_path: Path) -> None:
-    publish_colour_version(Registry(tmp_path / "registry"))
+    publish_colour_version(Registry.local(tmp_path / "registry"))
     server = ServerThread(tmp_path, prediction_retention_seconds=0.2).start()
     try:
         with TlserveClient(server.target) as client:

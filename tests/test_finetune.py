@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from server.model_slot import ModelLoader
-from server.registry import Registry
-from server.runtime import SessionFactory
-from server.store.sqlite import SqliteFeedbackStore
 from tests.test_gate import colour_png
-from trainer.pipeline import Trainer
-from trainer.settings import TrainerSettings
+from tlserve.server.model_slot import ModelLoader
+from tlserve.server.registry import Registry
+from tlserve.server.runtime import SessionFactory
+from tlserve.server.store.sqlite import SqliteFeedbackStore
+from tlserve.trainer.pipeline import Trainer
+from tlserve.trainer.settings import TrainerSettings
 
 
 @pytest.mark.timeout(600)
 def test_fine_tuned_run_brings_a_new_backbone(tmp_path: Path) -> None:
     store = SqliteFeedbackStore(tmp_path / "feedback.sqlite3")
-    registry = Registry(tmp_path / "registry")
+    registry = Registry.local(tmp_path / "registry")
     settings = TrainerSettings(
         data_dir=tmp_path,
         backbone="MobileNetV2",

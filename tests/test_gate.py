@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.registry import Registry
-from server.store.base import sample_id_of
-from server.store.labels import in_holdout
-from server.store.sqlite import SqliteFeedbackStore
-from trainer.evaluation import PromotionGate, evaluate
-from trainer.pipeline import Trainer
-from trainer.settings import TrainerSettings
+from tlserve.server.registry import Registry
+from tlserve.server.store.base import sample_id_of
+from tlserve.server.store.labels import in_holdout
+from tlserve.server.store.sqlite import SqliteFeedbackStore
+from tlserve.trainer.evaluation import PromotionGate, evaluate
+from tlserve.trainer.pipeline import Trainer
+from tlserve.trainer.settings import TrainerSettings
 
 
 def test_gate_rules() -> None:
@@ -58,7 +58,7 @@ def test_a_regressing_run_is_not_promoted(tmp_path: Path) -> None:
     holdout keeps the truth), so the next model would be worse on the same holdout than
     the served one: it stays unpublished, and the record says why."""
     store = SqliteFeedbackStore(tmp_path / "feedback.sqlite3")
-    registry = Registry(tmp_path / "registry")
+    registry = Registry.local(tmp_path / "registry")
     settings = TrainerSettings(
         data_dir=tmp_path,
         backbone="MobileNetV2",

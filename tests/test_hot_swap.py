@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from clients import TlserveClient
 from examples.colour_model import publish_colour_version
-from server.metrics import ServerMetrics
-from server.model_slot import ModelLoader, ModelSlot
-from server.registry import Registry
-from server.runtime import SessionFactory
 from tests.support import ServerThread, solid_image
+from tlserve.clients import TlserveClient
+from tlserve.server.metrics import ServerMetrics
+from tlserve.server.model_slot import ModelLoader, ModelSlot
+from tlserve.server.registry import Registry
+from tlserve.server.runtime import SessionFactory
 
 # Version "straight" answers each colour with its own name, "rotated" answers red with
 # blue and so on; a response mixing one version's backbone with another's head, or
@@ -28,7 +28,7 @@ ROTATED = {"red": "blue", "green": "red", "blue": "green"}
 
 
 def test_twenty_swaps_under_concurrent_load(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "registry")
+    registry = Registry.local(tmp_path / "registry")
     expected: dict[str, dict[str, str]] = {}
     first = publish_colour_version(registry)
     expected[first] = {c: c for c in ROTATED}
@@ -82,7 +82,7 @@ def test_twenty_swaps_under_concurrent_load(tmp_path: Path) -> None:
 
 
 def test_old_version_drains_before_release(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "registry")
+    registry = Registry.local(tmp_path / "registry")
     first = publish_colour_version(registry)
     slot = ModelSlot(
         registry,
@@ -106,12 +106,13 @@ def test_old_version_drains_before_release(tmp_path: Path) -> None:
     ["hash", "labels", "missing_backbone", "bad_onnx"],
 )
 def test_bad_version_is_refused_and_the_old_one_keeps_serving(tmp_path: Path, damage: str) -> None:
-    registry = Registry(tmp_path / "registry")
+    root = tmp_path / "registry"
+    registry = Registry.local(root)
     good = publish_colour_version(registry)
     server = ServerThread(tmp_path).start()
     try:
         bad = publish_colour_version(registry, make_current=False, size=36)
-        directory = registry.version_dir(bad)
+        directory = root / "versions" / bad
         manifest = registry.model_manifest(bad)
         if damage == "hash":
             (directory / "head.onnx").write_bytes(
@@ -121,13 +122,11 @@ def test_bad_version_is_refused_and_the_old_one_keeps_serving(tmp_path: Path, da
             text = (directory / "model.json").read_text()
             (directory / "model.json").write_text(text.replace('"blue"', '"blue", "purple"', 1))
         elif damage == "missing_backbone":
-            shutil.rmtree(registry.backbone_dir(manifest.backbone_id))
+            shutil.rmtree(root / "backbones" / manifest.backbone_id)
         else:
-            backbone_file = registry.backbone_dir(manifest.backbone_id) / "backbone.onnx"
+            backbone_file = root / "backbones" / manifest.backbone_id / "backbone.onnx"
             backbone_file.write_bytes(b"not onnx")
-        registry.set_current(bad) if damage != "labels" else (registry.root / "CURRENT").write_text(
-            bad
-        )
+        registry.set_current(bad) if damage != "labels" else (root / "CURRENT").write_text(bad)
         deadline = time.monotonic() + 10
         refused = server.metrics_registry.get_sample_value
         while (refused("tlserve_model_swaps_total", {"result": "refused"}) or 0) < 1:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.errors import InvalidInput, TooLarge
-from server.imaging import ImageLimits, InputSpec, decode_image, prepare_pixels
+from tlserve.server.errors import InvalidInput, TooLarge
+from tlserve.server.imaging import ImageLimits, InputSpec, decode_image, prepare_pixels
 
 SPEC = InputSpec(24, 32)
 LIMITS = ImageLimits(max_pixels=1_000_000, max_side=4096)

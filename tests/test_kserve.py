@@ -11,10 +11,10 @@ import grpc
 import numpy as np
 import pytest
 
-from clients._generated.inference import grpc_predict_v2_pb2 as pb
-from clients._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from server.api.codec import encode_bytes_tensor
 from tests.support import ServerThread, solid_image
+from tlserve.proto import grpc_predict_v2_pb2 as pb
+from tlserve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from tlserve.server.api.codec import encode_bytes_tensor
 
 PROBE = Path(__file__).with_name("triton_probe.py")
 

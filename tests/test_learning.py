@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from clients import TlserveClient
 from examples.odd_even import Task, label_rounds, parity
-from server.registry import Registry
-from server.store.sqlite import SqliteFeedbackStore
 from tests.support import ServerThread
-from trainer.loop import TrainerLoop
-from trainer.metrics import TrainerMetrics
-from trainer.pretrain import CUT_LAYER, pretrain_digits
-from trainer.settings import TrainerSettings
+from tlserve.clients import TlserveClient
+from tlserve.server.registry import Registry
+from tlserve.server.store.sqlite import SqliteFeedbackStore
+from tlserve.trainer.loop import TrainerLoop
+from tlserve.trainer.metrics import TrainerMetrics
+from tlserve.trainer.pretrain import CUT_LAYER, pretrain_digits
+from tlserve.trainer.settings import TrainerSettings
 
 ROUNDS = 3
 
@@ -32,7 +32,7 @@ class Loop:
     def __init__(self, settings: TrainerSettings) -> None:
         self.store = SqliteFeedbackStore(settings.data_dir / "feedback.sqlite3")
         self.metrics = TrainerMetrics(CollectorRegistry())
-        registry = Registry(settings.registry_path)
+        registry = Registry.local(settings.registry_path)
         self.loop = TrainerLoop(settings, self.store, registry, self.metrics)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.loop.run_forever, args=(self.stop,))

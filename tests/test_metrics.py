@@ -8,9 +8,9 @@ import urllib.request
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from clients import TlserveClient
-from clients._generated.tlserve.v1 import classifier_pb2 as pb
 from tests.support import ServerThread, solid_image
+from tlserve.clients import TlserveClient
+from tlserve.proto import classifier_pb2 as pb
 
 
 def scrape(server: ServerThread) -> dict[str, list[tuple[dict[str, str], float]]]:

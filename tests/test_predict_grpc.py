@@ -15,17 +15,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from clients import AsyncTlserveClient, TlserveClient
-from clients._generated.tlserve.v1 import classifier_pb2 as pb
 from examples.colour_model import publish_colour_version
-from server.registry import Registry
 from tests.support import ServerThread, solid_image, solid_pixels
+from tlserve.clients import AsyncTlserveClient, TlserveClient
+from tlserve.proto import classifier_pb2 as pb
+from tlserve.server.registry import Registry
 
 
 @pytest.fixture
 def strict(tmp_path: Path) -> Iterator[ServerThread]:
     """A served colour model behind tight limits, to exercise every refusal."""
-    publish_colour_version(Registry(tmp_path / "registry"))
+    publish_colour_version(Registry.local(tmp_path / "registry"))
     server = ServerThread(
         tmp_path,
         max_images_per_request=4,

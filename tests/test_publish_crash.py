@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from server.registry import Registry
+from tlserve.server.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,8 +17,8 @@ PUBLISHER = """
 import sys, numpy as np
 from pathlib import Path
 from examples.colour_model import colour_backbone, linear_head
-from server.registry import Registry
-registry = Registry(Path(sys.argv[1]))
+from tlserve.server.registry import Registry
+registry = Registry.local(Path(sys.argv[1]))
 big = np.random.default_rng(0).bytes(8 << 20)  # a heavy card widens the window for the kill
 n = 0
 while True:
@@ -39,18 +39,19 @@ def verify_current(registry: Registry) -> str:
     version = registry.current()
     assert version is not None
     manifest = registry.model_manifest(version)
-    registry.verify_version_files(manifest)
+    registry.verify_version(manifest)
     registry.backbone_manifest(manifest.backbone_id)
-    registry.verify_backbone_file(manifest.backbone_id)
+    registry.read_backbone_onnx(manifest.backbone_id)
     return version
 
 
 def test_sigkill_during_publication_leaves_a_valid_current(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "registry")
+    root = tmp_path / "registry"
+    registry = Registry.local(root)
     seen: set[str] = set()
     for attempt in range(8):
         process = subprocess.Popen(
-            [sys.executable, "-c", PUBLISHER, str(registry.root)],
+            [sys.executable, "-c", PUBLISHER, str(root)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -63,8 +64,8 @@ def test_sigkill_during_publication_leaves_a_valid_current(tmp_path: Path) -> No
         process.wait(30)
         seen.add(verify_current(registry))
         registry.remove_partials()
-        leftovers = [p for p in registry.versions_dir.iterdir() if p.name.startswith(".")]
+        leftovers = [p for p in (root / "versions").iterdir() if p.name.startswith(".")]
         assert leftovers == []
         for version in registry.versions():
-            registry.verify_version_files(registry.model_manifest(version))
+            registry.verify_version(registry.model_manifest(version))
     assert len(seen) >= 4

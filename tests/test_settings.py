@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from server.settings import ServerSettings
-from trainer.settings import TrainerSettings
+from tlserve.server.settings import ServerSettings
+from tlserve.trainer.settings import TrainerSettings
 
 
 def test_defaults_and_registry_path() -> None:

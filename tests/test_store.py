@@ -13,11 +13,11 @@ import numpy as np
 import psycopg
 import pytest
 
-from server.errors import AlreadyExists, InvalidInput
-from server.store.base import FeedbackStore, KeptPrediction, sample_id_of
-from server.store.labels import in_holdout, normalize_label
-from server.store.postgres import PostgresFeedbackStore
-from server.store.sqlite import SqliteFeedbackStore
+from tlserve.server.errors import AlreadyExists, InvalidInput
+from tlserve.server.store.base import FeedbackStore, KeptPrediction, sample_id_of
+from tlserve.server.store.labels import in_holdout, normalize_label
+from tlserve.server.store.postgres import PostgresFeedbackStore
+from tlserve.server.store.sqlite import SqliteFeedbackStore
 
 POSTGRES_DSN = os.environ.get(
     "TLSERVE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"

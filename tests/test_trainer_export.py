@@ -15,10 +15,10 @@ import onnxruntime as ort
 import pytest
 
 from examples.colour_model import publish_colour_version
-from server.registry import Registry
-from trainer.backbones import build_backbone, features_function
-from trainer.errors import TrainerError
-from trainer.onnx_export import check_parity, export_function
+from tlserve.server.registry import Registry
+from tlserve.trainer.backbones import build_backbone, features_function
+from tlserve.trainer.errors import TrainerError
+from tlserve.trainer.onnx_export import check_parity, export_function
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,13 +80,13 @@ def test_offline_imagenet_download_names_the_file(
 
 
 def test_fused_export_of_a_version(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "registry")
+    registry = Registry.local(tmp_path / "registry")
     version = publish_colour_version(registry)
     output = tmp_path / "fused.onnx"
     completed = subprocess.run(
-        [sys.executable, "-m", "trainer.main", "export", "current", str(output)],
+        [sys.executable, "-m", "tlserve.trainer.main", "export", "current", str(output)],
         cwd=ROOT,
-        env={"TLSERVE_REGISTRY_DIR": str(registry.root), "PATH": "/usr/bin:/bin"},
+        env={"TLSERVE_REGISTRY_DIR": str(tmp_path / "registry"), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=120,

@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from trainer.errors import TrainerError
+from tlserve.trainer.errors import TrainerError
 
 # name -> (constructor, preprocess_input); preprocessing runs inside the graph.
 _APPLICATIONS: dict[str, tuple[Callable[..., keras.Model], Callable[[Any], Any]]] = {

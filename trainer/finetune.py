@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from trainer.backbones import Backbone
-from trainer.head import class_weights
+from tlserve.trainer.backbones import Backbone
+from tlserve.trainer.head import class_weights
 
 AUGMENTATIONS = ("flip", "rotation", "zoom")
 

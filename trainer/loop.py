@@ -8,13 +8,12 @@ import logging
 import time
 from typing import Any
 
-from server.fsutil import atomic_write_bytes
-from server.registry import Registry
-from server.store.base import FeedbackStore
-from trainer.metrics import TrainerMetrics
-from trainer.pipeline import RunRecord, Trainer
-from trainer.retention import apply_retention
-from trainer.settings import TrainerSettings
+from tlserve.server.fsutil import atomic_write_bytes
+from tlserve.server.registry import Registry
+from tlserve.server.store.base import FeedbackStore
+from tlserve.trainer.metrics import TrainerMetrics
+from tlserve.trainer.pipeline import RunRecord, Trainer
+from tlserve.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ class TrainerLoop:
                 state = {**self.state(), "trained_label_seq": record.label_seq}
                 atomic_write_bytes(self.state_path, json.dumps(state, indent=2).encode())
             if record.result == "promoted":
-                apply_retention(self.registry, self.settings.keep_versions)
+                self.registry.retain(self.settings.keep_versions)
         return record
 
     def run_forever(self, stop: Any = None) -> None:

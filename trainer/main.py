@@ -22,14 +22,14 @@ import numpy as np
 import onnxruntime as ort
 from prometheus_client import CollectorRegistry, start_http_server
 
-from server.registry import Registry
-from server.store import open_store
-from trainer.errors import TrainerError
-from trainer.loop import TrainerLoop
-from trainer.metrics import TrainerMetrics
-from trainer.onnx_export import fuse
-from trainer.pretrain import CUT_LAYER, pretrain_digits
-from trainer.settings import TrainerSettings
+from tlserve.server.registry import Registry
+from tlserve.server.store import open_store
+from tlserve.trainer.errors import TrainerError
+from tlserve.trainer.loop import TrainerLoop
+from tlserve.trainer.metrics import TrainerMetrics
+from tlserve.trainer.onnx_export import fuse
+from tlserve.trainer.pretrain import CUT_LAYER, pretrain_digits
+from tlserve.trainer.settings import TrainerSettings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             report = pretrain_digits(target, epochs=args.epochs, seed=settings.seed)
             print(json.dumps({"model": str(target), "cut_layer": CUT_LAYER, **report}))
             return 0
-        registry = Registry(settings.registry_path)
+        registry = Registry.local(settings.registry_path)
         if args.command == "export":
             return _export(registry, args.version, args.output)
         store = open_store(settings.resolved_store_url)
@@ -107,8 +107,8 @@ def _export(registry: Registry, version: str, output: Path) -> int:
         raise TrainerError("the registry has no CURRENT version to export")
     manifest = registry.model_manifest(version)
     backbone = registry.backbone_manifest(manifest.backbone_id)
-    backbone_bytes = (registry.backbone_dir(backbone.id) / "backbone.onnx").read_bytes()
-    head_bytes = (registry.version_dir(version) / "head.onnx").read_bytes()
+    backbone_bytes = registry.read_backbone_onnx(backbone.id)
+    head_bytes = registry.read_version_file(manifest, "head.onnx")
     fused = fuse(backbone_bytes, head_bytes, features=backbone.output_name)
     sample = np.random.default_rng(0).integers(
         0, 256, (4, backbone.height, backbone.width, 3), dtype=np.uint8

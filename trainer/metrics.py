@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from trainer.pipeline import RunRecord
+from tlserve.trainer.pipeline import RunRecord
 
 
 class TrainerMetrics:

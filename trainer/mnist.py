@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.errors import TrainerError
+from tlserve.trainer.errors import TrainerError
 
 
 def mnist_path() -> Path:

@@ -17,7 +17,7 @@ import tensorflow as tf
 import tf2onnx
 from onnx import compose, numpy_helper
 
-from trainer.errors import ExportError
+from tlserve.trainer.errors import ExportError
 
 OPSET = 17
 

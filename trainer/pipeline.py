@@ -20,19 +20,19 @@ import keras
 import numpy as np
 import onnxruntime as ort
 
-from server.fsutil import atomic_write_bytes
-from server.imaging import ImageLimits, decode_image
-from server.registry import BackboneManifest, Registry, new_version_id
-from server.store.base import FeedbackStore, LabelRecord
-from server.store.labels import in_holdout
-from trainer.backbones import Backbone, build_backbone, features_function
-from trainer.errors import NotEnoughData, TrainerError
-from trainer.evaluation import GateDecision, PromotionGate, evaluate
-from trainer.finetune import fine_tune
-from trainer.head import head_function, train_head
-from trainer.onnx_export import export_function
-from trainer.plots import confusion_matrix, training_curves
-from trainer.settings import TrainerSettings
+from tlserve.server.fsutil import atomic_write_bytes
+from tlserve.server.imaging import ImageLimits, decode_image
+from tlserve.server.registry import BackboneManifest, Registry, new_version_id
+from tlserve.server.store.base import FeedbackStore, LabelRecord
+from tlserve.server.store.labels import in_holdout
+from tlserve.trainer.backbones import Backbone, build_backbone, features_function
+from tlserve.trainer.errors import NotEnoughData, TrainerError
+from tlserve.trainer.evaluation import GateDecision, PromotionGate, evaluate
+from tlserve.trainer.finetune import fine_tune
+from tlserve.trainer.head import head_function, train_head
+from tlserve.trainer.onnx_export import export_function
+from tlserve.trainer.plots import confusion_matrix, training_curves
+from tlserve.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Trainer:
         index_path = self.state_dir / "backbones.json"
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         known = index.get(key)
-        if known and (self.registry.backbone_dir(known) / "backbone.json").is_file():
+        if known and self.registry.has_backbone(known):
             return self.registry.backbone_manifest(known)
         manifest = self._export_backbone(self.build_keras_backbone(), {"config_key": key})
         index[key] = manifest.id
@@ -145,8 +145,7 @@ class Trainer:
         missing = [s for s in sample_ids if s not in cached]
         if missing:
             session = ort.InferenceSession(
-                str(self.registry.backbone_dir(backbone.id) / "backbone.onnx"),
-                providers=["CPUExecutionProvider"],
+                self.registry.read_backbone_onnx(backbone.id), providers=["CPUExecutionProvider"]
             )
             batch = self.settings.feature_batch_size
             for start in range(0, len(missing), batch):
@@ -316,7 +315,7 @@ class Trainer:
         manifest = self.registry.model_manifest(version)
         backbone = self.registry.backbone_manifest(manifest.backbone_id)
         features = self.features(backbone, [r.sample_id for r in holdout])
-        head = (self.registry.version_dir(version) / "head.onnx").read_bytes()
+        head = self.registry.read_version_file(manifest, "head.onnx")
         predicted = _predict(head, features, list(manifest.labels), manifest.head_input)
         result = evaluate(predicted, [r.label for r in holdout], list(manifest.labels))
         result["version"] = version

@@ -13,8 +13,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from server.fsutil import atomic_write_bytes
-from trainer.mnist import load_digits, split_halves
+from tlserve.server.fsutil import atomic_write_bytes
+from tlserve.trainer.mnist import load_digits, split_halves
 
 CUT_LAYER = "embedding"
 

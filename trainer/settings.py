@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from server.settings import DeploymentSettings
+from tlserve.server.settings import DeploymentSettings
 
 Pooling = Literal["avg", "max", "flatten"]
 

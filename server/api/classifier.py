@@ -7,16 +7,16 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from clients._generated.tlserve.v1 import classifier_pb2 as pb
-from clients._generated.tlserve.v1 import classifier_pb2_grpc as pb_grpc
-from server.admin import AdminGuard, ModelAdmin
-from server.api import codec
-from server.core import PredictionService
-from server.errors import NotFound, TlserveError
-from server.feedback import FeedbackInput, FeedbackService
-from server.imaging import encode_png
-from server.model_slot import ModelSlot
-from server.registry import ModelManifest, Registry
+from tlserve.proto import classifier_pb2 as pb
+from tlserve.proto import classifier_pb2_grpc as pb_grpc
+from tlserve.server.admin import AdminGuard, ModelAdmin
+from tlserve.server.api import codec
+from tlserve.server.core import PredictionService
+from tlserve.server.errors import NotFound, TlserveError
+from tlserve.server.feedback import FeedbackInput, FeedbackService
+from tlserve.server.imaging import encode_png
+from tlserve.server.model_slot import ModelSlot
+from tlserve.server.registry import ModelManifest, Registry
 
 
 class ClassifierServicer(pb_grpc.ClassifierServicer):

@@ -8,14 +8,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from clients._generated.inference import grpc_predict_v2_pb2 as kserve_pb2
-from clients._generated.tlserve.v1 import classifier_pb2 as pb
-from server.api.status import status_for
-from server.core import ImageInput, PredictResult
-from server.errors import InvalidInput
-from server.feedback import FeedbackInput, ItemResult, Suggestion
-from server.registry import ModelManifest
-from server.store.base import StoredLabel
+from tlserve.proto import classifier_pb2 as pb
+from tlserve.proto import grpc_predict_v2_pb2 as kserve_pb2
+from tlserve.server.api.status import status_for
+from tlserve.server.core import ImageInput, PredictResult
+from tlserve.server.errors import InvalidInput
+from tlserve.server.feedback import FeedbackInput, ItemResult, Suggestion
+from tlserve.server.registry import ModelManifest
+from tlserve.server.store.base import StoredLabel
 
 _TENSOR_DTYPES = {pb.UINT8: np.dtype(np.uint8), pb.FLOAT32: np.dtype("<f4")}
 

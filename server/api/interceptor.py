@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 
-from server.api.status import status_for
-from server.errors import TlserveError
-from server.metrics import ServerMetrics
+from tlserve.server.api.status import status_for
+from tlserve.server.errors import TlserveError
+from tlserve.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 

@@ -6,14 +6,14 @@ import asyncio
 
 import grpc
 
-from clients._generated.inference import grpc_predict_v2_pb2 as pb
-from clients._generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from server import __version__
-from server.api import codec
-from server.core import PredictionService
-from server.errors import NotFound
-from server.model_slot import LoadedModel, ModelSlot
-from server.registry import Registry
+from tlserve.proto import grpc_predict_v2_pb2 as pb
+from tlserve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from tlserve.server import __version__
+from tlserve.server.api import codec
+from tlserve.server.core import PredictionService
+from tlserve.server.errors import NotFound
+from tlserve.server.model_slot import LoadedModel, ModelSlot
+from tlserve.server.registry import Registry
 
 PLATFORM = "onnxruntime_onnx"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from server import errors
+from tlserve.server import errors
 
 STATUS_BY_ERROR: dict[type[errors.TlserveError], grpc.StatusCode] = {
     errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.store.base import FeedbackStore
-from server.store.postgres import PostgresFeedbackStore
-from server.store.sqlite import SqliteFeedbackStore
+from tlserve.server.store.base import FeedbackStore
+from tlserve.server.store.postgres import PostgresFeedbackStore
+from tlserve.server.store.sqlite import SqliteFeedbackStore
 
 
 def open_store(url: str) -> FeedbackStore:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.store.labels import in_holdout
+from tlserve.server.store.labels import in_holdout
 
 STRATEGIES = ("least_confidence", "margin", "entropy")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from server.errors import InvalidInput
+from tlserve.server.errors import InvalidInput
 
 MAX_LABEL_LENGTH = 128
 # Control (Cc), format (Cf: bidi marks, zero-width joiners/spaces), surrogates (Cs),

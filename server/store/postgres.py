@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from server.store.sql import Cursor, SqlFeedbackStore
+from tlserve.server.store.sql import Cursor, SqlFeedbackStore
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

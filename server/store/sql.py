@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from server.errors import AlreadyExists
-from server.store.base import (
+from tlserve.server.errors import AlreadyExists
+from tlserve.server.store.base import (
     STRATEGIES,
     FeedbackStore,
     KeptPrediction,

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from server.errors import Unavailable
-from server.store.sql import Cursor, SqlFeedbackStore
+from tlserve.server.errors import Unavailable
+from tlserve.server.store.sql import Cursor, SqlFeedbackStore
 
 _LOCK_RETRIES = 20
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from clients._generated.tlserve.v1 import classifier_pb2 as tlserve_dot_v1_dot_classifier__pb2
+from tlserve.proto import classifier_pb2 as tlserve_dot_v1_dot_classifier__pb2
 
 GRPC_GENERATED_VERSION = '1.66.2'
 GRPC_VERSION = grpc.__version__

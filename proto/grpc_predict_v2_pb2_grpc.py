@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from clients._generated.inference import grpc_predict_v2_pb2 as inference_dot_grpc__predict__v2__pb2
+from tlserve.proto import grpc_predict_v2_pb2 as inference_dot_grpc__predict__v2__pb2
 
 GRPC_GENERATED_VERSION = '1.66.2'
 GRPC_VERSION = grpc.__version__

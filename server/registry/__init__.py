@@ -1,0 +1,22 @@
+"""The model registry: its format (`format`) over a storage seam (`storage`), with the
+local folder (`local`) as the default storage."""
+
+from tlserve.server.registry.format import (
+    ANY,
+    BackboneManifest,
+    ModelManifest,
+    Registry,
+    new_version_id,
+)
+from tlserve.server.registry.local import LocalFolderStorage
+from tlserve.server.registry.storage import RegistryStorage
+
+__all__ = [
+    "ANY",
+    "BackboneManifest",
+    "LocalFolderStorage",
+    "ModelManifest",
+    "Registry",
+    "RegistryStorage",
+    "new_version_id",
+]

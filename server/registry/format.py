@@ -1,0 +1,405 @@
+"""The model registry format: manifests, hashes, signatures of files, CURRENT and
+retention, over a `RegistryStorage` (a local folder here; object storage beside it).
+
+    backbones/<sha256>/backbone.onnx, backbone.json   content-addressed, shared
+    versions/<id>/head.onnx, model.json, card/         immutable once published
+    CURRENT                                            the served version id
+
+A version or backbone is published as one atomic group; CURRENT changes only by
+compare-and-set, so two writers (a trainer and a rollback) cannot lose an update.
+Every manifest names the sha256 of each file it covers, and every read of a model file
+checks that hash on the very bytes it returns, which are the bytes ONNX Runtime loads.
+Error messages name versions and files, never where the storage keeps them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tlserve.server.errors import Conflict, ModelRejected, NotFound
+from tlserve.server.imaging import RESIZE_POLICIES, InputSpec
+from tlserve.server.registry.local import LocalFolderStorage
+from tlserve.server.registry.storage import (
+    MissingObject,
+    PointerChanged,
+    RegistryStorage,
+)
+
+MODEL_FORMAT = "tlserve.model/v1"
+BACKBONE_FORMAT = "tlserve.backbone/v1"
+_VERSION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def new_version_id(now: datetime | None = None) -> str:
+    """Sortable by creation time (to the microsecond), unique across concurrent writers."""
+    moment = now or datetime.now(UTC)
+    return f"{moment:%Y%m%d-%H%M%S-%f}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True, slots=True)
+class BackboneManifest:
+    id: str
+    input_name: str
+    output_name: str
+    height: int
+    width: int
+    feature_dim: int
+    resize: str
+    source: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec(self.height, self.width, self.resize)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": BACKBONE_FORMAT,
+            "id": self.id,
+            "input": {
+                "name": self.input_name,
+                "dtype": "uint8",
+                "layout": "NHWC",
+                "height": self.height,
+                "width": self.width,
+                "channels": 3,
+                "resize": self.resize,
+            },
+            "output": {"name": self.output_name, "dtype": "float32", "dim": self.feature_dim},
+            "source": dict(self.source),
+            "files": {"backbone.onnx": self.id},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BackboneManifest:
+        if data.get("format") != BACKBONE_FORMAT:
+            raise ValueError(
+                f"backbone.json format is {data.get('format')!r}, expected {BACKBONE_FORMAT!r}"
+            )
+        inp, out = data["input"], data["output"]
+        resize = inp.get("resize", "stretch")
+        if resize not in RESIZE_POLICIES:
+            raise ValueError(f"unknown resize policy {resize!r}")
+        return cls(
+            id=str(data["id"]),
+            input_name=str(inp["name"]),
+            output_name=str(out["name"]),
+            height=int(inp["height"]),
+            width=int(inp["width"]),
+            feature_dim=int(out["dim"]),
+            resize=resize,
+            source=dict(data.get("source", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelManifest:
+    """A version's model.json: the head, its labels, its backbone and its card."""
+
+    version: str
+    labels: tuple[str, ...]
+    backbone_id: str
+    head_input: str
+    head_output: str
+    files: Mapping[str, str]
+    created_at: str
+    parent: str | None
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelManifest:
+        if data.get("format") != MODEL_FORMAT:
+            raise ValueError(
+                f"model.json format is {data.get('format')!r}, expected {MODEL_FORMAT!r}"
+            )
+        labels = tuple(str(label) for label in data["labels"])
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be at least 2 distinct names, got {list(labels)}")
+        head = data["head"]
+        return cls(
+            version=str(data["version"]),
+            labels=labels,
+            backbone_id=str(data["backbone_id"]),
+            head_input=str(head["input"]),
+            head_output=str(head["output"]),
+            files={str(k): str(v) for k, v in data["files"].items()},
+            created_at=str(data.get("created_at", "")),
+            parent=data.get("parent"),
+            raw=data,
+        )
+
+
+class _Any:
+    """The default of `set_current(expected=...)`: whatever CURRENT holds."""
+
+
+ANY = _Any()
+CURRENT = "CURRENT"
+_CAS_ATTEMPTS = 5
+
+
+class Registry:
+    """Reads and (for the trainer, rollbacks and tests) writes the registry format."""
+
+    def __init__(self, storage: RegistryStorage) -> None:
+        self.storage = storage
+
+    @classmethod
+    def local(cls, root: Path) -> Registry:
+        return cls(LocalFolderStorage(root))
+
+    def describe(self) -> str:
+        return self.storage.describe()
+
+    # ---- reading -------------------------------------------------------------
+
+    def current(self) -> str | None:
+        """The version CURRENT points at, or None before the first publication."""
+        raw = self.storage.read_pointer(CURRENT)
+        if raw is None:
+            return None
+        return _parse_current(raw)
+
+    def versions(self) -> list[str]:
+        """Published versions, newest first."""
+        names = self.storage.list("versions")
+        return sorted((v for v in names if _VERSION_ID.match(v)), reverse=True)
+
+    def model_manifest(self, version: str) -> ModelManifest:
+        _check_version_id(version)
+        try:
+            raw = self.storage.read(f"versions/{version}/model.json")
+        except MissingObject:
+            raise NotFound(f"model version {version!r} is not in the registry") from None
+        try:
+            manifest = ModelManifest.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelRejected(f"version {version}: model.json is invalid: {exc}") from None
+        if manifest.version != version:
+            raise ModelRejected(f"version {version}: model.json names version {manifest.version!r}")
+        return manifest
+
+    def has_backbone(self, backbone_id: str) -> bool:
+        return bool(_SHA256.match(backbone_id)) and self.storage.exists(
+            f"backbones/{backbone_id}/backbone.json"
+        )
+
+    def backbone_manifest(self, backbone_id: str) -> BackboneManifest:
+        what = f"backbone {backbone_id[:12]}"
+        if not _SHA256.match(backbone_id):
+            raise ModelRejected(f"backbone id {backbone_id[:80]!r} is not a sha256 hex digest")
+        try:
+            raw = self.storage.read(f"backbones/{backbone_id}/backbone.json")
+        except MissingObject:
+            raise ModelRejected(f"{what} is missing from the registry") from None
+        try:
+            manifest = BackboneManifest.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelRejected(f"{what}: backbone.json is invalid: {exc}") from None
+        if manifest.id != backbone_id:
+            raise ModelRejected(f"{what}: backbone.json names id {manifest.id!r}")
+        return manifest
+
+    def read_version_file(self, manifest: ModelManifest, name: str) -> bytes:
+        """A file of the version, read once and checked against model.json's sha256."""
+        expected = manifest.files.get(name)
+        if expected is None:
+            raise ModelRejected(f"version {manifest.version}: model.json lists no {name}")
+        return self._read_verified(
+            f"versions/{manifest.version}/{name}", expected, f"version {manifest.version}"
+        )
+
+    def read_backbone_onnx(self, backbone_id: str) -> bytes:
+        """The backbone's ONNX bytes, checked against its id (their sha256)."""
+        return self._read_verified(
+            f"backbones/{backbone_id}/backbone.onnx", backbone_id, f"backbone {backbone_id[:12]}"
+        )
+
+    def verify_version(self, manifest: ModelManifest) -> None:
+        """Every file model.json lists is there with the recorded sha256."""
+        if "head.onnx" not in manifest.files:
+            raise ModelRejected(f"version {manifest.version}: model.json lists no head.onnx")
+        for name in manifest.files:
+            self.read_version_file(manifest, name)
+
+    def _read_verified(self, key: str, expected: str, what: str) -> bytes:
+        name = key.rsplit("/", 1)[-1]
+        try:
+            data = self.storage.read(key)
+        except MissingObject:
+            raise ModelRejected(f"{what}: file {name} is missing") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ModelRejected(
+                f"{what}: {name} has sha256 {actual[:12]}…, the manifest says {expected[:12]}…"
+            )
+        return data
+
+    # ---- writing -------------------------------------------------------------
+
+    def publish_backbone(
+        self,
+        onnx_bytes: bytes,
+        *,
+        input_name: str,
+        output_name: str,
+        height: int,
+        width: int,
+        feature_dim: int,
+        resize: str = "stretch",
+        source: Mapping[str, Any] | None = None,
+    ) -> BackboneManifest:
+        """Store a backbone under its content hash (a no-op when it is already there)."""
+        backbone_id = hashlib.sha256(onnx_bytes).hexdigest()
+        manifest = BackboneManifest(
+            id=backbone_id,
+            input_name=input_name,
+            output_name=output_name,
+            height=height,
+            width=width,
+            feature_dim=feature_dim,
+            resize=resize,
+            source=source or {},
+        )
+        files = {"backbone.onnx": onnx_bytes, "backbone.json": _dump_json(manifest.to_json())}
+        if not self.storage.publish(f"backbones/{backbone_id}", files):
+            # Published before (by us or another writer): same bytes, same id.
+            return self.backbone_manifest(backbone_id)
+        return manifest
+
+    def publish_version(
+        self,
+        *,
+        head_onnx: bytes,
+        labels: list[str],
+        backbone: BackboneManifest,
+        head_input: str,
+        head_output: str,
+        card: Mapping[str, Any] | None = None,
+        card_files: Mapping[str, bytes] | None = None,
+        parent: str | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Publish an immutable version; CURRENT is not touched."""
+        version = version or new_version_id()
+        _check_version_id(version)
+        if not self.has_backbone(backbone.id):
+            raise NotFound(f"backbone {backbone.id} must be published before a version using it")
+        files: dict[str, bytes] = {"head.onnx": head_onnx}
+        for name, data in (card_files or {}).items():
+            files[f"card/{name}"] = data
+        hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+        document = {
+            "format": MODEL_FORMAT,
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "parent": parent,
+            "labels": list(labels),
+            "backbone_id": backbone.id,
+            "input": {
+                "height": backbone.height,
+                "width": backbone.width,
+                "dtype": "uint8",
+                "layout": "NHWC",
+                "resize": backbone.resize,
+            },
+            "head": {
+                "input": head_input,
+                "output": head_output,
+                "feature_dim": backbone.feature_dim,
+            },
+            **dict(card or {}),
+            "files": hashes,
+        }
+        files["model.json"] = _dump_json(document)
+        if not self.storage.publish(f"versions/{version}", files):
+            raise Conflict(f"version {version} is already published; versions are immutable")
+        return version
+
+    def set_current(self, version: str, *, expected: str | _Any | None = ANY) -> None:
+        """Point CURRENT at a published version.
+
+        With `expected`, only if CURRENT still names that version (None: unset);
+        otherwise Conflict, and CURRENT stays as another writer left it."""
+        self.model_manifest(version)
+        value = f"{version}\n".encode()
+        if not isinstance(expected, _Any):
+            previous = None if expected is None else f"{expected}\n".encode()
+            try:
+                self.storage.compare_and_set_pointer(CURRENT, previous, value)
+            except PointerChanged:
+                raise Conflict(
+                    f"CURRENT moved from {expected or 'nothing'} to {self.current() or 'nothing'} "
+                    f"before {version} could be set; read it again and retry"
+                ) from None
+            return
+        for _ in range(_CAS_ATTEMPTS):
+            try:
+                self.storage.compare_and_set_pointer(
+                    CURRENT, self.storage.read_pointer(CURRENT), value
+                )
+                return
+            except PointerChanged:
+                continue
+        raise Conflict(f"CURRENT kept changing; {version} was not set")
+
+    def remove_partials(self) -> list[str]:
+        """Clear what a crashed publication left behind."""
+        return self.storage.remove_partials()
+
+    def retain(self, keep_versions: int) -> list[str]:
+        """Keep the newest versions, CURRENT and the version it replaced, and every backbone
+        a kept version uses; delete the rest. Returns the deleted versions."""
+        versions = self.versions()
+        current = self.current()
+        protected = set(versions[:keep_versions])
+        if current is not None:
+            protected.add(current)
+            parent = self.model_manifest(current).parent
+            if parent:
+                protected.add(parent)
+        removed = [v for v in versions if v not in protected]
+        for version in removed:
+            self.storage.delete(f"versions/{version}")
+        used = set()
+        for version in self.versions():
+            try:
+                used.add(self.model_manifest(version).backbone_id)
+            except ModelRejected:
+                continue  # unreadable: keeps nothing alive
+        for backbone_id in self.storage.list("backbones"):
+            if _SHA256.match(backbone_id) and backbone_id not in used:
+                self.storage.delete(f"backbones/{backbone_id}")
+        return removed
+
+
+def _parse_current(raw: bytes) -> str | None:
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ModelRejected("CURRENT is not UTF-8 text; it must hold one version id") from None
+    if not text:
+        return None
+    if not _VERSION_ID.match(text):
+        raise ModelRejected(f"CURRENT holds {text[:80]!r}, which is not a version id")
+    return text
+
+
+def _check_version_id(version: str) -> None:
+    if not _VERSION_ID.match(version):
+        raise NotFound(
+            f"{version[:80]!r} is not a valid version id "
+            "(letters, digits, '.', '_', '-'; at most 128)"
+        )
+
+
+def _dump_json(document: Mapping[str, Any]) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
