@@ -166,7 +166,7 @@ def _wait_live(client: TlserveClient, alive: Callable[[], None], timeout: float 
 
 def _metrics_lines(ports: dict[str, int]) -> list[str]:
     wanted = (
-        "tlserve_grpc_requests_total{",
+        "tlserve_requests_total{",
         "tlserve_model_swaps_total",
         "tlserve_live_accuracy",
         "tlserve_trainer_runs_total",

@@ -1,4 +1,5 @@
-"""Assembles the server: registry, model slot, batcher, servicers, health, reflection, metrics."""
+"""Assembles the server: registry, model slot, batcher, the core, and its adapters (gRPC
+services, HTTP), health, reflection and metrics."""
 
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ from tlserve.proto import (
     grpc_predict_v2_pb2,
     grpc_predict_v2_pb2_grpc,
 )
-from tlserve.server.admin import AdminGuard
 from tlserve.server.api.classifier import ClassifierServicer
+from tlserve.server.api.http import HttpApi
 from tlserve.server.api.interceptor import ServingInterceptor
 from tlserve.server.api.kserve import KServeServicer
-from tlserve.server.core import PredictionService
+from tlserve.server.core import AdminGuard, ServingCore
 from tlserve.server.feedback import FeedbackService
 from tlserve.server.imaging import ImageLimits
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.model_slot import LoadedModel, ModelLoader, ModelSlot
+from tlserve.server.prediction import PredictionService
 from tlserve.server.registry import Registry
 from tlserve.server.runtime import SessionFactory
 from tlserve.server.settings import ServerSettings
@@ -87,11 +89,21 @@ class TlserveServer:
             max_queue_items=settings.max_queue_size,
             keeper=self.keeper if settings.keep_predictions else None,
         )
+        self.core = ServingCore(
+            self.predictions,
+            self.feedback,
+            self.slot,
+            self.registry,
+            AdminGuard(settings.admin_token),
+            model_name=settings.model_name,
+        )
+        self.http = HttpApi(self.core, self.metrics, max_body_bytes=settings.max_message_bytes)
         self.health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._metrics_http: WSGIServer | None = None
         self._background: list[asyncio.Task[None]] = []
         self.port = 0
+        self.http_port: int | None = None
         self.metrics_port: int | None = None
 
     async def start(self) -> None:
@@ -113,18 +125,9 @@ class TlserveServer:
             ("grpc.so_reuseport", 0),
         ]
         server = grpc.aio.server(interceptors=[ServingInterceptor(self.metrics)], options=options)
-        classifier_pb2_grpc.add_ClassifierServicer_to_server(
-            ClassifierServicer(
-                self.predictions,
-                self.feedback,
-                self.slot,
-                self.registry,
-                AdminGuard(settings.admin_token),
-            ),
-            server,
-        )
+        classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(self.core), server)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(self.predictions, self.slot, self.registry, settings.model_name), server
+            KServeServicer(self.core), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -141,6 +144,10 @@ class TlserveServer:
             raise RuntimeError(f"could not bind gRPC to {settings.host}:{settings.port}")
         await server.start()
         self._grpc = server
+        if settings.http_port is not None:
+            self.http_port = await self.http.start(
+                settings.host, settings.http_port, settings.drain_seconds
+            )
         if settings.metrics_port is not None:
             http, _thread = start_http_server(
                 settings.metrics_port, addr=settings.host, registry=self.metrics_registry
@@ -148,9 +155,11 @@ class TlserveServer:
             self._metrics_http = http
             self.metrics_port = http.server_port
         log.info(
-            "tlserve-server listening on %s:%d (metrics on %s), registry %s, providers %s",
+            "tlserve-server listening on %s: gRPC %d, HTTP %s, metrics %s; registry %s, "
+            "providers %s",
             settings.host,
             self.port,
+            self.http_port if self.http_port is not None else "off",
             self.metrics_port if self.metrics_port is not None else "off",
             self.registry.describe(),
             ",".join(self.sessions.providers),
@@ -160,8 +169,11 @@ class TlserveServer:
         """Drain: report NOT_SERVING, let in-flight requests finish, then close."""
         grace = self.settings.drain_seconds if grace is None else grace
         await self._set_readiness(False)
+        self.core.draining = True
+        stopping = [self.http.stop()]
         if self._grpc is not None:
-            await self._grpc.stop(grace)
+            stopping.append(self._grpc.stop(grace))
+        await asyncio.gather(*stopping)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -15,15 +15,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from tlserve.server.errors import Overloaded, Unavailable
 
 Key = TypeVar("Key")
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-
-RunBatch = Callable[[Any, list[Any]], Sequence[Any]]
 
 
 @dataclass(eq=False)

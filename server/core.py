@@ -1,200 +1,267 @@
-"""The protocol-free serving core: images in, scored labels out.
+"""The protocol-free serving core: every use case of tlserve, for every protocol.
 
-Servicers (tlserve.v1 and KServe v2) convert protobuf to these types, await
-`PredictionService`, and convert back. Nothing here knows about gRPC.
+The gRPC services (tlserve.v1, KServe v2) and the HTTP adapter convert their requests
+into these calls and the results back; none of them holds logic of its own, so a new
+protocol is one new adapter file. Failures are domain exceptions (`errors.py`) that
+each adapter maps to its status codes through one table (`api/status.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
-from collections.abc import Sequence
-from concurrent.futures import Executor
+import hmac
+import logging
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
+from tlserve.server.errors import (
+    InvalidInput,
+    ModelRejected,
+    NotFound,
+    PermissionDenied,
+    TlserveError,
+    Unauthenticated,
+)
+from tlserve.server.feedback import FeedbackInput, FeedbackService, ItemResult, SuggestStrategy
+from tlserve.server.imaging import encode_png
+from tlserve.server.model_slot import ModelSlot
+from tlserve.server.prediction import (
+    ImageInput,
+    LabelScore,
+    PredictionService,
+    PredictResult,
+    check_pinned_version,
+    top_labels,
+)
+from tlserve.server.registry import ModelManifest, Registry
+from tlserve.server.store.base import StoredLabel
 
-from tlserve.server.batcher import DynamicBatcher
-from tlserve.server.errors import InvalidInput, TooLarge
-from tlserve.server.imaging import ImageLimits, decode_image, prepare_pixels
-from tlserve.server.keeper import PredictionKeeper
-from tlserve.server.metrics import ServerMetrics
-from tlserve.server.model_slot import LoadedModel, ModelSlot
-from tlserve.server.store.base import KeptPrediction
+log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class ImageInput:
-    """One image of a request: encoded bytes or a raw (H, W, 3) pixel array."""
-
-    encoded: bytes | None = None
-    pixels: np.ndarray | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LabelScore:
-    label: str
-    score: float
-
-
-@dataclass(frozen=True, slots=True)
-class ImagePrediction:
-    prediction_id: str
-    probabilities: np.ndarray
-    top: tuple[LabelScore, ...]
+SUGGESTION_TOP_LABELS = 5
+MAX_TRAINING_REASON = 200
 
 
 @dataclass(frozen=True, slots=True)
-class PredictResult:
+class ModelInfo:
+    """A registry version as clients see it, with how it is doing live."""
+
+    manifest: ModelManifest
+    serving: bool
+    providers: tuple[str, ...]
+    live_correct: int
+    live_total: int
+
+    @property
+    def live_accuracy(self) -> float:
+        return self.live_correct / self.live_total if self.live_total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelListing:
+    models: list[ModelInfo]
+    current: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServedSignature:
+    """What a request must look like for the served version (KServe model metadata)."""
+
     version: str
+    height: int
+    width: int
     labels: tuple[str, ...]
-    predictions: list[ImagePrediction]
 
 
 @dataclass(frozen=True, slots=True)
-class _Scored:
-    features: np.ndarray
-    probabilities: np.ndarray
+class LabelSuggestion:
+    prediction_id: str
+    uncertainty: float
+    model_version: str
+    top: tuple[LabelScore, ...]
+    image_png: bytes
 
 
-class PredictionService:
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    previous_version: str
+    current_version: str
+
+
+class AdminGuard:
+    """Admin calls need `Bearer <token>` matching the configured token (constant time)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def check(self, authorization: str | None) -> None:
+        """Pass when no token is configured, or the presented one matches."""
+        if not self._token:
+            return
+        if not authorization:
+            raise Unauthenticated(
+                "this admin call needs an `authorization: Bearer <token>` header "
+                "(the server's TLSERVE_ADMIN_TOKEN)"
+            )
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("the authorization header must be `Bearer <token>`")
+        if not hmac.compare_digest(token.strip().encode(), self._token.encode()):
+            raise PermissionDenied("the admin token is not valid")
+
+
+class ServingCore:
+    """tlserve's use cases, free of any protocol."""
+
     def __init__(
         self,
+        predictions: PredictionService,
+        feedback: FeedbackService,
         slot: ModelSlot,
-        metrics: ServerMetrics,
-        decode_executor: Executor,
-        inference_executor: Executor,
+        registry: Registry,
+        admin: AdminGuard,
         *,
-        limits: ImageLimits,
-        max_images_per_request: int,
-        default_top_k: int,
-        max_batch_size: int,
-        max_delay_seconds: float,
-        max_queue_items: int,
-        keeper: PredictionKeeper | None = None,
+        model_name: str,
     ) -> None:
+        self.predictions = predictions
+        self.feedback = feedback
         self.slot = slot
-        self.keeper = keeper
-        self.metrics = metrics
-        self.limits = limits
-        self.max_images_per_request = max_images_per_request
-        self.default_top_k = default_top_k
-        self._decode_executor = decode_executor
-        self.batcher: DynamicBatcher[LoadedModel, np.ndarray, _Scored] = DynamicBatcher(
-            self._run_batch,
-            inference_executor,
-            max_batch_size=max_batch_size,
-            max_delay_seconds=max_delay_seconds,
-            max_queue_items=max_queue_items,
-            on_queue_wait=metrics.queue_wait_seconds.observe,
-            on_batch=metrics.batch_size.observe,
-            on_depth=metrics.queue_depth.set,
-        )
+        self.registry = registry
+        self.admin = admin
+        self.model_name = model_name
+        # Set when shutdown begins: readiness turns false before the listeners close.
+        self.draining = False
+
+    # ---- predictions ---------------------------------------------------------------
 
     async def predict(
-        self, images: Sequence[ImageInput], top_k: int = 0, *, keep: bool = True
+        self,
+        images: Sequence[ImageInput],
+        top_k: int = 0,
+        *,
+        keep: bool = True,
+        version: str = "",
     ) -> PredictResult:
-        """Score every image with the served version; all answered by that one version."""
-        if not images:
-            raise InvalidInput("the request has no images; send at least one")
-        if len(images) > self.max_images_per_request:
-            raise TooLarge(
-                f"the request has {len(images)} images; at most "
-                f"{self.max_images_per_request} are accepted per request"
-            )
+        return await self.predictions.predict(images, top_k, keep=keep, version=version)
+
+    # ---- models --------------------------------------------------------------------
+
+    def check_model_name(self, name: str) -> None:
+        """The Open Inference Protocol names the model; this server serves one."""
+        if name != self.model_name:
+            raise NotFound(f"unknown model {name[:128]!r}; this server serves {self.model_name!r}")
+
+    def is_ready(self) -> bool:
+        return self.slot.current is not None and not self.draining
+
+    async def is_model_ready(self, name: str, version: str = "") -> bool:
+        """Ready means served now; a known but unserved version is not ready (NotFound if
+        the registry has no such version)."""
+        self.check_model_name(name)
+        served = self.slot.current
+        if not version:
+            return served is not None
+        if served is not None and served.version == version:
+            return True
+        await asyncio.to_thread(self.registry.model_manifest, version)
+        return False
+
+    def served_signature(self, name: str, version: str = "") -> ServedSignature:
+        self.check_model_name(name)
         with self.slot.lease() as model:
-            k = self._resolve_top_k(top_k, model)
-            pixels = await self._prepare_all(images, model)
-            scored = await self.batcher.submit(model, pixels)
-        predictions = [
-            ImagePrediction(
-                prediction_id=uuid.uuid4().hex,
-                probabilities=result.probabilities,
-                top=_top_k(result.probabilities, model.labels, k),
-            )
-            for result in scored
-        ]
-        if self.keeper is not None and keep:
-            now = time.time()
-            self.keeper.keep(
-                [
-                    KeptPrediction(
-                        prediction_id=prediction.prediction_id,
-                        model_version=model.version,
-                        backbone_id=model.backbone.id,
-                        labels=model.labels,
-                        probabilities=prediction.probabilities,
-                        features=result.features,
-                        pixels=image,
-                        created_at=now,
-                    )
-                    for prediction, result, image in zip(predictions, scored, pixels, strict=True)
-                ]
-            )
-        return PredictResult(version=model.version, labels=model.labels, predictions=predictions)
+            check_pinned_version(version, model)
+            spec = model.input_spec
+            return ServedSignature(model.version, spec.height, spec.width, model.labels)
 
-    def _resolve_top_k(self, top_k: int, model: LoadedModel) -> int:
-        count = len(model.labels)
-        if top_k < 0 or top_k > count:
-            raise InvalidInput(
-                f"top_k={top_k} is out of range: version {model.version} has {count} labels; "
-                f"accepted 1..{count}, or 0 for the default ({min(self.default_top_k, count)})"
-            )
-        return top_k or min(self.default_top_k, count)
+    async def model_info(self, version: str = "") -> ModelInfo:
+        """A version (default: the served one) with its card and live accuracy."""
+        served = self.slot.current
+        version = version or self.slot.require().version
+        correct, total = await self.feedback.live_accuracy(version)
+        if served is not None and served.version == version:
+            return ModelInfo(served.manifest, True, tuple(served.providers), correct, total)
+        manifest = await asyncio.to_thread(self.registry.model_manifest, version)
+        return ModelInfo(manifest, False, (), correct, total)
 
-    async def _prepare_all(
-        self, images: Sequence[ImageInput], model: LoadedModel
-    ) -> list[np.ndarray]:
-        spec = model.input_spec
-        loop = asyncio.get_running_loop()
-
-        def prepare(index: int, image: ImageInput) -> np.ndarray:
-            started = time.perf_counter()
+    async def list_models(self) -> ModelListing:
+        versions, current = await asyncio.gather(
+            asyncio.to_thread(self.registry.versions), asyncio.to_thread(self.registry.current)
+        )
+        models = []
+        for version in versions:
             try:
-                if image.encoded is not None:
-                    result = decode_image(image.encoded, spec, self.limits)
-                elif image.pixels is not None:
-                    result = prepare_pixels(image.pixels, spec, self.limits)
-                else:
-                    raise InvalidInput("an image has neither encoded bytes nor a pixel tensor")
-            except (InvalidInput, TooLarge) as exc:
-                reason = "too_large" if isinstance(exc, TooLarge) else "invalid"
-                self.metrics.rejected_images.labels(reason=reason).inc()
-                prefix = f"image {index}: " if len(images) > 1 else ""
-                raise type(exc)(f"{prefix}{exc}") from None
-            self.metrics.decode_seconds.observe(time.perf_counter() - started)
-            return result
+                models.append(await self.model_info(version))
+            except NotFound:
+                continue  # removed by retention between the listing and the read
+            except ModelRejected as exc:
+                log.warning("ListModels skips unreadable version %s: %s", version, exc)
+        return ModelListing(models, current)
 
-        # Raw pixels already at the model's size need no work worth a thread hop.
-        if not any(
-            image.encoded is not None
-            or (image.pixels is not None and image.pixels.shape[:2] != (spec.height, spec.width))
-            for image in images
-        ):
-            return [prepare(i, image) for i, image in enumerate(images)]
-        return list(
-            await asyncio.gather(
-                *(
-                    loop.run_in_executor(self._decode_executor, prepare, i, image)
-                    for i, image in enumerate(images)
-                )
+    async def rollback(self, version: str, authorization: str | None) -> Rollback:
+        """Admin: point CURRENT at `version` (default: the served version's parent) and
+        return once it is serving here; other replicas follow CURRENT on their next poll."""
+        self.admin.check(authorization)
+        served = self.slot.require()
+        target = version or served.manifest.parent
+        if not target:
+            raise InvalidInput(
+                f"version {served.version} has no parent to roll back to; name a version"
             )
+        if target == served.version:
+            raise InvalidInput(f"version {target} is already serving")
+        # Compare-and-set from what this replica serves: a rollback never overwrites a
+        # version published in the meantime without having seen it.
+        await asyncio.to_thread(self.registry.set_current, target, expected=served.version)
+        await self.slot.refresh()
+        current = self.slot.require()
+        if current.version != target:
+            raise ModelRejected(
+                f"version {target} was refused by verification and {current.version} is still "
+                "serving; see the server log"
+            )
+        return Rollback(served.version, current.version)
+
+    async def trigger_training(self, reason: str, authorization: str | None) -> int:
+        """Admin: ask the trainer for a run now; returns the request id."""
+        self.admin.check(authorization)
+        return await self.feedback.request_training(
+            reason.strip()[:MAX_TRAINING_REASON] or "TriggerTraining"
         )
 
-    def _run_batch(self, model: LoadedModel, pixels: list[np.ndarray]) -> list[_Scored]:
-        batch = np.stack(pixels)
-        started = time.perf_counter()
-        features = model.backbone.features(batch)
-        backbone_done = time.perf_counter()
-        probabilities = model.head_probabilities(features)
-        self.metrics.inference_seconds.labels(stage="backbone").observe(backbone_done - started)
-        self.metrics.inference_seconds.labels(stage="head").observe(
-            time.perf_counter() - backbone_done
-        )
-        return [_Scored(f, p) for f, p in zip(features, probabilities, strict=True)]
+    # ---- feedback ------------------------------------------------------------------
 
+    async def submit_feedback(self, item: FeedbackInput) -> StoredLabel:
+        return await self.feedback.submit(item)
 
-def _top_k(probabilities: np.ndarray, labels: tuple[str, ...], k: int) -> tuple[LabelScore, ...]:
-    order = np.argsort(-probabilities, kind="stable")[:k]
-    return tuple(LabelScore(labels[i], float(probabilities[i])) for i in order)
+    async def stream_feedback(
+        self, items: AsyncIterator[FeedbackInput | TlserveError]
+    ) -> list[ItemResult]:
+        return await self.feedback.submit_stream(items)
+
+    async def label_counts(self) -> dict[str, tuple[int, int]]:
+        return await self.feedback.label_counts()
+
+    async def suggest(
+        self, count: int, strategy: SuggestStrategy, *, with_images: bool = True
+    ) -> list[LabelSuggestion]:
+        """The kept predictions most worth labeling, best first, as PNGs unless omitted."""
+        served = self.slot.current
+        picked = await self.feedback.suggest(count, strategy, served.version if served else None)
+        if with_images:
+            pngs = await asyncio.gather(
+                *(asyncio.to_thread(encode_png, s.prediction.pixels) for s in picked)
+            )
+        else:
+            pngs = [b""] * len(picked)
+        return [
+            LabelSuggestion(
+                prediction_id=s.prediction.prediction_id,
+                uncertainty=s.uncertainty,
+                model_version=s.prediction.model_version,
+                top=top_labels(
+                    s.prediction.probabilities, s.prediction.labels, SUGGESTION_TOP_LABELS
+                ),
+                image_png=png,
+            )
+            for s, png in zip(picked, pngs, strict=True)
+        ]

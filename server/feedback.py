@@ -12,7 +12,7 @@ from tlserve.server.errors import InvalidInput, NotFound, TlserveError
 from tlserve.server.imaging import ImageLimits, check_image, encode_png, validate_pixels
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
-from tlserve.server.store.base import STRATEGIES, FeedbackStore, KeptPrediction, StoredLabel
+from tlserve.server.store.base import FeedbackStore, KeptPrediction, StoredLabel, SuggestStrategy
 from tlserve.server.store.labels import normalize_label
 
 MAX_SUGGESTIONS = 1000
@@ -131,12 +131,10 @@ class FeedbackService:
         return await asyncio.to_thread(self.store.label_counts, self.holdout_percent)
 
     async def suggest(
-        self, count: int, strategy: str, served_version: str | None = None
+        self, count: int, strategy: SuggestStrategy, served_version: str | None = None
     ) -> list[Suggestion]:
         if not 1 <= count <= MAX_SUGGESTIONS:
             raise InvalidInput(f"count={count} is out of range; accepted 1..{MAX_SUGGESTIONS}")
-        if strategy not in STRATEGIES:
-            raise InvalidInput(f"unknown strategy {strategy!r}; accepted {', '.join(STRATEGIES)}")
         await self.keeper.flush()
         # The served version's own uncertainty is what counts; older versions' kept
         # predictions are only used when it has none yet.
@@ -150,6 +148,10 @@ class FeedbackService:
         scores = np.array([c.uncertainty(strategy) for c in candidates])
         chosen = diverse_selection(candidates, scores, count)
         return [Suggestion(candidates[i], float(scores[i])) for i in chosen]
+
+    async def request_training(self, reason: str) -> int:
+        """Ask the trainer for a run now (it polls the store); returns the request id."""
+        return await asyncio.to_thread(self.store.request_training, reason)
 
     async def live_accuracy(self, version: str) -> tuple[int, int]:
         return await asyncio.to_thread(self.store.live_accuracy, version)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -16,7 +17,14 @@ from PIL import Image, UnidentifiedImageError
 from tlserve.server.errors import InvalidInput, TooLarge
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
-RESIZE_POLICIES = ("stretch", "center_crop", "pad")
+
+
+class ResizePolicy(StrEnum):
+    """How an image of another aspect ratio reaches the model's input size."""
+
+    STRETCH = "stretch"
+    CENTER_CROP = "center_crop"
+    PAD = "pad"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +39,7 @@ class InputSpec:
 
     height: int
     width: int
-    resize: str = "stretch"
+    resize: ResizePolicy = ResizePolicy.STRETCH
 
 
 def decode_image(data: bytes, spec: InputSpec, limits: ImageLimits) -> np.ndarray:
@@ -152,16 +160,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def _fit(image: Image.Image, spec: InputSpec) -> np.ndarray:
     target = (spec.width, spec.height)
     if image.size != target:
-        if spec.resize == "stretch":
-            image = image.resize(target, Image.Resampling.BILINEAR)
-        elif spec.resize == "center_crop":
-            image = _center_crop(image, spec)
-        elif spec.resize == "pad":
-            image = _letterbox(image, spec)
-        else:
-            raise ValueError(
-                f"unknown resize policy {spec.resize!r}; expected one of {RESIZE_POLICIES}"
-            )
+        match ResizePolicy(spec.resize):
+            case ResizePolicy.STRETCH:
+                image = image.resize(target, Image.Resampling.BILINEAR)
+            case ResizePolicy.CENTER_CROP:
+                image = _center_crop(image, spec)
+            case ResizePolicy.PAD:
+                image = _letterbox(image, spec)
     return np.asarray(image, dtype=np.uint8)
 
 

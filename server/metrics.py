@@ -29,22 +29,22 @@ class ServerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.requests = Counter(
-            "tlserve_grpc_requests",
-            "gRPC requests handled, by method and status code.",
-            ["method", "code"],
+            "tlserve_requests",
+            "Requests handled, by protocol (grpc, http), method and status code.",
+            ["protocol", "method", "code"],
             registry=registry,
         )
         self.request_seconds = Histogram(
-            "tlserve_grpc_request_duration_seconds",
-            "gRPC request latency, by method and status code.",
-            ["method", "code"],
+            "tlserve_request_duration_seconds",
+            "Request latency, by protocol (grpc, http), method and status code.",
+            ["protocol", "method", "code"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
         self.in_flight = Gauge(
-            "tlserve_grpc_requests_in_flight",
-            "gRPC requests being handled now, by method.",
-            ["method"],
+            "tlserve_requests_in_flight",
+            "Requests being handled now, by protocol and method.",
+            ["protocol", "method"],
             registry=registry,
         )
         self.queue_wait_seconds = Histogram(
@@ -133,6 +133,10 @@ class ServerMetrics:
             ["reason"],
             registry=registry,
         )
+
+    def observe_request(self, protocol: str, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(protocol=protocol, method=method, code=code).inc()
+        self.request_seconds.labels(protocol=protocol, method=method, code=code).observe(seconds)
 
     def set_served_model(self, version: str, backbone_id: str, providers: list[str]) -> None:
         self.model_info.clear()

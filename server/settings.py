@@ -19,7 +19,6 @@ from pydantic_settings import (
 )
 
 ExecutionProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
-ResizePolicy = Literal["stretch", "center_crop", "pad"]
 
 
 class FileSettings(BaseSettings):
@@ -108,6 +107,10 @@ class ServerSettings(DeploymentSettings):
 
     port: int = Field(default=50051, ge=0, le=65535)
     """gRPC port; 0 picks a free one (the chosen port is logged)."""
+
+    http_port: int | None = Field(default=8000, ge=0, le=65535)
+    """HTTP port of the REST API (Open Inference Protocol REST + tlserve's /v1 calls);
+    `none` disables it, 0 picks a free one."""
 
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)
     """Prometheus /metrics HTTP port; `none` disables the endpoint, 0 picks a free one."""

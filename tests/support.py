@@ -46,6 +46,7 @@ class ServerThread:
             "host": "127.0.0.1",
             "port": 0,
             "metrics_port": 0,
+            "http_port": 0,
             "registry_poll_seconds": 0.05,
             "execution_provider": "cpu",
             "intra_op_threads": 1,
@@ -61,6 +62,11 @@ class ServerThread:
     def target(self) -> str:
         assert self.server is not None
         return f"127.0.0.1:{self.server.port}"
+
+    @property
+    def http_url(self) -> str:
+        assert self.server is not None and self.server.http_port is not None
+        return f"http://127.0.0.1:{self.server.http_port}"
 
     @property
     def registry(self) -> Registry:

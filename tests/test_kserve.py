@@ -14,7 +14,7 @@ import pytest
 from tests.support import ServerThread, solid_image
 from tlserve.proto import grpc_predict_v2_pb2 as pb
 from tlserve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from tlserve.server.api.codec import encode_bytes_tensor
+from tlserve.server.api.tensors import encode_bytes_elements
 
 PROBE = Path(__file__).with_name("triton_probe.py")
 
@@ -73,7 +73,7 @@ def test_contents_instead_of_raw(served: ServerThread) -> None:
     response = _infer(served.target, pb.ModelInferRequest(model_name="tlserve", inputs=[tensor]))
     labels = response.outputs[1]
     assert labels.name == "LABEL" and labels.shape == [2]
-    assert response.raw_output_contents[1] == encode_bytes_tensor([b"green", b"red"])
+    assert response.raw_output_contents[1] == encode_bytes_elements([b"green", b"red"])
     probabilities = np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(2, 3)
     assert probabilities.argmax(axis=1).tolist() == [1, 0]
 
@@ -159,7 +159,7 @@ BAD = {
         pb.ModelInferRequest(
             model_name="tlserve",
             inputs=[_bytes_input([b"", b""])],
-            raw_input_contents=[encode_bytes_tensor([b"a"])],
+            raw_input_contents=[encode_bytes_elements([b"a"])],
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "1 elements were sent",
@@ -168,7 +168,7 @@ BAD = {
         pb.ModelInferRequest(
             model_name="tlserve",
             inputs=[_bytes_input([b""])],
-            raw_input_contents=[encode_bytes_tensor([b"junk"])],
+            raw_input_contents=[encode_bytes_elements([b"junk"])],
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "not a recognised image",

@@ -39,12 +39,23 @@ def test_metrics_endpoint_reports_the_serving_path(served: ServerThread) -> None
         with contextlib.suppress(grpc.RpcError):
             client.stub.Predict(pb.PredictRequest(images=[pb.Image(encoded=b"junk")]), timeout=5)
     samples = scrape(served)
-    assert value(samples, "tlserve_grpc_requests_total", method="Predict", code="OK") == 3
     assert (
-        value(samples, "tlserve_grpc_requests_total", method="Predict", code="INVALID_ARGUMENT")
+        value(samples, "tlserve_requests_total", protocol="grpc", method="Predict", code="OK") == 3
+    )
+    assert (
+        value(
+            samples,
+            "tlserve_requests_total",
+            protocol="grpc",
+            method="Predict",
+            code="INVALID_ARGUMENT",
+        )
         == 1
     )
-    assert value(samples, "tlserve_grpc_request_duration_seconds_count", method="Predict") == 4
+    assert (
+        value(samples, "tlserve_request_duration_seconds_count", protocol="grpc", method="Predict")
+        == 4
+    )
     assert value(samples, "tlserve_batch_size_sum") == 6
     assert value(samples, "tlserve_batch_queue_wait_seconds_count") >= 3
     assert value(samples, "tlserve_image_decode_seconds_count") == 6
@@ -56,4 +67,4 @@ def test_metrics_endpoint_reports_the_serving_path(served: ServerThread) -> None
     assert [(labels["version"], labels["provider"], v) for labels, v in info] == [
         (served.registry.current(), "CPUExecutionProvider", 1.0)
     ]
-    assert value(samples, "tlserve_grpc_requests_in_flight", method="Predict") == 0
+    assert value(samples, "tlserve_requests_in_flight", protocol="grpc", method="Predict") == 0

@@ -12,7 +12,7 @@ from tlserve.server.fsutil import atomic_write_bytes
 from tlserve.server.registry import Registry
 from tlserve.server.store.base import FeedbackStore
 from tlserve.trainer.metrics import TrainerMetrics
-from tlserve.trainer.pipeline import RunRecord, Trainer
+from tlserve.trainer.pipeline import RunRecord, RunResult, Trainer
 from tlserve.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,10 @@ class TrainerLoop:
             if self.metrics is not None:
                 self.metrics.observe(record)
             self._last_run_at = time.monotonic()
-            if record.result in ("promoted", "rejected"):
+            if record.result in (RunResult.PROMOTED, RunResult.REJECTED):
                 state = {**self.state(), "trained_label_seq": record.label_seq}
                 atomic_write_bytes(self.state_path, json.dumps(state, indent=2).encode())
-            if record.result == "promoted":
+            if record.result == RunResult.PROMOTED:
                 self.registry.retain(self.settings.keep_versions)
         return record
 

@@ -28,6 +28,7 @@ from tlserve.trainer.errors import TrainerError
 from tlserve.trainer.loop import TrainerLoop
 from tlserve.trainer.metrics import TrainerMetrics
 from tlserve.trainer.onnx_export import fuse
+from tlserve.trainer.pipeline import RunResult
 from tlserve.trainer.pretrain import CUT_LAYER, pretrain_digits
 from tlserve.trainer.settings import TrainerSettings
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                         }
                     )
                 )
-                return 0 if record.result in ("promoted", "rejected", "skipped") else 1
+                return 0 if record.result != RunResult.FAILED else 1
             return _run(loop, settings, metrics_registry)
         finally:
             store.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from tlserve.trainer.pipeline import RunRecord
+from tlserve.trainer.pipeline import RunRecord, RunResult
 
 
 class TrainerMetrics:
@@ -40,7 +40,7 @@ class TrainerMetrics:
         self.runs.labels(result=record.result).inc()
         for stage, seconds in record.timings.items():
             self.stage_seconds.labels(stage=stage).observe(seconds)
-        if record.result == "promoted":
+        if record.result == RunResult.PROMOTED:
             accuracy = record.metrics.get("holdout", {}).get("accuracy")
             if accuracy is not None:
                 self.holdout_accuracy.set(accuracy)

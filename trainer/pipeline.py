@@ -12,7 +12,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from tlserve.trainer.backbones import Backbone, build_backbone, features_functio
 from tlserve.trainer.errors import NotEnoughData, TrainerError
 from tlserve.trainer.evaluation import GateDecision, PromotionGate, evaluate
 from tlserve.trainer.finetune import fine_tune
-from tlserve.trainer.head import head_function, train_head
+from tlserve.trainer.head import HeadResult, head_function, train_head
 from tlserve.trainer.onnx_export import export_function
 from tlserve.trainer.plots import confusion_matrix, training_curves
 from tlserve.trainer.settings import TrainerSettings
@@ -37,11 +40,19 @@ from tlserve.trainer.settings import TrainerSettings
 log = logging.getLogger(__name__)
 
 
+class RunResult(StrEnum):
+    RUNNING = "running"
+    PROMOTED = "promoted"
+    REJECTED = "rejected"  # by the promotion gate
+    SKIPPED = "skipped"  # not enough data
+    FAILED = "failed"
+
+
 @dataclass
 class RunRecord:
     run_id: str
     reason: str
-    result: str = "running"  # promoted | rejected | skipped | failed
+    result: RunResult = RunResult.RUNNING
     version: str | None = None
     served_before: str | None = None
     reasons: list[str] = field(default_factory=list)
@@ -54,6 +65,17 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """The labeled set one run trains and evaluates on."""
+
+    labels: list[str]
+    train: list[LabelRecord]
+    holdout: list[LabelRecord]
+    train_counts: dict[str, int]
+    y_train: np.ndarray
 
 
 class Trainer:
@@ -167,12 +189,12 @@ class Trainer:
         try:
             self._run(record, run_dir)
         except NotEnoughData as exc:
-            record.result, record.reasons = "skipped", [str(exc)]
+            record.result, record.reasons = RunResult.SKIPPED, [str(exc)]
         except TrainerError as exc:
-            record.result, record.reasons = "failed", [str(exc)]
+            record.result, record.reasons = RunResult.FAILED, [str(exc)]
             log.error("training run %s failed: %s", run_id, exc)
         except Exception as exc:
-            record.result, record.reasons = "failed", [f"{type(exc).__name__}: {exc}"]
+            record.result, record.reasons = RunResult.FAILED, [f"{type(exc).__name__}: {exc}"]
             log.exception("training run %s failed", run_id)
         finally:
             atomic_write_bytes(
@@ -182,10 +204,39 @@ class Trainer:
         return record
 
     def _run(self, record: RunRecord, run_dir: Path) -> None:
-        s = self.settings
-        timings = record.timings
-        started = time.perf_counter()
+        with _timed(record, "snapshot"):
+            data = self._snapshot(record)
+        with _timed(record, "backbone"):
+            backbone = self.ensure_backbone()
+        with _timed(record, "features"):
+            x_train, x_holdout = self._split_features(backbone, data)
+        with _timed(record, "train"):
+            head = self._train_head(data, x_train, run_dir)
+        if self.settings.fine_tune_layers > 0:
+            with _timed(record, "fine_tune"):
+                backbone = self._fine_tune(record, backbone, head, data)
+                x_train, x_holdout = self._split_features(backbone, data)
+        with _timed(record, "export"):
+            head_onnx = export_function(
+                head_function(head.model, backbone.feature_dim),
+                input_name="features",
+                output_name="probabilities",
+                sample=x_train[: min(len(x_train), 16)],
+            )
+        with _timed(record, "evaluate"):
+            decision = self._evaluate(record, data, head, head_onnx, x_holdout)
+        record.reasons = decision.reasons
+        if not decision.promote:
+            record.result = RunResult.REJECTED
+            return
+        with _timed(record, "publish"):
+            record.version = self._publish(record, backbone, head_onnx, data.labels, head, decision)
+        record.result = RunResult.PROMOTED
 
+    def _snapshot(self, record: RunRecord) -> _Snapshot:
+        """The labels as of now, split by the stable holdout hash; NotEnoughData if the
+        classes cannot train."""
+        s = self.settings
         records = self.store.current_labels()
         labels = sorted({r.label for r in records})
         if len(labels) < 2:
@@ -211,28 +262,27 @@ class Trainer:
             # Lets every server measure label-acknowledged -> this version answering.
             "newest_label_at": record.newest_label_at,
         }
-        timings["snapshot"] = _lap(started)
-
-        stage = time.perf_counter()
-        backbone = self.ensure_backbone()
-        timings["backbone"] = _lap(stage)
-
-        stage = time.perf_counter()
-        x_train = self.features(backbone, [r.sample_id for r in train])
-        x_holdout = (
-            self.features(backbone, [r.sample_id for r in holdout])
-            if holdout
-            else np.zeros((0, backbone.feature_dim), np.float32)
-        )
-        timings["features"] = _lap(stage)
-
-        stage = time.perf_counter()
         index = {label: i for i, label in enumerate(labels)}
         y_train = np.array([index[r.label] for r in train], dtype=np.int64)
-        head = train_head(
+        return _Snapshot(labels, train, holdout, train_counts, y_train)
+
+    def _split_features(
+        self, backbone: BackboneManifest, data: _Snapshot
+    ) -> tuple[np.ndarray, np.ndarray]:
+        x_train = self.features(backbone, [r.sample_id for r in data.train])
+        x_holdout = (
+            self.features(backbone, [r.sample_id for r in data.holdout])
+            if data.holdout
+            else np.zeros((0, backbone.feature_dim), np.float32)
+        )
+        return x_train, x_holdout
+
+    def _train_head(self, data: _Snapshot, x_train: np.ndarray, run_dir: Path) -> HeadResult:
+        s = self.settings
+        return train_head(
             x_train,
-            y_train,
-            len(labels),
+            data.y_train,
+            len(data.labels),
             hidden_units=list(s.hidden_units),
             dropout=s.dropout,
             learning_rate=s.learning_rate,
@@ -243,70 +293,57 @@ class Trainer:
             seed=s.seed,
             log_dir=str(run_dir / "tensorboard"),
         )
-        timings["train"] = _lap(stage)
 
-        if s.fine_tune_layers > 0:
-            stage = time.perf_counter()
-            tuned = fine_tune(
-                self.build_keras_backbone(),
-                head.model,
-                self.pixels(backbone, [r.sample_id for r in train]),
-                y_train,
-                len(labels),
-                layers=s.fine_tune_layers,
-                epochs=s.fine_tune_epochs,
-                learning_rate=s.fine_tune_learning_rate,
-                batch_size=s.batch_size,
-                augment=tuple(s.fine_tune_augment),
-                seed=s.seed,
-            )
-            frozen_id = backbone.id
-            backbone = self._export_backbone(
-                tuned.backbone,
-                {
-                    "fine_tuned_from": frozen_id,
-                    "unfrozen_layers": tuned.unfrozen,
-                    "run": record.run_id,
-                },
-            )
-            head.history.update({f"fine_tune_{k}": v for k, v in tuned.history.items()})
-            if holdout:  # the new backbone sees the holdout differently: recompute
-                x_holdout = self.features(backbone, [r.sample_id for r in holdout])
-            x_train = self.features(backbone, [r.sample_id for r in train])
-            record.dataset["fine_tuned_from"] = frozen_id
-            timings["fine_tune"] = _lap(stage)
-
-        stage = time.perf_counter()
-        head_onnx = export_function(
-            head_function(head.model, backbone.feature_dim),
-            input_name="features",
-            output_name="probabilities",
-            sample=x_train[: min(len(x_train), 16)],
+    def _fine_tune(
+        self, record: RunRecord, backbone: BackboneManifest, head: HeadResult, data: _Snapshot
+    ) -> BackboneManifest:
+        """Top backbone layers trained end to end; returns the new, exported backbone."""
+        s = self.settings
+        tuned = fine_tune(
+            self.build_keras_backbone(),
+            head.model,
+            self.pixels(backbone, [r.sample_id for r in data.train]),
+            data.y_train,
+            len(data.labels),
+            layers=s.fine_tune_layers,
+            epochs=s.fine_tune_epochs,
+            learning_rate=s.fine_tune_learning_rate,
+            batch_size=s.batch_size,
+            augment=tuple(s.fine_tune_augment),
+            seed=s.seed,
         )
-        timings["export"] = _lap(stage)
+        head.history.update({f"fine_tune_{k}": v for k, v in tuned.history.items()})
+        record.dataset["fine_tuned_from"] = backbone.id
+        return self._export_backbone(
+            tuned.backbone,
+            {
+                "fine_tuned_from": backbone.id,
+                "unfrozen_layers": tuned.unfrozen,
+                "run": record.run_id,
+            },
+        )
 
-        stage = time.perf_counter()
-        actual = [r.label for r in holdout]
+    def _evaluate(
+        self,
+        record: RunRecord,
+        data: _Snapshot,
+        head: HeadResult,
+        head_onnx: bytes,
+        x_holdout: np.ndarray,
+    ) -> GateDecision:
+        """The candidate and the served version on the same holdout, then the gate."""
+        labels = data.labels
+        actual = [r.label for r in data.holdout]
         candidate = evaluate(_predict(head_onnx, x_holdout, labels), actual, labels)
-        served = self._evaluate_served(holdout) if record.served_before else None
+        served = self._evaluate_served(data.holdout) if record.served_before else None
         record.metrics = {
             "holdout": candidate,
             "served_version_holdout": served,
             "training": {"best_epoch": head.best_epoch, "epochs_run": head.epochs_run},
         }
-        decision = self.gate.decide(
-            candidate["accuracy"], served["accuracy"] if served else None, train_counts
+        return self.gate.decide(
+            candidate["accuracy"], served["accuracy"] if served else None, data.train_counts
         )
-        timings["evaluate"] = _lap(stage)
-        record.reasons = decision.reasons
-        if not decision.promote:
-            record.result = "rejected"
-            return
-
-        stage = time.perf_counter()
-        record.version = self._publish(record, backbone, head_onnx, labels, head, decision)
-        timings["publish"] = _lap(stage)
-        record.result = "promoted"
 
     def _evaluate_served(self, holdout: list[LabelRecord]) -> dict[str, Any] | None:
         version = self.registry.current()
@@ -327,7 +364,7 @@ class Trainer:
         backbone: BackboneManifest,
         head_onnx: bytes,
         labels: list[str],
-        head: Any,
+        head: HeadResult,
         decision: GateDecision,
     ) -> str:
         card = {
@@ -381,8 +418,12 @@ def _fingerprint(records: list[LabelRecord]) -> str:
     return digest.hexdigest()
 
 
-def _lap(since: float) -> float:
-    return round(time.perf_counter() - since, 4)
+@contextmanager
+def _timed(record: RunRecord, stage: str) -> Iterator[None]:
+    """Record a stage's seconds in the run record once it completes."""
+    started = time.perf_counter()
+    yield
+    record.timings[stage] = round(time.perf_counter() - started, 4)
 
 
 def _progress(what: str, done: int, total: int) -> None:

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from tlserve.server.imaging import ResizePolicy
 from tlserve.server.settings import DeploymentSettings
 
 Pooling = Literal["avg", "max", "flatten"]
@@ -42,7 +43,7 @@ class TrainerSettings(DeploymentSettings):
     input_size: int = Field(default=224, ge=16, le=1024)
     """Square input size (pixels) for keras.applications backbones; a model file keeps its own."""
 
-    resize: Literal["stretch", "center_crop", "pad"] = "stretch"
+    resize: ResizePolicy = ResizePolicy.STRETCH
     """How images of other sizes are brought to the input size (the server uses the same)."""
 
     hidden_units: list[int] = Field(default_factory=lambda: [128])

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from tlserve.server.api.status import status_for
+from tlserve.server.api.status import grpc_status_for
 from tlserve.server.errors import TlserveError
 from tlserve.server.metrics import ServerMetrics
 
@@ -53,12 +53,12 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            in_flight = metrics.in_flight.labels(method=method)
+            in_flight = metrics.in_flight.labels(protocol="grpc", method=method)
             in_flight.inc()
             try:
                 return await behavior(request, context)
             except TlserveError as exc:
-                code = status_for(exc)
+                code = grpc_status_for(exc)
                 await context.abort(code, str(exc))
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
@@ -72,8 +72,6 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(code, f"internal error in {method}; see the server log")
             finally:
                 in_flight.dec()
-                elapsed = time.perf_counter() - started
-                metrics.requests.labels(method=method, code=code.name).inc()
-                metrics.request_seconds.labels(method=method, code=code.name).observe(elapsed)
+                metrics.observe_request("grpc", method, code.name, time.perf_counter() - started)
 
         return handle

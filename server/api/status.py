@@ -1,12 +1,21 @@
-"""The one table from domain exceptions to gRPC status codes."""
+"""The two tables from domain exceptions to protocol statuses: gRPC codes and HTTP.
+
+Every adapter answers a domain error through these; an error kind missing here is a
+bug and surfaces as INTERNAL / 500.
+"""
 
 from __future__ import annotations
+
+from http import HTTPStatus
+from typing import TypeVar
 
 import grpc
 
 from tlserve.server import errors
 
-STATUS_BY_ERROR: dict[type[errors.TlserveError], grpc.StatusCode] = {
+S = TypeVar("S")
+
+GRPC_STATUS: dict[type[errors.TlserveError], grpc.StatusCode] = {
     errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     errors.TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -15,13 +24,37 @@ STATUS_BY_ERROR: dict[type[errors.TlserveError], grpc.StatusCode] = {
     errors.ModelRejected: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Conflict: grpc.StatusCode.ABORTED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
+HTTP_STATUS: dict[type[errors.TlserveError], HTTPStatus] = {
+    errors.InvalidInput: HTTPStatus.BAD_REQUEST,
+    errors.TooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    errors.Overloaded: HTTPStatus.TOO_MANY_REQUESTS,
+    errors.NotFound: HTTPStatus.NOT_FOUND,
+    # Nothing to serve yet: the server is up but not ready, as its readiness probe says.
+    errors.NoModel: HTTPStatus.SERVICE_UNAVAILABLE,
+    errors.ModelRejected: HTTPStatus.CONFLICT,
+    errors.Unavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+    errors.AlreadyExists: HTTPStatus.CONFLICT,
+    errors.Conflict: HTTPStatus.CONFLICT,
+    errors.Unauthenticated: HTTPStatus.UNAUTHORIZED,
+    errors.PermissionDenied: HTTPStatus.FORBIDDEN,
+}
 
-def status_for(error: errors.TlserveError) -> grpc.StatusCode:
+
+def grpc_status_for(error: errors.TlserveError) -> grpc.StatusCode:
+    return _lookup(GRPC_STATUS, error, grpc.StatusCode.INTERNAL)
+
+
+def http_status_for(error: errors.TlserveError) -> HTTPStatus:
+    return _lookup(HTTP_STATUS, error, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+
+def _lookup(table: dict[type[errors.TlserveError], S], error: errors.TlserveError, default: S) -> S:
     for kind in type(error).__mro__:
-        if kind in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[kind]
-    return grpc.StatusCode.INTERNAL
+        if kind in table:
+            return table[kind]
+    return default

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tlserve.server.errors import Conflict, ModelRejected, NotFound
-from tlserve.server.imaging import RESIZE_POLICIES, InputSpec
+from tlserve.server.imaging import InputSpec, ResizePolicy
 from tlserve.server.registry.local import LocalFolderStorage
 from tlserve.server.registry.storage import (
     MissingObject,
@@ -53,7 +53,7 @@ class BackboneManifest:
     height: int
     width: int
     feature_dim: int
-    resize: str
+    resize: ResizePolicy
     source: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -85,9 +85,13 @@ class BackboneManifest:
                 f"backbone.json format is {data.get('format')!r}, expected {BACKBONE_FORMAT!r}"
             )
         inp, out = data["input"], data["output"]
-        resize = inp.get("resize", "stretch")
-        if resize not in RESIZE_POLICIES:
-            raise ValueError(f"unknown resize policy {resize!r}")
+        try:
+            resize = ResizePolicy(inp.get("resize", ResizePolicy.STRETCH))
+        except ValueError:
+            raise ValueError(
+                f"unknown resize policy {inp.get('resize')!r}; "
+                f"expected one of {', '.join(ResizePolicy)}"
+            ) from None
         return cls(
             id=str(data["id"]),
             input_name=str(inp["name"]),
@@ -254,7 +258,7 @@ class Registry:
         height: int,
         width: int,
         feature_dim: int,
-        resize: str = "stretch",
+        resize: ResizePolicy = ResizePolicy.STRETCH,
         source: Mapping[str, Any] | None = None,
     ) -> BackboneManifest:
         """Store a backbone under its content hash (a no-op when it is already there)."""

@@ -7,12 +7,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
 from tlserve.server.store.labels import in_holdout
 
-STRATEGIES = ("least_confidence", "margin", "entropy")
+
+class SuggestStrategy(StrEnum):
+    """How uncertain a kept prediction is, as a score where higher is more worth labeling."""
+
+    LEAST_CONFIDENCE = "least_confidence"
+    MARGIN = "margin"
+    ENTROPY = "entropy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,17 +58,17 @@ class KeptPrediction:
     def top_label(self) -> str:
         return self.labels[int(np.argmax(self.probabilities))]
 
-    def uncertainty(self, strategy: str) -> float:
-        """Higher means more worth labeling, for each strategy in STRATEGIES."""
+    def uncertainty(self, strategy: SuggestStrategy) -> float:
+        """Higher means more worth labeling."""
         p = np.sort(self.probabilities.astype(np.float64))[::-1]
-        if strategy == "least_confidence":
-            return float(1.0 - p[0])
-        if strategy == "margin":
-            return float(1.0 - (p[0] - p[1]))
-        if strategy == "entropy":
-            nonzero = p[p > 0]
-            return float(-(nonzero * np.log(nonzero)).sum() / np.log(len(p)))
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+        match SuggestStrategy(strategy):
+            case SuggestStrategy.LEAST_CONFIDENCE:
+                return float(1.0 - p[0])
+            case SuggestStrategy.MARGIN:
+                return float(1.0 - (p[0] - p[1]))
+            case SuggestStrategy.ENTROPY:
+                nonzero = p[p > 0]
+                return float(-(nonzero * np.log(nonzero)).sum() / np.log(len(p)))
 
 
 def sample_id_of(image: bytes) -> str:
@@ -110,7 +117,7 @@ class FeedbackStore(ABC):
 
     @abstractmethod
     def unlabeled_predictions(
-        self, strategy: str, limit: int, model_version: str | None = None
+        self, strategy: SuggestStrategy, limit: int, model_version: str | None = None
     ) -> list[KeptPrediction]:
         """Kept predictions nobody labeled yet, most uncertain first (of one version if given)."""
 

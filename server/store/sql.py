@@ -14,11 +14,11 @@ import numpy as np
 
 from tlserve.server.errors import AlreadyExists
 from tlserve.server.store.base import (
-    STRATEGIES,
     FeedbackStore,
     KeptPrediction,
     LabelRecord,
     StoredLabel,
+    SuggestStrategy,
     payload_hash,
     sample_id_of,
 )
@@ -291,10 +291,10 @@ class SqlFeedbackStore(FeedbackStore):
         return removed
 
     def unlabeled_predictions(
-        self, strategy: str, limit: int, model_version: str | None = None
+        self, strategy: SuggestStrategy, limit: int, model_version: str | None = None
     ) -> list[KeptPrediction]:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+        # A column name in the query below: only an enum member may get there.
+        strategy = SuggestStrategy(strategy)
         version_filter = "AND p.model_version = ? " if model_version else ""
         with self._read() as cursor:
             cursor.execute(

@@ -1,0 +1,311 @@
+"""The HTTP adapter: the Open Inference Protocol's REST side and tlserve's own calls.
+
+Runs on the server's event loop (aiohttp) beside gRPC, over the same core. Every route
+converts its request (`http_codec`), awaits the core and converts back; domain errors
+become HTTP statuses through `status.HTTP_STATUS`, always with a JSON body
+`{"error": <what was wrong and what is accepted>, "code": <error kind>}`.
+
+    GET  /v2/health/live | /v2/health/ready            probes (ready: a model is served)
+    GET  /v2                                            server metadata
+    GET  /v2/models/{name}[/versions/{v}][/ready]       model metadata / readiness
+    POST /v2/models/{name}[/versions/{v}]/infer         inference (JSON or binary data)
+    POST /v1/predict                                    image body, or multipart `image` parts
+    POST /v1/feedback                                   JSON, or multipart `image` + `label`
+    GET  /v1/labels | /v1/suggestions | /v1/models[/{version}] | /v1/model
+    POST /v1/rollback | /v1/training                    admin (Authorization: Bearer ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from tlserve.server import __version__
+from tlserve.server.api import http_codec as codec
+from tlserve.server.api.status import http_status_for
+from tlserve.server.api.tensors import images_from_input, infer_outputs
+from tlserve.server.core import ServingCore
+from tlserve.server.errors import InvalidInput, NoModel, Overloaded, TlserveError, Unavailable
+from tlserve.server.feedback import FeedbackInput
+from tlserve.server.metrics import ServerMetrics
+from tlserve.server.prediction import ImageInput
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_RETRY_AFTER_SECONDS = {Overloaded: "1", Unavailable: "1", NoModel: "5"}
+# Bodies above this are parsed in a worker thread, so a big JSON request cannot stall
+# the event loop that every other request shares.
+_THREAD_PARSE_BYTES = 256 * 1024
+
+
+class HttpApi:
+    def __init__(self, core: ServingCore, metrics: ServerMetrics, *, max_body_bytes: int) -> None:
+        self.core = core
+        self.metrics = metrics
+        self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._middleware])
+        # The metrics' `method` label per handler: the same names the gRPC services use.
+        self._method_names: dict[Handler, str] = {}
+        self._add_routes(self.app.router)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int, shutdown_seconds: float) -> int:
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=shutdown_seconds)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise OSError(
+                exc.errno, f"could not bind HTTP to {host}:{port}: {exc.strerror}"
+            ) from None
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to the site's shutdown timeout)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _add_routes(self, router: web.UrlDispatcher) -> None:
+        model = "/v2/models/{name}"
+        versioned = "/v2/models/{name}/versions/{version}"
+        routes: list[tuple[str, str, Handler, str]] = [
+            ("GET", "/v2/health/live", self.server_live, "ServerLive"),
+            ("GET", "/v2/health/ready", self.server_ready, "ServerReady"),
+            ("GET", "/v2", self.server_metadata, "ServerMetadata"),
+            ("GET", model, self.model_metadata, "ModelMetadata"),
+            ("GET", versioned, self.model_metadata, "ModelMetadata"),
+            ("GET", f"{model}/ready", self.model_ready, "ModelReady"),
+            ("GET", f"{versioned}/ready", self.model_ready, "ModelReady"),
+            ("POST", f"{model}/infer", self.model_infer, "ModelInfer"),
+            ("POST", f"{versioned}/infer", self.model_infer, "ModelInfer"),
+            ("POST", "/v1/predict", self.predict, "Predict"),
+            ("POST", "/v1/feedback", self.submit_feedback, "SubmitFeedback"),
+            ("GET", "/v1/labels", self.list_labels, "ListLabels"),
+            ("GET", "/v1/suggestions", self.suggest_labels, "SuggestLabels"),
+            ("GET", "/v1/models", self.list_models, "ListModels"),
+            ("GET", "/v1/model", self.get_model, "GetModel"),
+            ("GET", "/v1/models/{version}", self.get_model, "GetModel"),
+            ("POST", "/v1/rollback", self.rollback, "Rollback"),
+            ("POST", "/v1/training", self.trigger_training, "TriggerTraining"),
+        ]
+        for method, path, handler, name in routes:
+            router.add_route(method, path, handler)
+            self._method_names[handler] = name
+
+    # ---- KServe v2 ------------------------------------------------------------------
+
+    async def server_live(self, request: web.Request) -> web.Response:
+        return web.json_response({"live": True})
+
+    async def server_ready(self, request: web.Request) -> web.Response:
+        ready = self.core.is_ready()
+        status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
+        return web.json_response({"ready": ready}, status=status)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"name": "tlserve", "version": __version__, "extensions": ["classification"]}
+        )
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        name, version = request.match_info["name"], request.match_info.get("version", "")
+        signature = self.core.served_signature(name, version)
+        return web.json_response(codec.model_metadata(self.core.model_name, signature))
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        name, version = request.match_info["name"], request.match_info.get("version", "")
+        ready = await self.core.is_model_ready(name, version)
+        status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
+        return web.json_response({"name": name, "ready": ready}, status=status)
+
+    async def model_infer(self, request: web.Request) -> web.Response:
+        name, version = request.match_info["name"], request.match_info.get("version", "")
+        self.core.check_model_name(name)
+        body = await request.read()
+        header_length = request.headers.get(codec.HEADER_LENGTH)
+        infer = await _off_loop_if_large(len(body), codec.infer_request, body, header_length)
+        images = images_from_input(infer.inputs)
+        result = await self.core.predict(images, top_k=1, version=version)
+        outputs = infer_outputs(infer.outputs, result)
+        payload, json_length = codec.infer_response(self.core.model_name, infer, result, outputs)
+        if json_length is None:
+            return web.Response(body=payload, content_type="application/json")
+        return web.Response(
+            body=payload,
+            content_type="application/octet-stream",
+            headers={codec.HEADER_LENGTH: str(json_length)},
+        )
+
+    # ---- tlserve ----------------------------------------------------------------------
+
+    async def predict(self, request: web.Request) -> web.Response:
+        top_k = _int_query(request, "top_k", 0)
+        keep = _bool_query(request, "keep", True)
+        if request.content_type.startswith("multipart/"):
+            fields = await _multipart(request)
+            images = [ImageInput(encoded=data) for key, data in fields if key == "image"]
+        else:
+            images = [ImageInput(encoded=await request.read())]
+        if not any(image.encoded for image in images):
+            raise InvalidInput(
+                "no image: POST the encoded image as the body (Content-Type image/jpeg, "
+                "image/png, ...) or as multipart/form-data parts named `image`"
+            )
+        result = await self.core.predict(images, top_k, keep=keep)
+        return web.json_response(codec.predict_response(result))
+
+    async def submit_feedback(self, request: web.Request) -> web.Response:
+        item: FeedbackInput
+        if request.content_type.startswith("multipart/"):
+            fields = dict(await _multipart(request))
+            image = fields.get("image")
+            if not image:
+                raise InvalidInput("multipart feedback needs an `image` part and a `label` field")
+            item = FeedbackInput(
+                label=fields.get("label", b"").decode("utf-8", "replace"),
+                encoded=image,
+                idempotency_key=fields.get("idempotency_key", b"").decode("utf-8", "replace"),
+                source=fields.get("source", b"").decode("utf-8", "replace"),
+            )
+        else:
+            item = codec.feedback_from_json(codec.parse_json(await request.read(), "feedback"))
+        stored = await self.core.submit_feedback(item)
+        return web.json_response(codec.feedback_response(stored))
+
+    async def list_labels(self, request: web.Request) -> web.Response:
+        return web.json_response(codec.labels_response(await self.core.label_counts()))
+
+    async def suggest_labels(self, request: web.Request) -> web.Response:
+        suggestions = await self.core.suggest(
+            _int_query(request, "count", 10),
+            codec.suggest_strategy(request.query.get("strategy", "")),
+            with_images=_bool_query(request, "images", True),
+        )
+        return web.json_response(codec.suggestions_response(suggestions))
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        return web.json_response(codec.list_models_response(await self.core.list_models()))
+
+    async def get_model(self, request: web.Request) -> web.Response:
+        info = await self.core.model_info(request.match_info.get("version", ""))
+        return web.json_response(codec.model_info(info))
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        version = body.get("version", "")
+        if not isinstance(version, str):
+            raise InvalidInput("`version` must be a string")
+        rollback = await self.core.rollback(version, request.headers.get("Authorization"))
+        return web.json_response(
+            {
+                "previous_version": rollback.previous_version,
+                "current_version": rollback.current_version,
+            }
+        )
+
+    async def trigger_training(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            raise InvalidInput("`reason` must be a string")
+        request_id = await self.core.trigger_training(reason, request.headers.get("Authorization"))
+        return web.json_response({"request_id": request_id})
+
+    # ---- every request -------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        method = self._method_names.get(request.match_info.route.handler, "unmatched")
+        in_flight = self.metrics.in_flight.labels(protocol="http", method=method)
+        in_flight.inc()
+        started = time.perf_counter()
+        status = HTTPStatus.INTERNAL_SERVER_ERROR.value
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except TlserveError as exc:
+            kind = http_status_for(exc)
+            status = kind.value
+            headers = {}
+            retry = _RETRY_AFTER_SECONDS.get(type(exc))
+            if retry:
+                headers["Retry-After"] = retry
+            return _error(kind.value, str(exc), type(exc).__name__, headers)
+        except web.HTTPException as exc:
+            status = exc.status
+            return _error(exc.status, exc.text or exc.reason, exc.reason, dict(exc.headers))
+        except Exception:
+            log.exception("unhandled error in HTTP %s %s", request.method, method)
+            return _error(status, f"internal error in {method}; see the server log", "Internal")
+        finally:
+            in_flight.dec()
+            self.metrics.observe_request("http", method, str(status), time.perf_counter() - started)
+
+
+def _error(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    headers = {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
+    return web.json_response({"error": message, "code": code}, status=status, headers=headers)
+
+
+async def _off_loop_if_large(size: int, parse: Callable[..., Any], *args: Any) -> Any:
+    if size > _THREAD_PARSE_BYTES:
+        return await asyncio.to_thread(parse, *args)
+    return parse(*args)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    body = await request.read()
+    if not body:
+        return {}
+    document = codec.parse_json(body, "the request body")
+    if not isinstance(document, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    return document
+
+
+async def _multipart(request: web.Request) -> list[tuple[str, bytes]]:
+    fields = []
+    reader = await request.multipart()
+    async for part in reader:
+        if not isinstance(part, BodyPartReader):
+            raise InvalidInput("nested multipart bodies are not accepted")
+        fields.append((part.name or "", bytes(await part.read(decode=True))))
+    return fields
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(
+            f"query parameter {name} must be an integer, got {value[:32]!r}"
+        ) from None
+
+
+def _bool_query(request: web.Request, name: str, default: bool) -> bool:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise InvalidInput(f"query parameter {name} must be true or false, got {value[:32]!r}")

@@ -1,0 +1,339 @@
+"""JSON and binary-data <-> domain conversions for the HTTP adapter, in one place.
+
+The Open Inference Protocol's REST side: a JSON request, optionally followed by the
+binary buffers of inputs that declare `parameters.binary_data_size` (the JSON part's
+length is the `Inference-Header-Content-Length` header); outputs come back as JSON
+`data`, or as binary buffers after the JSON when the request asks for binary data.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tlserve.server.api.tensors import (
+    IMAGE_INPUT,
+    LABEL_OUTPUT,
+    PIXELS_INPUT,
+    PLATFORM,
+    PROBABILITIES_OUTPUT,
+    InferInput,
+    OutputTensor,
+    RequestedOutput,
+)
+from tlserve.server.core import LabelSuggestion, ModelInfo, ModelListing, ServedSignature
+from tlserve.server.errors import InvalidInput
+from tlserve.server.feedback import FeedbackInput
+from tlserve.server.prediction import LabelScore, PredictResult
+from tlserve.server.store.base import StoredLabel, SuggestStrategy
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    id: str
+    inputs: list[InferInput]
+    outputs: list[RequestedOutput]
+    binary_outputs: frozenset[str]
+
+
+def parse_json(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return value
+
+
+def _string(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string")
+    return value
+
+
+def _integer(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{what} must be an integer")
+    return value
+
+
+# ---- KServe v2 REST ----------------------------------------------------------------
+
+
+def infer_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Split JSON from binary buffers and read the inputs and requested outputs."""
+    if header_length is None:
+        document, binary = parse_json(body, "the inference request"), b""
+    else:
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise InvalidInput(f"{HEADER_LENGTH} must be an integer") from None
+        if not 0 <= length <= len(body):
+            raise InvalidInput(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
+        document = parse_json(body[:length], "the inference request's JSON part")
+        binary = body[length:]
+    request = _object(document, "the inference request")
+    parameters = _object(request.get("parameters", {}), "parameters")
+    all_binary = parameters.get("binary_data_output") is True
+    raw_inputs = request.get("inputs")
+    if not isinstance(raw_inputs, list):
+        raise InvalidInput("the inference request needs an `inputs` list")
+    inputs, offset = [], 0
+    for index, raw in enumerate(raw_inputs):
+        tensor, offset = _infer_input(_object(raw, f"inputs[{index}]"), binary, offset, index)
+        inputs.append(tensor)
+    if offset != len(binary):
+        raise InvalidInput(
+            f"the body has {len(binary) - offset} binary bytes that no input's "
+            "binary_data_size accounts for"
+        )
+    outputs, binary_outputs = [], set()
+    raw_outputs = request.get("outputs", [])
+    if not isinstance(raw_outputs, list):
+        raise InvalidInput("`outputs` must be a list")
+    for index, raw in enumerate(raw_outputs):
+        output = _object(raw, f"outputs[{index}]")
+        name = _string(output.get("name"), f"outputs[{index}].name")
+        options = _object(output.get("parameters", {}), f"outputs[{index}].parameters")
+        count = options.get("classification", 0)
+        count = _integer(count, f"outputs[{index}].parameters.classification")
+        if count < 0:
+            raise InvalidInput(f"output {name[:64]}: classification must be positive")
+        outputs.append(RequestedOutput(name, count))
+        if options.get("binary_data", all_binary) is True:
+            binary_outputs.add(name)
+    if not raw_outputs and all_binary:
+        binary_outputs.update((PROBABILITIES_OUTPUT, LABEL_OUTPUT))
+    request_id = request.get("id", "")
+    return InferRequest(_string(request_id, "id"), inputs, outputs, frozenset(binary_outputs))
+
+
+def _infer_input(
+    raw: Mapping[str, Any], binary: bytes, offset: int, index: int
+) -> tuple[InferInput, int]:
+    what = f"inputs[{index}]"
+    name = _string(raw.get("name"), f"{what}.name")
+    datatype = _string(raw.get("datatype"), f"{what}.datatype")
+    shape = raw.get("shape")
+    if not isinstance(shape, list):
+        raise InvalidInput(f"{what}.shape must be a list of integers")
+    dims = [_integer(d, f"{what}.shape") for d in shape]
+    parameters = _object(raw.get("parameters", {}), f"{what}.parameters")
+    if "binary_data_size" in parameters:
+        size = _integer(parameters["binary_data_size"], f"{what}.binary_data_size")
+        if size < 0 or offset + size > len(binary):
+            raise InvalidInput(
+                f"input {name[:64]}: binary_data_size {size} runs past the body's binary data"
+            )
+        if "data" in raw:
+            raise InvalidInput(f"input {name[:64]} has both `data` and binary_data_size")
+        return InferInput(name, datatype, dims, raw=binary[offset : offset + size]), offset + size
+    data = raw.get("data")
+    if data is None:
+        raise InvalidInput(f"input {name[:64]} has no `data` and no binary_data_size")
+    if datatype == "BYTES":
+        return InferInput(name, datatype, dims, elements=_json_bytes(name, data)), offset
+    return InferInput(name, datatype, dims, values=_json_numbers(name, data)), offset
+
+
+def _json_bytes(name: str, data: Any) -> list[bytes]:
+    """BYTES elements in JSON: base64 strings (raw image bytes cannot be JSON text)."""
+    values = data if isinstance(data, list) else [data]
+    flat = np.asarray(values, dtype=object).ravel().tolist()
+    elements = []
+    for index, value in enumerate(flat):
+        if not isinstance(value, str):
+            raise InvalidInput(f"input {name[:64]}: element {index} must be a base64 string")
+        try:
+            elements.append(base64.b64decode(value, validate=True))
+        except (binascii.Error, ValueError):
+            raise InvalidInput(
+                f"input {name[:64]}: element {index} is not base64; in JSON, {IMAGE_INPUT} "
+                "elements are base64-encoded images (or send them as binary data)"
+            ) from None
+    return elements
+
+
+def _json_numbers(name: str, data: Any) -> np.ndarray:
+    try:
+        return np.asarray(data, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"input {name[:64]}: `data` must be a (nested) list of numbers"
+        ) from None
+
+
+def infer_response(
+    model_name: str, request: InferRequest, result: PredictResult, outputs: Sequence[OutputTensor]
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON part's length when binary buffers follow it."""
+    document: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": result.version,
+        "outputs": [],
+    }
+    if request.id:
+        document["id"] = request.id
+    buffers = []
+    for output in outputs:
+        tensor: dict[str, Any] = {
+            "name": output.name,
+            "datatype": output.datatype,
+            "shape": output.shape,
+        }
+        if output.name in request.binary_outputs:
+            raw = output.raw()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            buffers.append(raw)
+        elif output.elements is not None:
+            tensor["data"] = [e.decode("utf-8", "replace") for e in output.elements]
+        else:
+            assert output.array is not None
+            tensor["data"] = output.array.ravel().tolist()
+        document["outputs"].append(tensor)
+    header = json.dumps(document).encode()
+    if not buffers:
+        return header, None
+    return header + b"".join(buffers), len(header)
+
+
+def model_metadata(model_name: str, signature: ServedSignature) -> dict[str, Any]:
+    return {
+        "name": model_name,
+        "versions": [signature.version],
+        "platform": PLATFORM,
+        "inputs": [
+            {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]},
+            {
+                "name": PIXELS_INPUT,
+                "datatype": "UINT8",
+                "shape": [-1, signature.height, signature.width, 3],
+            },
+        ],
+        "outputs": [
+            {
+                "name": PROBABILITIES_OUTPUT,
+                "datatype": "FP32",
+                "shape": [-1, len(signature.labels)],
+            },
+            {"name": LABEL_OUTPUT, "datatype": "BYTES", "shape": [-1]},
+        ],
+    }
+
+
+# ---- tlserve's own calls ---------------------------------------------------------------
+
+
+def _scores(scores: Sequence[LabelScore]) -> list[dict[str, Any]]:
+    return [{"label": s.label, "score": s.score} for s in scores]
+
+
+def predict_response(result: PredictResult) -> dict[str, Any]:
+    return {
+        "model_version": result.version,
+        "predictions": [
+            {"prediction_id": p.prediction_id, "top": _scores(p.top)} for p in result.predictions
+        ],
+    }
+
+
+def feedback_from_json(document: Any) -> FeedbackInput:
+    """`{"label", "prediction_id" | "image_base64", "idempotency_key"?, "source"?}`."""
+    body = _object(document, "the feedback")
+    label = _string(body.get("label", ""), "label")
+    common = {
+        "label": label,
+        "idempotency_key": _string(body.get("idempotency_key", ""), "idempotency_key"),
+        "source": _string(body.get("source", ""), "source"),
+    }
+    prediction_id = _string(body.get("prediction_id", ""), "prediction_id")
+    image = _string(body.get("image_base64", ""), "image_base64")
+    if bool(prediction_id) == bool(image):
+        raise InvalidInput("feedback names exactly one of prediction_id and image_base64")
+    if prediction_id:
+        return FeedbackInput(prediction_id=prediction_id, **common)
+    try:
+        encoded = base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("image_base64 is not valid base64") from None
+    return FeedbackInput(encoded=encoded, **common)
+
+
+def feedback_response(stored: StoredLabel) -> dict[str, Any]:
+    return {
+        "sample_id": stored.sample_id,
+        "label": stored.label,
+        "duplicate": stored.duplicate,
+        "previous_label": stored.previous_label or "",
+    }
+
+
+def labels_response(counts: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
+    return {
+        "labels": [
+            {"label": label, "samples": samples, "holdout": holdout}
+            for label, (samples, holdout) in counts.items()
+        ],
+        "total_samples": sum(samples for samples, _ in counts.values()),
+    }
+
+
+def suggest_strategy(value: str) -> SuggestStrategy:
+    try:
+        return SuggestStrategy(value or SuggestStrategy.ENTROPY)
+    except ValueError:
+        raise InvalidInput(
+            f"unknown strategy {value[:64]!r}; accepted {', '.join(SuggestStrategy)}"
+        ) from None
+
+
+def suggestions_response(suggestions: Sequence[LabelSuggestion]) -> dict[str, Any]:
+    return {
+        "suggestions": [
+            {
+                "prediction_id": s.prediction_id,
+                "uncertainty": s.uncertainty,
+                "model_version": s.model_version,
+                "top": _scores(s.top),
+                "image_png_base64": base64.b64encode(s.image_png).decode() if s.image_png else "",
+            }
+            for s in suggestions
+        ]
+    }
+
+
+def model_info(info: ModelInfo) -> dict[str, Any]:
+    manifest = info.manifest
+    return {
+        "version": manifest.version,
+        "labels": list(manifest.labels),
+        "backbone_id": manifest.backbone_id,
+        "input": manifest.raw.get("input", {}),
+        "created_at": manifest.created_at,
+        "parent_version": manifest.parent or "",
+        "serving": info.serving,
+        "execution_providers": list(info.providers),
+        "live_accuracy": info.live_accuracy,
+        "live_feedback_count": info.live_total,
+        "card": dict(manifest.raw),
+    }
+
+
+def list_models_response(listing: ModelListing) -> dict[str, Any]:
+    return {
+        "models": [model_info(m) for m in listing.models],
+        "current_version": listing.current or "",
+    }

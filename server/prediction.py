@@ -1,0 +1,221 @@
+"""Predictions: images in, scored labels out, every image of a request answered by the
+one version it leased (and, when the caller pins a version, only by that version)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from tlserve.server.batcher import DynamicBatcher
+from tlserve.server.errors import InvalidInput, NotFound, TooLarge
+from tlserve.server.imaging import ImageLimits, decode_image, prepare_pixels
+from tlserve.server.keeper import PredictionKeeper
+from tlserve.server.metrics import ServerMetrics
+from tlserve.server.model_slot import LoadedModel, ModelSlot
+from tlserve.server.store.base import KeptPrediction
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """One image of a request: encoded bytes or a raw (H, W, 3) pixel array."""
+
+    encoded: bytes | None = None
+    pixels: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelScore:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePrediction:
+    prediction_id: str
+    probabilities: np.ndarray
+    top: tuple[LabelScore, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictResult:
+    version: str
+    labels: tuple[str, ...]
+    predictions: list[ImagePrediction]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    features: np.ndarray
+    probabilities: np.ndarray
+
+
+class PredictionService:
+    def __init__(
+        self,
+        slot: ModelSlot,
+        metrics: ServerMetrics,
+        decode_executor: Executor,
+        inference_executor: Executor,
+        *,
+        limits: ImageLimits,
+        max_images_per_request: int,
+        default_top_k: int,
+        max_batch_size: int,
+        max_delay_seconds: float,
+        max_queue_items: int,
+        keeper: PredictionKeeper | None = None,
+    ) -> None:
+        self.slot = slot
+        self.keeper = keeper
+        self.metrics = metrics
+        self.limits = limits
+        self.max_images_per_request = max_images_per_request
+        self.default_top_k = default_top_k
+        self._decode_executor = decode_executor
+        self.batcher: DynamicBatcher[LoadedModel, np.ndarray, _Scored] = DynamicBatcher(
+            self._run_batch,
+            inference_executor,
+            max_batch_size=max_batch_size,
+            max_delay_seconds=max_delay_seconds,
+            max_queue_items=max_queue_items,
+            on_queue_wait=metrics.queue_wait_seconds.observe,
+            on_batch=metrics.batch_size.observe,
+            on_depth=metrics.queue_depth.set,
+        )
+
+    async def predict(
+        self,
+        images: Sequence[ImageInput],
+        top_k: int = 0,
+        *,
+        keep: bool = True,
+        version: str = "",
+    ) -> PredictResult:
+        """Score every image with the served version; all answered by that one version.
+
+        A pinned `version` is checked under the same lease that answers, so a swap in
+        between can only turn the answer into NotFound, never into another version's."""
+        if not images:
+            raise InvalidInput("the request has no images; send at least one")
+        if len(images) > self.max_images_per_request:
+            raise TooLarge(
+                f"the request has {len(images)} images; at most "
+                f"{self.max_images_per_request} are accepted per request"
+            )
+        with self.slot.lease() as model:
+            check_pinned_version(version, model)
+            k = self._resolve_top_k(top_k, model)
+            pixels = await self._prepare_all(images, model)
+            scored = await self.batcher.submit(model, pixels)
+        predictions = [
+            ImagePrediction(
+                prediction_id=uuid.uuid4().hex,
+                probabilities=result.probabilities,
+                top=top_labels(result.probabilities, model.labels, k),
+            )
+            for result in scored
+        ]
+        if self.keeper is not None and keep:
+            now = time.time()
+            self.keeper.keep(
+                [
+                    KeptPrediction(
+                        prediction_id=prediction.prediction_id,
+                        model_version=model.version,
+                        backbone_id=model.backbone.id,
+                        labels=model.labels,
+                        probabilities=prediction.probabilities,
+                        features=result.features,
+                        pixels=image,
+                        created_at=now,
+                    )
+                    for prediction, result, image in zip(predictions, scored, pixels, strict=True)
+                ]
+            )
+        return PredictResult(version=model.version, labels=model.labels, predictions=predictions)
+
+    def _resolve_top_k(self, top_k: int, model: LoadedModel) -> int:
+        count = len(model.labels)
+        if top_k < 0 or top_k > count:
+            raise InvalidInput(
+                f"top_k={top_k} is out of range: version {model.version} has {count} labels; "
+                f"accepted 1..{count}, or 0 for the default ({min(self.default_top_k, count)})"
+            )
+        return top_k or min(self.default_top_k, count)
+
+    async def _prepare_all(
+        self, images: Sequence[ImageInput], model: LoadedModel
+    ) -> list[np.ndarray]:
+        spec = model.input_spec
+        loop = asyncio.get_running_loop()
+
+        def prepare(index: int, image: ImageInput) -> np.ndarray:
+            started = time.perf_counter()
+            try:
+                if image.encoded is not None:
+                    result = decode_image(image.encoded, spec, self.limits)
+                elif image.pixels is not None:
+                    result = prepare_pixels(image.pixels, spec, self.limits)
+                else:
+                    raise InvalidInput("an image has neither encoded bytes nor a pixel tensor")
+            except (InvalidInput, TooLarge) as exc:
+                reason = "too_large" if isinstance(exc, TooLarge) else "invalid"
+                self.metrics.rejected_images.labels(reason=reason).inc()
+                prefix = f"image {index}: " if len(images) > 1 else ""
+                raise type(exc)(f"{prefix}{exc}") from None
+            self.metrics.decode_seconds.observe(time.perf_counter() - started)
+            return result
+
+        # Raw pixels already at the model's size need no work worth a thread hop.
+        if not any(
+            image.encoded is not None
+            or (image.pixels is not None and image.pixels.shape[:2] != (spec.height, spec.width))
+            for image in images
+        ):
+            return [prepare(i, image) for i, image in enumerate(images)]
+        return list(
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._decode_executor, prepare, i, image)
+                    for i, image in enumerate(images)
+                )
+            )
+        )
+
+    def _run_batch(self, model: LoadedModel, pixels: list[np.ndarray]) -> list[_Scored]:
+        batch = np.stack(pixels)
+        started = time.perf_counter()
+        features = model.backbone.features(batch)
+        backbone_done = time.perf_counter()
+        probabilities = model.head_probabilities(features)
+        self.metrics.inference_seconds.labels(stage="backbone").observe(backbone_done - started)
+        self.metrics.inference_seconds.labels(stage="head").observe(
+            time.perf_counter() - backbone_done
+        )
+        return [_Scored(f, p) for f, p in zip(features, probabilities, strict=True)]
+
+
+def top_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, best first; ties keep label order."""
+    return np.argsort(-probabilities, kind="stable")[:k]
+
+
+def top_labels(probabilities: np.ndarray, labels: Sequence[str], k: int) -> tuple[LabelScore, ...]:
+    return tuple(
+        LabelScore(labels[i], float(probabilities[i])) for i in top_indices(probabilities, k)
+    )
+
+
+def check_pinned_version(version: str, model: LoadedModel) -> None:
+    """A caller's version pin (empty: any) against the leased version."""
+    if version and version != model.version:
+        raise NotFound(
+            f"model version {version[:128]!r} is not being served; the served version is "
+            f"{model.version!r} (leave the version empty to use it)"
+        )
