@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -25,6 +31,47 @@ from examples.colour_model import (
 from tlserve.server.app import TlserveServer
 from tlserve.server.registry import Registry
 from tlserve.server.settings import ServerSettings
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_call(
+    url: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> HttpReply:
+    """One real HTTP request (stdlib urllib); error statuses are returned, not raised."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return HttpReply(response.status, dict(response.headers), response.read())
+    except urllib.error.HTTPError as error:
+        return HttpReply(error.code, dict(error.headers), error.read())
+
+
+def multipart(fields: list[tuple[str, bytes, str | None]]) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body from (name, data, filename or None) fields."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, data, filename in fields:
+        disposition = f'form-data; name="{name}"'
+        if filename:
+            disposition += f'; filename="{filename}"'
+        parts.append(
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+        )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 def solid_image(colour: str, size: tuple[int, int] = (40, 30), fmt: str = "PNG") -> bytes:

@@ -19,9 +19,11 @@ from tlserve.server.api.tensors import encode_bytes_elements
 PROBE = Path(__file__).with_name("triton_probe.py")
 
 
-def test_tritonclient_against_tlserve(served: ServerThread) -> None:
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_tritonclient_against_tlserve(served: ServerThread, protocol: str) -> None:
+    address = served.target if protocol == "grpc" else served.http_url.removeprefix("http://")
     completed = subprocess.run(
-        [sys.executable, str(PROBE), served.target, "tlserve"],
+        [sys.executable, str(PROBE), protocol, address, "tlserve"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -37,8 +39,8 @@ def test_tritonclient_against_tlserve(served: ServerThread) -> None:
         ("IMAGE", "BYTES"),
         ("PIXELS", "UINT8"),
     ]
-    assert metadata["inputs"][1]["shape"] == ["-1", "32", "32", "3"]
-    assert metadata["outputs"][0]["shape"] == ["-1", "3"]
+    assert metadata["inputs"][1]["shape"] == [-1, 32, 32, 3]
+    assert metadata["outputs"][0]["shape"] == [-1, 3]
     assert report["server_metadata"]["name"] == "tlserve"
     assert report["bytes_labels"] == ["red", "blue", "green"]
     assert report["bytes_probabilities_shape"] == [3, 3]
@@ -52,7 +54,8 @@ def test_tritonclient_against_tlserve(served: ServerThread) -> None:
         ["1", "green"],
     ]
     assert all(len(row) == 2 for row in report["classification"])
-    assert report["unknown_model_error"]["status"] == "StatusCode.NOT_FOUND"
+    expected_status = {"grpc": "StatusCode.NOT_FOUND", "http": "404"}[protocol]
+    assert report["unknown_model_error"]["status"] == expected_status
     assert "no-such-model" in report["unknown_model_error"]["message"]
 
 
@@ -76,127 +79,6 @@ def test_contents_instead_of_raw(served: ServerThread) -> None:
     assert response.raw_output_contents[1] == encode_bytes_elements([b"green", b"red"])
     probabilities = np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(2, 3)
     assert probabilities.argmax(axis=1).tolist() == [1, 0]
-
-
-def _pixels(shape: list[int], datatype: str = "UINT8") -> pb.ModelInferRequest.InferInputTensor:
-    return pb.ModelInferRequest.InferInputTensor(name="PIXELS", datatype=datatype, shape=shape)
-
-
-BAD = {
-    "unknown model": (
-        pb.ModelInferRequest(
-            model_name="other", inputs=[_pixels([1, 32, 32, 3])], raw_input_contents=[bytes(3072)]
-        ),
-        grpc.StatusCode.NOT_FOUND,
-        "unknown model 'other'",
-    ),
-    "unknown version": (
-        pb.ModelInferRequest(
-            model_name="tlserve",
-            model_version="v999",
-            inputs=[_pixels([1, 32, 32, 3])],
-            raw_input_contents=[bytes(3072)],
-        ),
-        grpc.StatusCode.NOT_FOUND,
-        "'v999' is not being served",
-    ),
-    "no inputs": (
-        pb.ModelInferRequest(model_name="tlserve"),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "exactly one input",
-    ),
-    "unknown input": (
-        pb.ModelInferRequest(
-            model_name="tlserve",
-            inputs=[pb.ModelInferRequest.InferInputTensor(name="X", datatype="UINT8", shape=[1])],
-            raw_input_contents=[b"\0"],
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "unknown input 'X'",
-    ),
-    "wrong dtype": (
-        pb.ModelInferRequest(
-            model_name="tlserve",
-            inputs=[_pixels([1, 32, 32, 3], "INT32")],
-            raw_input_contents=[bytes(12288)],
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "datatype INT32 is not accepted",
-    ),
-    "wrong rank": (
-        pb.ModelInferRequest(
-            model_name="tlserve", inputs=[_pixels([32, 32, 3])], raw_input_contents=[bytes(3072)]
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "expected [batch, height, width, 3]",
-    ),
-    "short raw data": (
-        pb.ModelInferRequest(
-            model_name="tlserve", inputs=[_pixels([2, 32, 32, 3])], raw_input_contents=[bytes(3072)]
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "has 3072 bytes",
-    ),
-    "nan in fp32": (
-        pb.ModelInferRequest(
-            model_name="tlserve",
-            inputs=[_pixels([1, 2, 2, 3], "FP32")],
-            raw_input_contents=[np.array([np.nan] * 12, dtype="<f4").tobytes()],
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "NaN",
-    ),
-    "truncated bytes element": (
-        pb.ModelInferRequest(
-            model_name="tlserve",
-            inputs=[_bytes_input([b"x"])],
-            raw_input_contents=[b"\x10\0\0\0abc"],
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "runs past the end",
-    ),
-    "element count mismatch": (
-        pb.ModelInferRequest(
-            model_name="tlserve",
-            inputs=[_bytes_input([b"", b""])],
-            raw_input_contents=[encode_bytes_elements([b"a"])],
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "1 elements were sent",
-    ),
-    "corrupt image": (
-        pb.ModelInferRequest(
-            model_name="tlserve",
-            inputs=[_bytes_input([b""])],
-            raw_input_contents=[encode_bytes_elements([b"junk"])],
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "not a recognised image",
-    ),
-    "unknown output": (
-        pb.ModelInferRequest(
-            model_name="tlserve",
-            inputs=[_pixels([1, 32, 32, 3])],
-            raw_input_contents=[bytes(3072)],
-            outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="LOGITS")],
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "unknown outputs ['LOGITS']",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD))
-def test_bad_infer_requests(served: ServerThread, case: str) -> None:
-    request, code, text = BAD[case]
-    with pytest.raises(grpc.RpcError) as info:
-        _infer(served.target, request)
-    assert info.value.code() == code, info.value.details()
-    assert text in info.value.details()
-    ok = pb.ModelInferRequest(
-        model_name="tlserve", inputs=[_pixels([1, 32, 32, 3])], raw_input_contents=[bytes(3072)]
-    )
-    assert _infer(served.target, ok).model_version == served.registry.current()
 
 
 def test_model_ready_for_versions(served: ServerThread) -> None:

@@ -1,7 +1,9 @@
-"""Runs NVIDIA's tritonclient (a KServe v2 client no one here wrote) against a tlserve server.
+"""Runs NVIDIA's tritonclient (a KServe v2 client no one here wrote) against a tlserve server,
+over gRPC or HTTP: `triton_probe.py grpc|http HOST:PORT MODEL`.
 
 Run as a separate process: tritonclient registers the `inference` proto package in
-protobuf's default pool, as tlserve's own stubs do. Prints one JSON document.
+protobuf's default pool, as tlserve's own stubs do. Prints one JSON document, in the
+same form for both protocols (shapes as integers, error status as the client gives it).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import json
 import sys
 
 import numpy as np
-import tritonclient.grpc as triton
+import tritonclient.grpc
+import tritonclient.http
 from PIL import Image
+from tritonclient.utils import InferenceServerException
 
 COLOURS = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}
 
@@ -23,16 +27,25 @@ def png(colour: str) -> bytes:
     return buffer.getvalue()
 
 
-def main(target: str, model: str) -> None:
+def _metadata(document: dict) -> dict:
+    """gRPC's JSON form writes int64 shapes as strings; HTTP's as numbers."""
+    for tensor in (*document.get("inputs", []), *document.get("outputs", [])):
+        tensor["shape"] = [int(d) for d in tensor["shape"]]
+    return document
+
+
+def main(protocol: str, target: str, model: str) -> None:
+    triton = {"grpc": tritonclient.grpc, "http": tritonclient.http}[protocol]
     client = triton.InferenceServerClient(url=target)
+    as_json = {"as_json": True} if protocol == "grpc" else {}
     report: dict[str, object] = {
         "server_live": client.is_server_live(),
         "server_ready": client.is_server_ready(),
         "model_ready": client.is_model_ready(model),
     }
-    metadata = client.get_model_metadata(model, as_json=True)
+    metadata = _metadata(client.get_model_metadata(model, **as_json))
     report["metadata"] = metadata
-    server_metadata = client.get_server_metadata(as_json=True)
+    server_metadata = client.get_server_metadata(**as_json)
     report["server_metadata"] = server_metadata
 
     order = ["red", "blue", "green"]
@@ -50,8 +63,9 @@ def main(target: str, model: str) -> None:
     )
     report["bytes_labels"] = [label.decode() for label in result.as_numpy("LABEL")]
     report["bytes_probabilities_shape"] = list(result.as_numpy("PROBABILITIES").shape)
-    report["bytes_version"] = result.get_response().model_version
-    report["bytes_request_id"] = result.get_response().id
+    response = result.get_response(**as_json)
+    report["bytes_version"] = response["model_version"]
+    report["bytes_request_id"] = response["id"]
 
     height, width = metadata["inputs"][1]["shape"][1:3]
     pixels = np.stack(
@@ -75,10 +89,10 @@ def main(target: str, model: str) -> None:
     try:
         client.infer("no-such-model", [pixel_input])
         report["unknown_model_error"] = None
-    except triton.InferenceServerException as exc:
+    except InferenceServerException as exc:
         report["unknown_model_error"] = {"status": exc.status(), "message": exc.message()}
     print(json.dumps(report))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])

@@ -1,0 +1,366 @@
+"""One table of bad requests, each sent over gRPC and over HTTP to the same server: both
+refuse it with the matching status (INVALID_ARGUMENT and 400, ...), the same message,
+a JSON error body on HTTP, and the server goes on answering good requests."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from examples.colour_model import publish_colour_version
+from tests.support import HttpReply, ServerThread, http_call, multipart, solid_image
+from tlserve.proto import classifier_pb2 as pb
+from tlserve.proto import classifier_pb2_grpc as pb_grpc
+from tlserve.proto import grpc_predict_v2_pb2 as kpb
+from tlserve.proto import grpc_predict_v2_pb2_grpc as kpb_grpc
+from tlserve.server.api.tensors import encode_bytes_elements
+from tlserve.server.registry import Registry
+
+TOKEN = "s3cret-admin-token"
+MAX_IMAGES = 4
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    data_dir: Path = tmp_path_factory.mktemp("bad-input")
+    publish_colour_version(Registry.local(data_dir / "registry"))
+    thread = ServerThread(data_dir, admin_token=TOKEN, max_images_per_request=MAX_IMAGES).start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+# ---- KServe ModelInfer: one description, two transports --------------------------------
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Infer:
+    inputs: list[Tensor]
+    model: str = "tlserve"
+    version: str = ""
+    outputs: list[str] = field(default_factory=list)
+
+    def over_grpc(self, target: str) -> None:
+        request = kpb.ModelInferRequest(
+            model_name=self.model,
+            model_version=self.version,
+            inputs=[
+                kpb.ModelInferRequest.InferInputTensor(
+                    name=t.name, datatype=t.datatype, shape=t.shape
+                )
+                for t in self.inputs
+            ],
+            raw_input_contents=[t.raw for t in self.inputs],
+            outputs=[
+                kpb.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in self.outputs
+            ],
+        )
+        with grpc.insecure_channel(target) as channel:
+            kpb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+
+    def over_http(self, url: str) -> HttpReply:
+        header = {
+            "inputs": [
+                {
+                    "name": t.name,
+                    "datatype": t.datatype,
+                    "shape": t.shape,
+                    "parameters": {"binary_data_size": len(t.raw)},
+                }
+                for t in self.inputs
+            ],
+            "outputs": [{"name": n} for n in self.outputs],
+        }
+        document = json.dumps(header).encode()
+        path = f"/v2/models/{self.model}"
+        if self.version:
+            path += f"/versions/{self.version}"
+        return http_call(
+            f"{url}{path}/infer",
+            "POST",
+            document + b"".join(t.raw for t in self.inputs),
+            {"Inference-Header-Content-Length": str(len(document))},
+        )
+
+
+def pixels(shape: list[int], datatype: str = "UINT8", raw: bytes | None = None) -> Tensor:
+    size = int(np.prod(shape)) * (4 if datatype == "FP32" else 1)
+    return Tensor("PIXELS", datatype, shape, bytes(size) if raw is None else raw)
+
+
+def encoded(*images: bytes) -> Tensor:
+    return Tensor("IMAGE", "BYTES", [len(images)], encode_bytes_elements(list(images)))
+
+
+INFER = {
+    "unknown model": (Infer([pixels([1, 32, 32, 3])], model="other"), "unknown model 'other'"),
+    "unknown version": (Infer([pixels([1, 32, 32, 3])], version="v999"), "'v999' is not being"),
+    "no inputs": (Infer([]), "exactly one input"),
+    "two inputs": (Infer([pixels([1, 32, 32, 3]), pixels([1, 32, 32, 3])]), "exactly one"),
+    "unknown input": (Infer([Tensor("X", "UINT8", [1], b"\0")]), "unknown input 'X'"),
+    "wrong dtype": (
+        Infer([pixels([1, 32, 32, 3], "INT32", bytes(12288))]),
+        "datatype INT32 is not accepted",
+    ),
+    "wrong rank": (Infer([pixels([32, 32, 3])]), "expected [batch, height, width, 3]"),
+    "short data": (Infer([pixels([2, 32, 32, 3], raw=bytes(3072))]), "has 3072 bytes"),
+    "shape past 64 bits": (
+        Infer([pixels([1, 4294967296, 4294967296, 3], raw=b"")]),
+        "has 0 bytes",
+    ),
+    "nan in fp32": (
+        Infer([pixels([1, 2, 2, 3], "FP32", np.full(12, np.nan, dtype="<f4").tobytes())]),
+        "NaN",
+    ),
+    "truncated bytes element": (
+        Infer([Tensor("IMAGE", "BYTES", [1], b"\x10\0\0\0abc")]),
+        "runs past the end",
+    ),
+    "element count mismatch": (
+        Infer([Tensor("IMAGE", "BYTES", [2], encode_bytes_elements([b"a"]))]),
+        "1 elements were sent",
+    ),
+    "corrupt image": (Infer([encoded(b"junk")]), "not a recognised image"),
+    "unknown output": (Infer([pixels([1, 32, 32, 3])], outputs=["LOGITS"]), "unknown outputs"),
+}
+INFER_STATUS = {"unknown model": 404, "unknown version": 404}
+
+
+@pytest.mark.parametrize("case", list(INFER))
+def test_model_infer_refusals_match(server: ServerThread, case: str) -> None:
+    request, text = INFER[case]
+    http_status = INFER_STATUS.get(case, 400)
+    grpc_code = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND}
+    with pytest.raises(grpc.RpcError) as refused:
+        request.over_grpc(server.target)
+    assert refused.value.code() == grpc_code[http_status], refused.value.details()
+    assert text in refused.value.details()
+    reply = request.over_http(server.http_url)
+    assert reply.status == http_status, reply.body[:300]
+    assert reply.headers["Content-Type"].startswith("application/json")
+    assert text in reply.json()["error"]
+    assert reply.json()["error"] == refused.value.details()
+    assert_still_serving(server)
+
+
+# ---- tlserve's own calls ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    grpc: Callable[[pb_grpc.ClassifierStub], object]
+    http: Callable[[str], HttpReply]
+    code: grpc.StatusCode
+    status: int
+    text: str
+
+
+def _predict_http(url: str, images: list[bytes], query: str = "") -> HttpReply:
+    body, headers = multipart([("image", image, "image.png") for image in images])
+    return http_call(f"{url}/v1/predict{query}", "POST", body, headers)
+
+
+def _feedback_http(url: str, **fields: str) -> HttpReply:
+    body = json.dumps(fields).encode()
+    return http_call(f"{url}/v1/feedback", "POST", body, {"Content-Type": "application/json"})
+
+
+def _admin_http(url: str, path: str, authorization: str | None) -> HttpReply:
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    return http_call(f"{url}{path}", "POST", b"{}", headers)
+
+
+def _metadata(authorization: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", authorization),) if authorization is not None else ()
+
+
+GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+RED = solid_image("red")
+INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+
+CALLS = {
+    "corrupt image": Call(
+        lambda s: s.Predict(pb.PredictRequest(images=[pb.Image(encoded=b"junk")])),
+        lambda u: _predict_http(u, [b"junk"]),
+        INVALID,
+        400,
+        "not a recognised image",
+    ),
+    "format not allowed": Call(
+        lambda s: s.Predict(pb.PredictRequest(images=[pb.Image(encoded=GIF)])),
+        lambda u: _predict_http(u, [GIF]),
+        INVALID,
+        400,
+        "accepted formats: JPEG, PNG, WebP, BMP",
+    ),
+    "top_k beyond the labels": Call(
+        lambda s: s.Predict(pb.PredictRequest(images=[pb.Image(encoded=RED)], top_k=99)),
+        lambda u: _predict_http(u, [RED], "?top_k=99"),
+        INVALID,
+        400,
+        "top_k=99 is out of range",
+    ),
+    "too many images": Call(
+        lambda s: s.Predict(pb.PredictRequest(images=[pb.Image(encoded=RED)] * (MAX_IMAGES + 1))),
+        lambda u: _predict_http(u, [RED] * (MAX_IMAGES + 1)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        413,
+        f"at most {MAX_IMAGES} are accepted",
+    ),
+    "tensor shape past 64 bits": Call(
+        lambda s: s.Predict(
+            pb.PredictRequest(
+                images=[pb.Image(tensor=pb.Tensor(dtype=pb.UINT8, shape=[2**32, 2**32, 3]))]
+            )
+        ),
+        lambda u: Infer([pixels([1, 2**32, 2**32, 3], raw=b"")]).over_http(u),
+        INVALID,
+        400,
+        "has 0 bytes",
+    ),
+    "empty label": Call(
+        lambda s: s.SubmitFeedback(
+            pb.SubmitFeedbackRequest(label=" ", image=pb.Image(encoded=RED))
+        ),
+        lambda u: _feedback_http(u, label=" ", image_base64=base64.b64encode(RED).decode()),
+        INVALID,
+        400,
+        "label is only whitespace",
+    ),
+    "control character in label": Call(
+        lambda s: s.SubmitFeedback(
+            pb.SubmitFeedbackRequest(label="a\u202eb", image=pb.Image(encoded=RED))
+        ),
+        lambda u: _feedback_http(u, label="a\u202eb", image_base64=base64.b64encode(RED).decode()),
+        INVALID,
+        400,
+        "U+202E",
+    ),
+    "unknown prediction id": Call(
+        lambda s: s.SubmitFeedback(pb.SubmitFeedbackRequest(label="red", prediction_id="nope")),
+        lambda u: _feedback_http(u, label="red", prediction_id="nope"),
+        NOT_FOUND,
+        404,
+        "prediction 'nope' is unknown",
+    ),
+    "long idempotency key": Call(
+        lambda s: s.SubmitFeedback(
+            pb.SubmitFeedbackRequest(
+                label="red", image=pb.Image(encoded=RED), idempotency_key="k" * 201
+            )
+        ),
+        lambda u: _feedback_http(
+            u, label="red", image_base64=base64.b64encode(RED).decode(), idempotency_key="k" * 201
+        ),
+        INVALID,
+        400,
+        "idempotency_key is 201 characters",
+    ),
+    "zero suggestions": Call(
+        lambda s: s.SuggestLabels(pb.SuggestLabelsRequest(count=0)),
+        lambda u: http_call(f"{u}/v1/suggestions?count=0"),
+        INVALID,
+        400,
+        "count=0 is out of range",
+    ),
+    "unknown version": Call(
+        lambda s: s.GetModel(pb.GetModelRequest(version="20990101-000000-000000-abcd")),
+        lambda u: http_call(f"{u}/v1/models/20990101-000000-000000-abcd"),
+        NOT_FOUND,
+        404,
+        "is not in the registry",
+    ),
+    "version id that escapes": Call(
+        lambda s: s.GetModel(pb.GetModelRequest(version="..")),
+        lambda u: http_call(f"{u}/v1/models/.."),
+        NOT_FOUND,
+        404,
+        "not a valid version id",
+    ),
+    "admin without a token": Call(
+        lambda s: s.TriggerTraining(pb.TriggerTrainingRequest()),
+        lambda u: _admin_http(u, "/v1/training", None),
+        grpc.StatusCode.UNAUTHENTICATED,
+        401,
+        "needs an `authorization: Bearer <token>` header",
+    ),
+    "admin token without the Bearer scheme": Call(
+        lambda s: s.TriggerTraining(pb.TriggerTrainingRequest(), metadata=_metadata(TOKEN)),
+        lambda u: _admin_http(u, "/v1/training", TOKEN),
+        grpc.StatusCode.UNAUTHENTICATED,
+        401,
+        "must be `Bearer <token>`",
+    ),
+    "wrong admin token": Call(
+        lambda s: s.Rollback(pb.RollbackRequest(), metadata=_metadata("Bearer wrong")),
+        lambda u: _admin_http(u, "/v1/rollback", "Bearer wrong"),
+        grpc.StatusCode.PERMISSION_DENIED,
+        403,
+        "the admin token is not valid",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CALLS))
+def test_classifier_refusals_match(server: ServerThread, case: str) -> None:
+    call = CALLS[case]
+    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as refused:
+        call.grpc(pb_grpc.ClassifierStub(channel))
+    assert refused.value.code() == call.code, refused.value.details()
+    assert call.text in refused.value.details()
+    reply = call.http(server.http_url)
+    assert reply.status == call.status, reply.body[:300]
+    assert call.text in reply.json()["error"], reply.json()
+    assert_still_serving(server)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "text"),
+    [
+        ("GET", "/v3/nothing", None, 404, "Not Found"),
+        ("DELETE", "/v1/predict", None, 405, "Method Not Allowed"),
+        ("POST", "/v2/models/tlserve/infer", b"{not json", 400, "not valid JSON"),
+        ("POST", "/v2/models/tlserve/infer", b"[]", 400, "must be a JSON object"),
+        ("POST", "/v1/predict", b"", 400, "no image"),
+        ("GET", "/v1/suggestions?count=lots", None, 400, "must be an integer"),
+    ],
+)
+def test_http_only_refusals_are_json(
+    server: ServerThread, method: str, path: str, body: bytes | None, status: int, text: str
+) -> None:
+    reply = http_call(f"{server.http_url}{path}", method, body)
+    assert reply.status == status
+    assert text in reply.json()["error"]
+
+
+def test_a_body_over_the_message_limit_is_413(tmp_path: Path) -> None:
+    publish_colour_version(Registry.local(tmp_path / "registry"))
+    thread = ServerThread(tmp_path, max_message_bytes=4096).start()
+    try:
+        reply = http_call(f"{thread.http_url}/v1/predict", "POST", bytes(10_000))
+        assert reply.status == 413 and "4096" in reply.json()["error"]
+    finally:
+        thread.stop()
+
+
+def assert_still_serving(server: ServerThread) -> None:
+    reply = _predict_http(server.http_url, [RED])
+    assert reply.status == 200 and reply.json()["predictions"][0]["top"][0]["label"] == "red"
