@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import server_process, write_report  # noqa: E402
 from examples.odd_even import parity, png  # noqa: E402
-from tlserve.clients import TlserveClient, feedback_request  # noqa: E402
+from tlserve.clients import FeedbackItem, TlserveClient  # noqa: E402
 from tlserve.server.registry import Registry  # noqa: E402
 from tlserve.server.store.sqlite import SqliteFeedbackStore  # noqa: E402
 from tlserve.trainer.mnist import load_digits  # noqa: E402
@@ -79,7 +79,7 @@ def measure(size: int, model: Path, scratch: Path) -> dict[str, float]:
             probe = png(pool[0])
             started = time.perf_counter()
             receipt = client.stream_feedback(
-                feedback_request(truth[i], image=png(pool[i]), source="bench")
+                FeedbackItem(truth[i], image=png(pool[i]), source="bench")
                 for i in range(size, size + NEW_LABELS)
             )
             assert receipt.accepted == NEW_LABELS

@@ -1,30 +1,34 @@
-"""tlserve's public client API: typed sync and asyncio clients, and the generated stubs.
+"""tlserve's public client API: typed sync and asyncio clients, their domain objects and
+typed errors. The generated stubs are `tlserve.proto`.
 
 Imports only grpcio, protobuf, numpy and Pillow (never onnxruntime or TensorFlow).
 """
 
-from tlserve.clients.client import (
-    AsyncTlserveClient,
+from tlserve.clients.client import AsyncTlserveClient, TlserveClient
+from tlserve.clients.errors import ApiError
+from tlserve.clients.types import (
     Classification,
+    FeedbackItem,
     FeedbackReceipt,
+    ImageLike,
     LabelSuggestion,
     ModelSummary,
     Prediction,
     PredictResult,
     StreamReceipt,
-    TlserveClient,
-    feedback_request,
 )
 
 __all__ = [
+    "ApiError",
     "AsyncTlserveClient",
     "Classification",
+    "FeedbackItem",
     "FeedbackReceipt",
+    "ImageLike",
     "LabelSuggestion",
     "ModelSummary",
     "PredictResult",
     "Prediction",
     "StreamReceipt",
     "TlserveClient",
-    "feedback_request",
 ]

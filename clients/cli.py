@@ -29,7 +29,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tlserve.clients.client import DEFAULT_TARGET, TlserveClient, feedback_request
+from tlserve.clients.client import DEFAULT_TARGET, TlserveClient
+from tlserve.clients.types import FeedbackItem
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,7 +122,7 @@ def _feedback(client: TlserveClient, args: argparse.Namespace) -> int:
             # Same image and label, same key: re-running an upload stores nothing twice.
             key = f"cli:{hashlib.sha256(data).hexdigest()}:{label}"
             requests.append(
-                feedback_request(label, image=data, idempotency_key=key, source=args.source)
+                FeedbackItem(label, image=data, idempotency_key=key, source=args.source)
             )
         receipt = client.stream_feedback(requests, timeout=max(60.0, args.timeout))
         accepted += receipt.accepted
@@ -192,17 +193,17 @@ def _health(channel: grpc.Channel, timeout: float) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        with TlserveClient(args.target, timeout=args.timeout) as client:
+        with TlserveClient(args.target, timeout=args.timeout, token=args.token) as client:
             if args.command == "predict":
                 return _predict(client, args)
             if args.command == "models" and args.models_command == "rollback":
-                previous, current = client.rollback(args.version, token=args.token)
+                previous, current = client.rollback(args.version)
                 print(f"serving {current} (was {previous})")
                 return 0
             if args.command == "models":
                 return _models(client, args)
             if args.command == "train":
-                request_id = client.trigger_training(args.reason, token=args.token)
+                request_id = client.trigger_training(args.reason)
                 print(f"training requested (request {request_id})")
                 return 0
             if args.command == "feedback":

@@ -1,91 +1,31 @@
-"""Sync and asyncio clients for tlserve.v1.Classifier.
+"""Blocking and asyncio clients for tlserve.v1.Classifier, from one implementation.
 
-Both retry UNAVAILABLE with exponential backoff (gRPC's own retry policy, so a
-replica restarting under a load balancer is invisible to callers) and put a deadline
-on every call. Results are plain dataclasses, not protobuf messages.
+Every call is written once in `calls` (request in, answer out, as domain objects); each
+client only decides how to make the RPC, blocking or awaited. Both retry UNAVAILABLE
+with exponential backoff (gRPC's own retry policy, so a replica restarting under a load
+balancer is invisible to callers), put a deadline on every call, and raise the typed
+`errors.ApiError` subclass of the status.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
-import numpy as np
 
-from tlserve.proto import classifier_pb2 as pb
+from tlserve.clients import calls
+from tlserve.clients.calls import Call
+from tlserve.clients.errors import from_rpc_error
 from tlserve.proto import classifier_pb2_grpc as pb_grpc
 
-ImageLike = bytes | str | Path | np.ndarray
 DEFAULT_TARGET = "localhost:50051"
 
-
-@dataclass(frozen=True, slots=True)
-class Classification:
-    label: str
-    score: float
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    prediction_id: str
-    top: tuple[Classification, ...]
-
-    @property
-    def label(self) -> str:
-        return self.top[0].label
-
-    @property
-    def score(self) -> float:
-        return self.top[0].score
-
-
-@dataclass(frozen=True, slots=True)
-class PredictResult:
-    model_version: str
-    predictions: tuple[Prediction, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackReceipt:
-    sample_id: str
-    label: str
-    duplicate: bool
-    previous_label: str
-
-
-@dataclass(frozen=True, slots=True)
-class StreamReceipt:
-    accepted: int
-    rejected: int
-    errors: tuple[tuple[int, str, str], ...]  # (item index, status name, reason)
-
-
-@dataclass(frozen=True, slots=True)
-class LabelSuggestion:
-    prediction_id: str
-    uncertainty: float
-    model_version: str
-    top: tuple[Classification, ...]
-    image_png: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSummary:
-    version: str
-    labels: tuple[str, ...]
-    backbone_id: str
-    input_size: tuple[int, int]
-    created_at: str
-    parent_version: str
-    serving: bool
-    execution_providers: tuple[str, ...]
-    card: dict[str, Any]
-    live_accuracy: float
-    live_feedback_count: int
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _service_config(retries: int) -> str:
@@ -116,117 +56,58 @@ def _channel_options(retries: int, max_message_bytes: int) -> list[tuple[str, An
     ]
 
 
-def image_message(image: ImageLike) -> pb.Image:
-    """Encoded bytes or a file path are sent as-is; a uint8/float32 HxWx3 array as a tensor."""
-    if isinstance(image, bytes):
-        return pb.Image(encoded=image)
-    if isinstance(image, str | Path):
-        return pb.Image(encoded=Path(image).read_bytes())
-    array = np.asarray(image)
-    if array.dtype == np.uint8:
-        dtype = pb.UINT8
-    elif array.dtype == np.float32:
-        dtype = pb.FLOAT32
-    else:
-        raise TypeError(f"pixel arrays must be uint8 or float32, got {array.dtype}")
-    little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return pb.Image(
-        tensor=pb.Tensor(dtype=dtype, shape=list(array.shape), data=little_endian.tobytes())
-    )
+class _Options:
+    """What both clients share: deadline, admin token, and the per-call keyword arguments."""
+
+    def __init__(self, timeout: float, token: str) -> None:
+        self.timeout = timeout
+        self.token = token
+
+    def call_kwargs(self, call: Call[Any]) -> dict[str, Any]:
+        metadata = (("authorization", f"Bearer {self.token}"),) if call.admin and self.token else ()
+        return {"timeout": call.timeout or self.timeout, "metadata": metadata}
 
 
-def _predict_request(images: Sequence[ImageLike], top_k: int, keep: bool) -> pb.PredictRequest:
-    return pb.PredictRequest(
-        images=[image_message(i) for i in images], top_k=top_k, do_not_keep=not keep
-    )
-
-
-def _predict_result(response: pb.PredictResponse) -> PredictResult:
-    return PredictResult(
-        model_version=response.model_version,
-        predictions=tuple(
-            Prediction(
-                prediction_id=p.prediction_id,
-                top=tuple(Classification(s.label, s.score) for s in p.top),
+def _blocking(
+    make: Callable[P, Call[T]],
+) -> Callable[Concatenate[TlserveClient, P], T]:
+    @functools.wraps(make)
+    def method(self: TlserveClient, *args: P.args, **kwargs: P.kwargs) -> T:
+        call = make(*args, **kwargs)
+        try:
+            response = getattr(self.stub, call.method)(
+                call.request, **self._options.call_kwargs(call)
             )
-            for p in response.predictions
-        ),
-    )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return call.read(response)
+
+    return method
 
 
-def model_summary(info: pb.ModelInfo) -> ModelSummary:
-    return ModelSummary(
-        version=info.version,
-        labels=tuple(info.labels),
-        backbone_id=info.backbone_id,
-        input_size=(info.input_height, info.input_width),
-        created_at=info.created_at,
-        parent_version=info.parent_version,
-        serving=info.serving,
-        execution_providers=tuple(info.execution_providers),
-        card=json.loads(info.card_json) if info.card_json else {},
-        live_accuracy=info.live_accuracy,
-        live_feedback_count=info.live_feedback_count,
-    )
+def _awaitable(
+    make: Callable[P, Call[T]],
+) -> Callable[Concatenate[AsyncTlserveClient, P], Awaitable[T]]:
+    @functools.wraps(make)
+    async def method(self: AsyncTlserveClient, *args: P.args, **kwargs: P.kwargs) -> T:
+        call = make(*args, **kwargs)
+        try:
+            response = await getattr(self.stub, call.method)(
+                call.request, **self._options.call_kwargs(call)
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return call.read(response)
 
-
-def _auth(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),) if token else ()
-
-
-_STRATEGIES = {
-    "least_confidence": pb.LEAST_CONFIDENCE,
-    "margin": pb.MARGIN,
-    "entropy": pb.ENTROPY,
-}
-
-
-def feedback_request(
-    label: str,
-    *,
-    prediction_id: str = "",
-    image: ImageLike | None = None,
-    idempotency_key: str = "",
-    source: str = "",
-) -> pb.SubmitFeedbackRequest:
-    """Label a kept prediction (by id) or an image; exactly one of the two."""
-    if bool(prediction_id) == (image is not None):
-        raise ValueError("give exactly one of prediction_id and image")
-    request = pb.SubmitFeedbackRequest(label=label, idempotency_key=idempotency_key, source=source)
-    if prediction_id:
-        request.prediction_id = prediction_id
-    else:
-        assert image is not None
-        request.image.CopyFrom(image_message(image))
-    return request
-
-
-def _receipt(response: pb.SubmitFeedbackResponse) -> FeedbackReceipt:
-    return FeedbackReceipt(
-        response.sample_id, response.label, response.duplicate, response.previous_label
-    )
-
-
-def _stream_receipt(response: pb.StreamFeedbackResponse) -> StreamReceipt:
-    errors = tuple((r.index, r.error_code, r.error) for r in response.results if not r.accepted)
-    return StreamReceipt(response.accepted, response.rejected, errors)
-
-
-def _suggestions(response: pb.SuggestLabelsResponse) -> list[LabelSuggestion]:
-    return [
-        LabelSuggestion(
-            s.prediction_id,
-            s.uncertainty,
-            s.model_version,
-            tuple(Classification(t.label, t.score) for t in s.top),
-            s.image_png,
-        )
-        for s in response.suggestions
-    ]
+    return method
 
 
 class TlserveClient:
-    """Blocking client. Use as a context manager, or call `close()`."""
+    """Blocking client. Use as a context manager, or call `close()`.
+
+    `token` is sent as `authorization: Bearer <token>` with admin calls; `credentials`
+    (grpc.ssl_channel_credentials) makes the channel TLS. `stub` is the raw generated stub,
+    for requests the typed methods deliberately do not build."""
 
     def __init__(
         self,
@@ -236,6 +117,7 @@ class TlserveClient:
         retries: int = 4,
         max_message_bytes: int = 64 * 1024 * 1024,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str = "",
     ) -> None:
         options = _channel_options(retries, max_message_bytes)
         self.channel = (
@@ -244,80 +126,21 @@ class TlserveClient:
             else grpc.insecure_channel(target, options)
         )
         self.stub = pb_grpc.ClassifierStub(self.channel)
-        self.timeout = timeout
+        self._options = _Options(timeout, token)
 
-    def predict(
-        self, images: Iterable[ImageLike], top_k: int = 0, *, keep: bool = True
-    ) -> PredictResult:
-        """`keep=False`: the server keeps no record (no feedback by id, no suggestions)."""
-        request = _predict_request(list(images), top_k, keep)
-        response = self.stub.Predict(request, timeout=self.timeout)
-        return _predict_result(response)
-
-    def predict_one(self, image: ImageLike, top_k: int = 0) -> Prediction:
-        return self.predict([image], top_k).predictions[0]
-
-    def get_model(self, version: str = "") -> ModelSummary:
-        return model_summary(
-            self.stub.GetModel(pb.GetModelRequest(version=version), timeout=self.timeout)
-        )
-
-    def list_models(self) -> tuple[list[ModelSummary], str]:
-        response = self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
-        return [model_summary(m) for m in response.models], response.current_version
-
-    def submit_feedback(
-        self,
-        label: str,
-        *,
-        prediction_id: str = "",
-        image: ImageLike | None = None,
-        idempotency_key: str = "",
-        source: str = "",
-    ) -> FeedbackReceipt:
-        request = feedback_request(
-            label,
-            prediction_id=prediction_id,
-            image=image,
-            idempotency_key=idempotency_key,
-            source=source,
-        )
-        return _receipt(self.stub.SubmitFeedback(request, timeout=self.timeout))
-
-    def stream_feedback(
-        self, requests: Iterable[pb.SubmitFeedbackRequest], timeout: float | None = None
-    ) -> StreamReceipt:
-        """Bulk upload (build items with `feedback_request`); one answer for the stream."""
-        response = self.stub.StreamFeedback(iter(requests), timeout=timeout)
-        return _stream_receipt(response)
-
-    def list_labels(self) -> dict[str, int]:
-        response = self.stub.ListLabels(pb.ListLabelsRequest(), timeout=self.timeout)
-        return {entry.label: entry.samples for entry in response.labels}
-
-    def suggest_labels(
-        self, count: int, strategy: str = "entropy", *, images: bool = True
-    ) -> list[LabelSuggestion]:
-        request = pb.SuggestLabelsRequest(
-            count=count, strategy=_STRATEGIES[strategy], omit_images=not images
-        )
-        return _suggestions(self.stub.SuggestLabels(request, timeout=self.timeout))
-
-    def rollback(self, version: str = "", *, token: str = "") -> tuple[str, str]:
-        """Admin: serve `version` (default: the one the current version replaced)."""
-        response = self.stub.Rollback(
-            pb.RollbackRequest(version=version), timeout=self.timeout, metadata=_auth(token)
-        )
-        return response.previous_version, response.current_version
-
-    def trigger_training(self, reason: str = "", *, token: str = "") -> int:
-        """Admin: ask the trainer for a run now; returns the request id."""
-        response = self.stub.TriggerTraining(
-            pb.TriggerTrainingRequest(reason=reason), timeout=self.timeout, metadata=_auth(token)
-        )
-        return response.request_id
+    predict = _blocking(calls.predict)
+    predict_one = _blocking(calls.predict_one)
+    get_model = _blocking(calls.get_model)
+    list_models = _blocking(calls.list_models)
+    submit_feedback = _blocking(calls.submit_feedback)
+    stream_feedback = _blocking(calls.stream_feedback)
+    list_labels = _blocking(calls.list_labels)
+    suggest_labels = _blocking(calls.suggest_labels)
+    rollback = _blocking(calls.rollback)
+    trigger_training = _blocking(calls.trigger_training)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until the channel connects (grpc.FutureTimeoutError after `timeout`)."""
         grpc.channel_ready_future(self.channel).result(timeout=timeout)
 
     def close(self) -> None:
@@ -331,7 +154,7 @@ class TlserveClient:
 
 
 class AsyncTlserveClient:
-    """asyncio client with the same methods as TlserveClient, awaitable."""
+    """asyncio client: the methods of TlserveClient, awaitable. Use `async with`."""
 
     def __init__(
         self,
@@ -341,6 +164,7 @@ class AsyncTlserveClient:
         retries: int = 4,
         max_message_bytes: int = 64 * 1024 * 1024,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str = "",
     ) -> None:
         options = _channel_options(retries, max_message_bytes)
         self.channel = (
@@ -349,61 +173,23 @@ class AsyncTlserveClient:
             else grpc.aio.insecure_channel(target, options)
         )
         self.stub = pb_grpc.ClassifierStub(self.channel)
-        self.timeout = timeout
+        self._options = _Options(timeout, token)
 
-    async def predict(
-        self, images: Iterable[ImageLike], top_k: int = 0, *, keep: bool = True
-    ) -> PredictResult:
-        request = _predict_request(list(images), top_k, keep)
-        response = await self.stub.Predict(request, timeout=self.timeout)
-        return _predict_result(response)
+    predict = _awaitable(calls.predict)
+    predict_one = _awaitable(calls.predict_one)
+    get_model = _awaitable(calls.get_model)
+    list_models = _awaitable(calls.list_models)
+    submit_feedback = _awaitable(calls.submit_feedback)
+    stream_feedback = _awaitable(calls.stream_feedback)
+    list_labels = _awaitable(calls.list_labels)
+    suggest_labels = _awaitable(calls.suggest_labels)
+    rollback = _awaitable(calls.rollback)
+    trigger_training = _awaitable(calls.trigger_training)
 
-    async def predict_one(self, image: ImageLike, top_k: int = 0) -> Prediction:
-        return (await self.predict([image], top_k)).predictions[0]
-
-    async def get_model(self, version: str = "") -> ModelSummary:
-        info = await self.stub.GetModel(pb.GetModelRequest(version=version), timeout=self.timeout)
-        return model_summary(info)
-
-    async def list_models(self) -> tuple[list[ModelSummary], str]:
-        response = await self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
-        return [model_summary(m) for m in response.models], response.current_version
-
-    async def submit_feedback(
-        self,
-        label: str,
-        *,
-        prediction_id: str = "",
-        image: ImageLike | None = None,
-        idempotency_key: str = "",
-        source: str = "",
-    ) -> FeedbackReceipt:
-        request = feedback_request(
-            label,
-            prediction_id=prediction_id,
-            image=image,
-            idempotency_key=idempotency_key,
-            source=source,
-        )
-        return _receipt(await self.stub.SubmitFeedback(request, timeout=self.timeout))
-
-    async def stream_feedback(
-        self, requests: Iterable[pb.SubmitFeedbackRequest], timeout: float | None = None
-    ) -> StreamReceipt:
-        response = await self.stub.StreamFeedback(iter(requests), timeout=timeout)
-        return _stream_receipt(response)
-
-    async def list_labels(self) -> dict[str, int]:
-        response = await self.stub.ListLabels(pb.ListLabelsRequest(), timeout=self.timeout)
-        return {entry.label: entry.samples for entry in response.labels}
-
-    async def suggest_labels(
-        self, count: int, strategy: str = "entropy", *, images: bool = True
-    ) -> list[LabelSuggestion]:
-        request = pb.SuggestLabelsRequest(
-            count=count, strategy=_STRATEGIES[strategy], omit_images=not images
-        )
-        return _suggestions(await self.stub.SuggestLabels(request, timeout=self.timeout))
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the channel connects (TimeoutError after `timeout`)."""
+        async with asyncio.timeout(timeout):
+            await self.channel.channel_ready()
 
     async def close(self) -> None:
         await self.channel.close()

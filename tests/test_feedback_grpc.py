@@ -15,7 +15,7 @@ from PIL import Image
 from examples.colour_model import publish_colour_version
 from tests.support import ServerThread, solid_image, solid_pixels
 from tests.test_metrics import scrape, value
-from tlserve.clients import TlserveClient, feedback_request
+from tlserve.clients import FeedbackItem, TlserveClient
 from tlserve.proto import classifier_pb2 as pb
 from tlserve.server.registry import Registry
 
@@ -143,14 +143,14 @@ def test_stream_keeps_good_items_and_reports_bad_ones(served: ServerThread) -> N
     with TlserveClient(served.target) as client:
         kept = client.predict_one(solid_image("green"))
         items = [
-            feedback_request("red", image=solid_image("red")),
-            feedback_request("", image=solid_image("blue")),
-            feedback_request("green", prediction_id=kept.prediction_id),
-            feedback_request("blue", image=b"junk"),
-            pb.SubmitFeedbackRequest(label="lonely"),
-            feedback_request("blue", image=solid_image("blue"), idempotency_key="s-1"),
-            feedback_request("red", image=solid_image("blue"), idempotency_key="s-1"),
-            feedback_request("blue", prediction_id="expired-or-never-was"),
+            FeedbackItem("red", image=solid_image("red")),
+            FeedbackItem("", image=solid_image("blue")),
+            FeedbackItem("green", prediction_id=kept.prediction_id),
+            FeedbackItem("blue", image=b"junk"),
+            FeedbackItem("blue", image=b""),
+            FeedbackItem("blue", image=solid_image("blue"), idempotency_key="s-1"),
+            FeedbackItem("red", image=solid_image("blue"), idempotency_key="s-1"),
+            FeedbackItem("blue", prediction_id="expired-or-never-was"),
         ]
         receipt = client.stream_feedback(items, timeout=30)
         assert (receipt.accepted, receipt.rejected) == (3, 5)

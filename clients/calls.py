@@ -1,0 +1,245 @@
+"""Every call of the tlserve.v1 client, written once: the RPC, the request built from
+domain objects, and how the answer is read back.
+
+`TlserveClient` (blocking) and `AsyncTlserveClient` (asyncio) both turn these functions
+into methods with the same signatures, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from tlserve.clients.types import (
+    Classification,
+    FeedbackItem,
+    FeedbackReceipt,
+    ImageLike,
+    LabelSuggestion,
+    ModelSummary,
+    Prediction,
+    PredictResult,
+    StreamReceipt,
+)
+from tlserve.proto import classifier_pb2 as pb
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One RPC to make: the method of tlserve.v1.Classifier, its request (an iterator of
+    requests for a client stream), and the conversion of the response."""
+
+    method: str
+    request: Any
+    read: Callable[[Any], T]
+    admin: bool = False
+    timeout: float | None = None  # None: the client's default
+
+
+STRATEGIES = {
+    "least_confidence": pb.LEAST_CONFIDENCE,
+    "margin": pb.MARGIN,
+    "entropy": pb.ENTROPY,
+}
+
+
+def image_message(image: ImageLike) -> pb.Image:
+    """Encoded bytes or a file path are sent as-is; a uint8/float32 HxWx3 array as a tensor."""
+    if isinstance(image, bytes):
+        return pb.Image(encoded=image)
+    if isinstance(image, str | Path):
+        return pb.Image(encoded=Path(image).read_bytes())
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        dtype = pb.UINT8
+    elif array.dtype == np.float32:
+        dtype = pb.FLOAT32
+    else:
+        raise TypeError(f"pixel arrays must be uint8 or float32, got {array.dtype}")
+    little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return pb.Image(
+        tensor=pb.Tensor(dtype=dtype, shape=list(array.shape), data=little_endian.tobytes())
+    )
+
+
+def _classifications(scores: Iterable[pb.LabelScore]) -> tuple[Classification, ...]:
+    return tuple(Classification(s.label, s.score) for s in scores)
+
+
+def _predict_result(response: pb.PredictResponse) -> PredictResult:
+    return PredictResult(
+        model_version=response.model_version,
+        predictions=tuple(
+            Prediction(p.prediction_id, _classifications(p.top)) for p in response.predictions
+        ),
+    )
+
+
+def _model_summary(info: pb.ModelInfo) -> ModelSummary:
+    return ModelSummary(
+        version=info.version,
+        labels=tuple(info.labels),
+        backbone_id=info.backbone_id,
+        input_size=(info.input_height, info.input_width),
+        created_at=info.created_at,
+        parent_version=info.parent_version,
+        serving=info.serving,
+        execution_providers=tuple(info.execution_providers),
+        card=json.loads(info.card_json) if info.card_json else {},
+        live_accuracy=info.live_accuracy,
+        live_feedback_count=info.live_feedback_count,
+    )
+
+
+def _feedback_message(item: FeedbackItem) -> pb.SubmitFeedbackRequest:
+    request = pb.SubmitFeedbackRequest(
+        label=item.label, idempotency_key=item.idempotency_key, source=item.source
+    )
+    if item.prediction_id:
+        request.prediction_id = item.prediction_id
+    else:
+        assert item.image is not None
+        request.image.CopyFrom(image_message(item.image))
+    return request
+
+
+def _receipt(response: pb.SubmitFeedbackResponse) -> FeedbackReceipt:
+    return FeedbackReceipt(
+        response.sample_id, response.label, response.duplicate, response.previous_label
+    )
+
+
+# ---- the calls ----------------------------------------------------------------------------
+
+
+def predict(
+    images: Iterable[ImageLike], top_k: int = 0, *, keep: bool = True
+) -> Call[PredictResult]:
+    """Classify images, all by one model version. `keep=False`: the server keeps no record
+    (no feedback by prediction id, no suggestions from these images)."""
+    request = pb.PredictRequest(
+        images=[image_message(i) for i in images], top_k=top_k, do_not_keep=not keep
+    )
+    return Call("Predict", request, _predict_result)
+
+
+def predict_one(image: ImageLike, top_k: int = 0) -> Call[Prediction]:
+    """Classify one image."""
+    request = pb.PredictRequest(images=[image_message(image)], top_k=top_k)
+    return Call("Predict", request, lambda response: _predict_result(response).predictions[0])
+
+
+def get_model(version: str = "") -> Call[ModelSummary]:
+    """A model version (default: the one being served) with its card and live accuracy."""
+    return Call("GetModel", pb.GetModelRequest(version=version), _model_summary)
+
+
+def list_models() -> Call[tuple[list[ModelSummary], str]]:
+    """Every published version, newest first, and the version CURRENT names."""
+
+    def read(response: pb.ListModelsResponse) -> tuple[list[ModelSummary], str]:
+        return [_model_summary(m) for m in response.models], response.current_version
+
+    return Call("ListModels", pb.ListModelsRequest(), read)
+
+
+def submit_feedback(
+    label: str,
+    *,
+    prediction_id: str = "",
+    image: ImageLike | None = None,
+    idempotency_key: str = "",
+    source: str = "",
+) -> Call[FeedbackReceipt]:
+    """Label a kept prediction (by id) or an image; answered after a durable commit."""
+    item = FeedbackItem(label, prediction_id, image, idempotency_key, source)
+    return Call("SubmitFeedback", _feedback_message(item), _receipt)
+
+
+def stream_feedback(
+    items: Iterable[FeedbackItem], timeout: float | None = None
+) -> Call[StreamReceipt]:
+    """Bulk upload in one stream; one answer with a result per item (items the server
+    refuses do not stop the stream). Items are converted as they are sent: one that
+    cannot be (an unreadable file, say) ends the stream there and raises ValueError
+    once the server has answered for the items before it."""
+    unsendable: list[tuple[int, Exception]] = []
+
+    def messages() -> Iterator[pb.SubmitFeedbackRequest]:
+        for index, item in enumerate(items):
+            try:
+                message = _feedback_message(item)
+            except (OSError, TypeError, ValueError) as exc:
+                unsendable.append((index, exc))
+                return
+            yield message
+
+    def read(response: pb.StreamFeedbackResponse) -> StreamReceipt:
+        if unsendable:
+            index, exc = unsendable[0]
+            raise ValueError(
+                f"feedback item {index} could not be sent ({exc}); the stream stopped there, "
+                f"after the server stored {response.accepted} of the {index} items before it"
+            )
+        errors = tuple((r.index, r.error_code, r.error) for r in response.results if not r.accepted)
+        return StreamReceipt(response.accepted, response.rejected, errors)
+
+    return Call("StreamFeedback", messages(), read, timeout=timeout)
+
+
+def list_labels() -> Call[dict[str, int]]:
+    """Labels with their sample counts."""
+
+    def read(response: pb.ListLabelsResponse) -> dict[str, int]:
+        return {entry.label: entry.samples for entry in response.labels}
+
+    return Call("ListLabels", pb.ListLabelsRequest(), read)
+
+
+def suggest_labels(
+    count: int, strategy: str = "entropy", *, images: bool = True
+) -> Call[list[LabelSuggestion]]:
+    """The kept predictions most worth labeling (strategy: entropy, margin or
+    least_confidence), with their images as PNG unless `images=False`."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    request = pb.SuggestLabelsRequest(
+        count=count, strategy=STRATEGIES[strategy], omit_images=not images
+    )
+
+    def read(response: pb.SuggestLabelsResponse) -> list[LabelSuggestion]:
+        return [
+            LabelSuggestion(
+                s.prediction_id,
+                s.uncertainty,
+                s.model_version,
+                _classifications(s.top),
+                s.image_png,
+            )
+            for s in response.suggestions
+        ]
+
+    return Call("SuggestLabels", request, read)
+
+
+def rollback(version: str = "") -> Call[tuple[str, str]]:
+    """Admin: serve `version` (default: the one the current version replaced); returns
+    (previous, current)."""
+
+    def read(response: pb.RollbackResponse) -> tuple[str, str]:
+        return response.previous_version, response.current_version
+
+    return Call("Rollback", pb.RollbackRequest(version=version), read, admin=True)
+
+
+def trigger_training(reason: str = "") -> Call[int]:
+    """Admin: ask the trainer for a run now; returns the request id."""
+    request = pb.TriggerTrainingRequest(reason=reason)
+    return Call("TriggerTraining", request, lambda response: response.request_id, admin=True)

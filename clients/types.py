@@ -1,0 +1,92 @@
+"""The client's domain objects: what goes in and comes out of every call (no protobuf)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ImageLike = bytes | str | Path | np.ndarray
+"""Encoded image bytes, a path to an image file, or a uint8/float32 HxWx3 pixel array."""
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    prediction_id: str
+    top: tuple[Classification, ...]
+
+    @property
+    def label(self) -> str:
+        return self.top[0].label
+
+    @property
+    def score(self) -> float:
+        return self.top[0].score
+
+
+@dataclass(frozen=True, slots=True)
+class PredictResult:
+    model_version: str
+    predictions: tuple[Prediction, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackItem:
+    """One label: for a kept prediction (`prediction_id`) or for an `image`, not both."""
+
+    label: str
+    prediction_id: str = ""
+    image: ImageLike | None = None
+    idempotency_key: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.prediction_id) == (self.image is not None):
+            raise ValueError("give exactly one of prediction_id and image")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackReceipt:
+    sample_id: str
+    label: str
+    duplicate: bool
+    previous_label: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReceipt:
+    accepted: int
+    rejected: int
+    errors: tuple[tuple[int, str, str], ...]  # (item index, status name, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSuggestion:
+    prediction_id: str
+    uncertainty: float
+    model_version: str
+    top: tuple[Classification, ...]
+    image_png: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    version: str
+    labels: tuple[str, ...]
+    backbone_id: str
+    input_size: tuple[int, int]
+    created_at: str
+    parent_version: str
+    serving: bool
+    execution_providers: tuple[str, ...]
+    card: dict[str, Any]
+    live_accuracy: float
+    live_feedback_count: int
