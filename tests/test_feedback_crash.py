@@ -13,10 +13,13 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 
 from tests.test_cli import free_port
 from tlserve.clients import TlserveClient
 from tlserve.server.store.sqlite import SqliteFeedbackStore
+
+pytestmark = pytest.mark.slow  # SIGKILLs server processes under load
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,6 +15,8 @@ from tlserve.server.store.sqlite import SqliteFeedbackStore
 from tlserve.trainer.pipeline import Trainer
 from tlserve.trainer.settings import TrainerSettings
 
+pytestmark = pytest.mark.slow  # TensorFlow: fine-tunes a backbone
+
 
 @pytest.mark.timeout(600)
 def test_fine_tuned_run_brings_a_new_backbone(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from tlserve.trainer.evaluation import PromotionGate, evaluate
 from tlserve.trainer.pipeline import Trainer
 from tlserve.trainer.settings import TrainerSettings
 
+pytestmark = pytest.mark.slow  # TensorFlow: trains heads
+
 
 def test_gate_rules() -> None:
     gate = PromotionGate(min_accuracy=0.8, max_regression=0.02, min_samples_per_class=3)

@@ -27,6 +27,7 @@ from tlserve.server.runtime import SessionFactory
 ROTATED = {"red": "blue", "green": "red", "blue": "green"}
 
 
+@pytest.mark.slow  # seconds of load
 def test_twenty_swaps_under_concurrent_load(tmp_path: Path) -> None:
     registry = Registry.local(tmp_path / "registry")
     expected: dict[str, dict[str, str]] = {}

@@ -23,6 +23,8 @@ from tlserve.trainer.metrics import TrainerMetrics
 from tlserve.trainer.pretrain import CUT_LAYER, pretrain_digits
 from tlserve.trainer.settings import TrainerSettings
 
+pytestmark = pytest.mark.slow  # TensorFlow: the whole learning loop
+
 ROUNDS = 3
 
 

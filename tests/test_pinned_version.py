@@ -110,6 +110,7 @@ def test_a_swap_after_the_pin_check_does_not_change_the_answer(
         server.stop()
 
 
+@pytest.mark.slow  # seconds of load
 def test_pinned_requests_during_continuous_swaps_are_never_misanswered(tmp_path: Path) -> None:
     registry, english, french = two_versions(tmp_path)
     server = ServerThread(tmp_path, registry_poll_seconds=3600).start()

@@ -18,6 +18,8 @@ import sys, numpy as np
 from pathlib import Path
 from examples.colour_model import colour_backbone, linear_head
 from tlserve.server.registry import Registry
+
+pytestmark = pytest.mark.slow  # SIGKILLs publishing processes
 registry = Registry.local(Path(sys.argv[1]))
 big = np.random.default_rng(0).bytes(8 << 20)  # a heavy card widens the window for the kill
 n = 0

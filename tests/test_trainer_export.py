@@ -20,6 +20,8 @@ from tlserve.trainer.backbones import build_backbone, features_function
 from tlserve.trainer.errors import TrainerError
 from tlserve.trainer.onnx_export import check_parity, export_function
 
+pytestmark = pytest.mark.slow  # TensorFlow: exports real keras.applications backbones
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

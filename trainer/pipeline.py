@@ -396,7 +396,9 @@ class Trainer:
             card_files=card_files,
             parent=record.served_before,
         )
-        self.registry.set_current(version)
+        # Only over the version this run was judged against: a rollback made meanwhile
+        # wins, and the run fails saying CURRENT moved.
+        self.registry.set_current(version, expected=record.served_before)
         record.published_at = time.time()
         return version
 
