@@ -9,17 +9,19 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tlserve.server.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # SIGKILLs publishing processes
 
 PUBLISHER = """
 import sys, numpy as np
 from pathlib import Path
 from examples.colour_model import colour_backbone, linear_head
 from tlserve.server.registry import Registry
-
-pytestmark = pytest.mark.slow  # SIGKILLs publishing processes
 registry = Registry.local(Path(sys.argv[1]))
 big = np.random.default_rng(0).bytes(8 << 20)  # a heavy card widens the window for the kill
 n = 0

@@ -203,10 +203,7 @@ class HttpApi:
         return web.json_response(codec.model_info(info))
 
     async def rollback(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        version = body.get("version", "")
-        if not isinstance(version, str):
-            raise InvalidInput("`version` must be a string")
+        version = await _optional_string_field(request, "version")
         rollback = await self.core.rollback(version, request.headers.get("Authorization"))
         return web.json_response(
             {
@@ -216,10 +213,7 @@ class HttpApi:
         )
 
     async def trigger_training(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        reason = body.get("reason", "")
-        if not isinstance(reason, str):
-            raise InvalidInput("`reason` must be a string")
+        reason = await _optional_string_field(request, "reason")
         request_id = await self.core.trigger_training(reason, request.headers.get("Authorization"))
         return web.json_response({"request_id": request_id})
 
@@ -268,14 +262,18 @@ async def _off_loop_if_large(size: int, parse: Callable[..., Any], *args: Any) -
     return parse(*args)
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
+async def _optional_string_field(request: web.Request, name: str) -> str:
+    """`name` of a JSON object body; an empty body or a missing field is ""."""
     body = await request.read()
     if not body:
-        return {}
+        return ""
     document = codec.parse_json(body, "the request body")
     if not isinstance(document, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return document
+        raise InvalidInput(f'the request body must be a JSON object, such as {{"{name}": ...}}')
+    value = document.get(name, "")
+    if not isinstance(value, str):
+        raise InvalidInput(f"`{name}` must be a string")
+    return value
 
 
 async def _multipart(request: web.Request) -> list[tuple[str, bytes]]:

@@ -18,11 +18,11 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tlserve.server.errors import Conflict, ModelRejected, NotFound
 from tlserve.server.imaging import InputSpec, ResizePolicy
@@ -33,6 +33,7 @@ from tlserve.server.registry.storage import (
     RegistryStorage,
 )
 
+M = TypeVar("M")
 MODEL_FORMAT = "tlserve.model/v1"
 BACKBONE_FORMAT = "tlserve.backbone/v1"
 _VERSION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
@@ -183,10 +184,7 @@ class Registry:
             raw = self.storage.read(f"versions/{version}/model.json")
         except MissingObject:
             raise NotFound(f"model version {version!r} is not in the registry") from None
-        try:
-            manifest = ModelManifest.from_json(json.loads(raw))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelRejected(f"version {version}: model.json is invalid: {exc}") from None
+        manifest = _parse_manifest(ModelManifest.from_json, raw, f"version {version}: model.json")
         if manifest.version != version:
             raise ModelRejected(f"version {version}: model.json names version {manifest.version!r}")
         return manifest
@@ -204,10 +202,7 @@ class Registry:
             raw = self.storage.read(f"backbones/{backbone_id}/backbone.json")
         except MissingObject:
             raise ModelRejected(f"{what} is missing from the registry") from None
-        try:
-            manifest = BackboneManifest.from_json(json.loads(raw))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelRejected(f"{what}: backbone.json is invalid: {exc}") from None
+        manifest = _parse_manifest(BackboneManifest.from_json, raw, f"{what}: backbone.json")
         if manifest.id != backbone_id:
             raise ModelRejected(f"{what}: backbone.json names id {manifest.id!r}")
         return manifest
@@ -383,6 +378,14 @@ class Registry:
             if _SHA256.match(backbone_id) and backbone_id not in used:
                 self.storage.delete(f"backbones/{backbone_id}")
         return removed
+
+
+def _parse_manifest(parse: Callable[[Any], M], raw: bytes, what: str) -> M:
+    """A manifest from JSON bytes; any malformation is ModelRejected naming the file."""
+    try:
+        return parse(json.loads(raw))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelRejected(f"{what} is invalid: {exc}") from None
 
 
 def _parse_current(raw: bytes) -> str | None:
