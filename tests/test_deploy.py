@@ -41,6 +41,10 @@ def test_server_probes_and_ports_match_the_code() -> None:
     container = server["spec"]["template"]["spec"]["containers"][0]
     defaults = ServerSettings()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": defaults.port, "metrics": defaults.metrics_port}
+    assert ports == {
+        "grpc": defaults.port,
+        "http": defaults.http_port,
+        "metrics": defaults.metrics_port,
+    }
     assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
     assert container["readinessProbe"]["grpc"]["port"] == defaults.port

@@ -9,5 +9,5 @@ COPY server ./server
 RUN python3.11 -m pip install --no-cache-dir ".[server,gpu]" && pip uninstall -y onnxruntime || true
 ENV TLSERVE_DATA_DIR=/data TLSERVE_REGISTRY_DIR=/registry TLSERVE_EXECUTION_PROVIDER=cuda \
     TLSERVE_MAX_BATCH_SIZE=64
-EXPOSE 50051 9464
+EXPOSE 50051 8000 9464
 ENTRYPOINT ["tlserve-server"]

@@ -7,5 +7,5 @@ COPY server ./server
 RUN pip install --no-cache-dir ".[server]" && useradd --uid 10001 tlserve
 USER 10001
 ENV TLSERVE_DATA_DIR=/data TLSERVE_REGISTRY_DIR=/registry
-EXPOSE 50051 9464
+EXPOSE 50051 8000 9464
 ENTRYPOINT ["tlserve-server"]
