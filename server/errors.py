@@ -8,6 +8,14 @@ and what is accepted, because they reach users.
 from __future__ import annotations
 
 
+def quoted(value: str, limit: int = 64) -> str:
+    """A client-sent value for an error message: quoted, and cut at `limit` characters so
+    a hostile 100 KB id cannot blow up the reply (gRPC carries messages in headers)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
 class TlserveError(Exception):
     """Base of every error a client may see."""
 

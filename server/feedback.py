@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tlserve.server.errors import InvalidInput, NotFound, TlserveError
+from tlserve.server.errors import InvalidInput, NotFound, TlserveError, quoted
 from tlserve.server.imaging import ImageLimits, check_image, encode_png, validate_pixels
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
@@ -16,6 +16,7 @@ from tlserve.server.store.base import FeedbackStore, KeptPrediction, StoredLabel
 from tlserve.server.store.labels import normalize_label
 
 MAX_SUGGESTIONS = 1000
+MAX_PREDICTION_ID = 128
 # Suggestions are picked for diversity among this many times as many uncertain candidates.
 CANDIDATE_FACTOR = 5
 
@@ -94,11 +95,16 @@ class FeedbackService:
         if key is not None and len(key) > 200:
             raise InvalidInput(f"idempotency_key is {len(key)} characters; at most 200")
         prediction: KeptPrediction | None = None
+        if item.prediction_id and len(item.prediction_id) > MAX_PREDICTION_ID:
+            raise InvalidInput(
+                f"prediction_id {quoted(item.prediction_id)} is too long; ids are the "
+                f"{MAX_PREDICTION_ID}-or-fewer-character ids Predict returned"
+            )
         if item.prediction_id:
             prediction = await self.keeper.lookup(item.prediction_id)
             if prediction is None:
                 raise NotFound(
-                    f"prediction {item.prediction_id!r} is unknown, expired or was not kept "
+                    f"prediction {quoted(item.prediction_id)} is unknown, expired or was not kept "
                     "(predictions are kept for a limited time, and at most keep_max_per_second "
                     "of them); send the image itself instead"
                 )

@@ -261,6 +261,15 @@ CALLS = {
         404,
         "prediction 'nope' is unknown",
     ),
+    "100 KB prediction id": Call(
+        lambda s: s.SubmitFeedback(
+            pb.SubmitFeedbackRequest(label="red", prediction_id="x" * 100_000)
+        ),
+        lambda u: _feedback_http(u, label="red", prediction_id="x" * 100_000),
+        INVALID,
+        400,
+        "(100000 characters) is too long",
+    ),
     "long idempotency key": Call(
         lambda s: s.SubmitFeedback(
             pb.SubmitFeedbackRequest(
@@ -364,3 +373,45 @@ def test_a_body_over_the_message_limit_is_413(tmp_path: Path) -> None:
 def assert_still_serving(server: ServerThread) -> None:
     reply = _predict_http(server.http_url, [RED])
     assert reply.status == 200 and reply.json()["predictions"][0]["top"][0]["label"] == "red"
+
+
+def _invalid_utf8_string(message: type) -> bytes:
+    """The message's first string field holding invalid UTF-8, encoded by hand."""
+    field = next(f for f in message.DESCRIPTOR.fields if f.type == f.TYPE_STRING)
+    return bytes([(field.number << 3) | 2, 2, 0xFF, 0xFE])
+
+
+@pytest.mark.parametrize(
+    ("method", "raw"),
+    [
+        ("/tlserve.v1.Classifier/SubmitFeedback", _invalid_utf8_string(pb.SubmitFeedbackRequest)),
+        ("/inference.GRPCInferenceService/ModelInfer", _invalid_utf8_string(kpb.ModelInferRequest)),
+        ("/tlserve.v1.Classifier/Predict", b"\x0a\xff\x01"),  # an image field cut short
+    ],
+)
+def test_malformed_protobuf_is_invalid_argument(
+    server: ServerThread, method: str, raw: bytes
+) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.unary_unary(
+            method, request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            call(raw, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "is not a valid protobuf message" in refused.value.details()
+    assert_still_serving(server)
+
+
+def test_a_malformed_stream_item_fails_the_stream_cleanly(server: ServerThread) -> None:
+    good = pb.SubmitFeedbackRequest(label="red", image=pb.Image(encoded=RED)).SerializeToString()
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.stream_unary(
+            "/tlserve.v1.Classifier/StreamFeedback",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            call(iter([good, b"\x0a\x02\xff\xfe"]), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "StreamFeedback request is not a valid protobuf message" in refused.value.details()

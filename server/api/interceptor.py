@@ -1,17 +1,24 @@
-"""Every RPC passes here: domain errors become status codes, and metrics are recorded."""
+"""Every RPC passes here: requests are decoded, domain errors become status codes, and
+metrics are recorded.
+
+Requests are decoded here rather than by grpcio, so a malformed message (invalid
+UTF-8 in a string field, a truncated varint) is INVALID_ARGUMENT with a reason instead
+of grpcio's UNKNOWN and a logged traceback.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from tlserve.server.api.status import grpc_status_for
-from tlserve.server.errors import TlserveError
+from tlserve.server.errors import InvalidInput, TlserveError
 from tlserve.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -32,16 +39,31 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        if handler.unary_unary is not None:
+        decode = handler.request_deserializer
+        if handler.unary_unary is not None and decode is not None:
+            unary = handler.unary_unary
+
+            async def decoded_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+                return await unary(_decode(decode, raw, method), context)
+
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap(method, decoded_unary),
                 response_serializer=handler.response_serializer,
             )
-        if handler.stream_unary is not None:
+        if handler.stream_unary is not None and decode is not None:
+            stream = handler.stream_unary
+
+            async def decoded_stream(
+                raws: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+            ) -> Any:
+                async def requests() -> AsyncIterator[Any]:
+                    async for raw in raws:
+                        yield _decode(decode, raw, method)
+
+                return await stream(requests(), context)
+
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap(method, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap(method, decoded_stream),
                 response_serializer=handler.response_serializer,
             )
         # Streaming responses (health Watch, reflection) pass through unchanged.
@@ -75,3 +97,13 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 metrics.observe_request("grpc", method, code.name, time.perf_counter() - started)
 
         return handle
+
+
+def _decode(decode: Callable[[bytes], Any], raw: bytes, method: str) -> Any:
+    try:
+        return decode(raw)
+    except DecodeError as exc:
+        raise InvalidInput(
+            f"the {method} request is not a valid protobuf message ({exc}); "
+            "send it as the tlserve.v1 / inference protos define it"
+        ) from None
