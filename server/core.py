@@ -177,11 +177,13 @@ class ServingCore:
         """A version (default: the served one) with its card and live accuracy."""
         served = self.slot.current
         version = version or self.slot.require().version
-        correct, total = await self.feedback.live_accuracy(version)
         if served is not None and served.version == version:
-            return ModelInfo(served.manifest, True, tuple(served.providers), correct, total)
-        manifest = await asyncio.to_thread(self.registry.model_manifest, version)
-        return ModelInfo(manifest, False, (), correct, total)
+            manifest, serving, providers = served.manifest, True, tuple(served.providers)
+        else:  # NotFound for an unknown or malformed id, before the store sees it
+            manifest = await asyncio.to_thread(self.registry.model_manifest, version)
+            serving, providers = False, ()
+        correct, total = await self.feedback.live_accuracy(version)
+        return ModelInfo(manifest, serving, providers, correct, total)
 
     async def list_models(self) -> ModelListing:
         versions, current = await asyncio.gather(

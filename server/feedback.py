@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -89,6 +90,12 @@ class FeedbackService:
         return results
 
     async def _submit(self, item: FeedbackInput) -> StoredLabel:
+        for field, value in (
+            ("source", item.source),
+            ("idempotency_key", item.idempotency_key),
+            ("prediction_id", item.prediction_id or ""),
+        ):
+            _check_plain_text(field, value)
         label = normalize_label(item.label)
         source = item.source.strip()[:200] or "api"
         key = item.idempotency_key.strip() or None
@@ -161,6 +168,16 @@ class FeedbackService:
 
     async def live_accuracy(self, version: str) -> tuple[int, int]:
         return await asyncio.to_thread(self.store.live_accuracy, version)
+
+
+def _check_plain_text(field: str, value: str) -> None:
+    """Control characters and lone surrogates have no place in ids and sources (and
+    PostgreSQL's text type cannot hold NUL at all)."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise InvalidInput(
+                f"{field} holds a control character (U+{ord(char):04X}); send printable text"
+            )
 
 
 def diverse_selection(

@@ -16,6 +16,7 @@ import pytest
 
 from examples.colour_model import publish_colour_version
 from tests.support import HttpReply, ServerThread, http_call, multipart, solid_image
+from tests.test_store import postgres_or_skip
 from tlserve.proto import classifier_pb2 as pb
 from tlserve.proto import classifier_pb2_grpc as pb_grpc
 from tlserve.proto import grpc_predict_v2_pb2 as kpb
@@ -27,11 +28,18 @@ TOKEN = "s3cret-admin-token"
 MAX_IMAGES = 4
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    """One server per store: every refusal must hold on both (PostgreSQL refuses NUL
+    characters and raced on idempotency keys where SQLite did not)."""
+    store_url = postgres_or_skip() if request.param == "postgres" else ""
     data_dir: Path = tmp_path_factory.mktemp("bad-input")
     publish_colour_version(Registry.local(data_dir / "registry"))
-    thread = ServerThread(data_dir, admin_token=TOKEN, max_images_per_request=MAX_IMAGES).start()
+    thread = ServerThread(
+        data_dir, admin_token=TOKEN, max_images_per_request=MAX_IMAGES, store_url=store_url
+    ).start()
     try:
         yield thread
     finally:
@@ -269,6 +277,44 @@ CALLS = {
         INVALID,
         400,
         "(100000 characters) is too long",
+    ),
+    "NUL in the source": Call(
+        lambda s: s.SubmitFeedback(
+            pb.SubmitFeedbackRequest(label="red", image=pb.Image(encoded=RED), source="a\0b")
+        ),
+        lambda u: _feedback_http(
+            u, label="red", image_base64=base64.b64encode(RED).decode(), source="a\0b"
+        ),
+        INVALID,
+        400,
+        "source holds a control character (U+0000)",
+    ),
+    "NUL in the idempotency key": Call(
+        lambda s: s.SubmitFeedback(
+            pb.SubmitFeedbackRequest(
+                label="red", image=pb.Image(encoded=RED), idempotency_key="k\0"
+            )
+        ),
+        lambda u: _feedback_http(
+            u, label="red", image_base64=base64.b64encode(RED).decode(), idempotency_key="k\0"
+        ),
+        INVALID,
+        400,
+        "idempotency_key holds a control character (U+0000)",
+    ),
+    "NUL in the prediction id": Call(
+        lambda s: s.SubmitFeedback(pb.SubmitFeedbackRequest(label="red", prediction_id="p\0")),
+        lambda u: _feedback_http(u, label="red", prediction_id="p\0"),
+        INVALID,
+        400,
+        "prediction_id holds a control character (U+0000)",
+    ),
+    "NUL in a version": Call(
+        lambda s: s.GetModel(pb.GetModelRequest(version="v\0")),
+        lambda u: http_call(f"{u}/v1/models/v%00"),
+        NOT_FOUND,
+        404,
+        "not a valid version id",
     ),
     "long idempotency key": Call(
         lambda s: s.SubmitFeedback(

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,23 @@ def test_labels_are_nfc_normalised_and_trimmed() -> None:
     assert normalize_label("  cafe\u0301 ") == "caf\u00e9"
     assert normalize_label("x" * 128) == "x" * 128
     assert normalize_label("日本") == "日本"
+
+
+def test_concurrent_submissions_of_one_idempotency_key(store: FeedbackStore) -> None:
+    """8 writers submit the same 40 keyed labels at once: each key stores exactly once and
+    every other submission is answered as its duplicate (PostgreSQL raised UniqueViolation)."""
+    keys = [f"key-{i}" for i in range(40)]
+
+    def submit_all(worker: int) -> list[bool]:
+        return [
+            store.add_label(
+                image=f"image {key}".encode(), label="cat", source=f"w{worker}", idempotency_key=key
+            ).duplicate
+            for key in keys
+        ]
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(submit_all, range(8)))
+    for index in range(len(keys)):
+        assert sorted(outcome[index] for outcome in outcomes) == [False] + [True] * 7
+    assert store.label_counts(0.0) == {"cat": (40, 0)}

@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from tlserve.server.store.sql import Cursor, SqlFeedbackStore
 
+IDEMPOTENCY_LOCK_SPACE = 7319003
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -48,6 +49,12 @@ class PostgresFeedbackStore(SqlFeedbackStore):
     def _write(self) -> Iterator[Cursor]:
         with self.pool.connection() as connection, connection.transaction():
             yield connection.cursor()
+
+    def _lock_idempotency_key(self, cursor: Cursor, key: str) -> None:
+        # Two-key form: its own namespace, apart from the migration and training locks.
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (IDEMPOTENCY_LOCK_SPACE, key)
+        )
 
     def _lock_for_migration(self, cursor: Cursor) -> None:
         # Replicas starting together must not both apply a migration.

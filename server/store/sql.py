@@ -150,6 +150,11 @@ class SqlFeedbackStore(FeedbackStore):
     def _lock_for_migration(self, cursor: Cursor) -> None:
         """Serialise concurrent migrators (SQLite's BEGIN IMMEDIATE already does)."""
 
+    def _lock_idempotency_key(self, cursor: Cursor, key: str) -> None:
+        """Serialise submissions of one idempotency key until the transaction ends, so the
+        second sees the first's row instead of racing it into the unique index (SQLite's
+        BEGIN IMMEDIATE already serialises every writer)."""
+
     def migrate(self) -> int:
         """Apply pending migrations; returns the schema version."""
         with self._write() as cursor:
@@ -185,6 +190,7 @@ class SqlFeedbackStore(FeedbackStore):
         now = time.time()
         with self._write() as cursor:
             if idempotency_key:
+                self._lock_idempotency_key(cursor, idempotency_key)
                 cursor.execute(
                     self._sql(
                         "SELECT sample_id, label, payload_hash, seq FROM labels "
