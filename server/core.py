@@ -186,9 +186,11 @@ class ServingCore:
         return ModelInfo(manifest, serving, providers, correct, total)
 
     async def list_models(self) -> ModelListing:
-        versions, current = await asyncio.gather(
-            asyncio.to_thread(self.registry.versions), asyncio.to_thread(self.registry.current)
-        )
+        versions = await asyncio.to_thread(self.registry.versions)
+        try:
+            current = await asyncio.to_thread(self.registry.current)
+        except ModelRejected:
+            current = None  # the model slot reports an unusable CURRENT (once per change)
         models = []
         for version in versions:
             try:

@@ -102,6 +102,12 @@ class ServerMetrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=registry,
         )
+        self.current_problems = Counter(
+            "tlserve_registry_current_problems",
+            "Times the registry's CURRENT became unusable (empty, not UTF-8, not a version id); "
+            "each distinct problem counts once.",
+            registry=registry,
+        )
         self.rejected_images = Counter(
             "tlserve_rejected_images",
             "Images refused before inference, by reason (invalid, too_large).",

@@ -245,6 +245,7 @@ class ModelSlot:
         self._clock = clock
         self._current: LoadedModel | None = None
         self._refused: dict[str, float] = {}
+        self._current_problem: str | None = None
         self._refresh_lock = asyncio.Lock()
         self._on_swap: list[Callable[[LoadedModel], None]] = []
 
@@ -281,7 +282,12 @@ class ModelSlot:
     async def refresh(self) -> bool:
         """Load CURRENT if it moved; returns True when a new version was swapped in."""
         async with self._refresh_lock:
-            target = await asyncio.to_thread(self.registry.current)
+            try:
+                target = await asyncio.to_thread(self.registry.current)
+            except TlserveError as exc:
+                self._report_current_problem(str(exc))
+                return False
+            self._current_problem = None
             served = self._current.version if self._current else None
             if target is None or target == served:
                 return False
@@ -337,6 +343,16 @@ class ModelSlot:
             self.metrics.feedback_to_serve.observe(max(0.0, time.time() - newest_label_at))
         for callback in self._on_swap:
             callback(model)
+
+    def _report_current_problem(self, problem: str) -> None:
+        """An unusable CURRENT is logged and counted once per distinct problem, not once
+        per poll; the served version keeps answering meanwhile."""
+        if problem == self._current_problem:
+            return
+        self._current_problem = problem
+        self.metrics.current_problems.inc()
+        served = self._current.version if self._current else "nothing"
+        log.error("CURRENT is unusable, still serving %s: %s", served, problem)
 
     def _refuse(self, version: str, reason: str) -> None:
         self._refused[version] = self._clock()

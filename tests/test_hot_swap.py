@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import threading
 import time
@@ -138,5 +139,37 @@ def test_bad_version_is_refused_and_the_old_one_keeps_serving(tmp_path: Path, da
         with TlserveClient(server.target) as client:
             result = client.predict([solid_image("red")])
         assert result.model_version == good and result.predictions[0].label == "red"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"../..\n", b"\xff\xfe\n", b"20990101-000000-000000-dead\n"]
+)
+def test_a_bad_current_is_reported_once_and_the_old_version_keeps_serving(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "registry"
+    registry = Registry.local(root)
+    good = publish_colour_version(registry)
+    server = ServerThread(tmp_path).start()
+    try:
+        caplog.set_level(logging.INFO, logger="tlserve.server.model_slot")
+        (root / "CURRENT").write_bytes(content)
+        time.sleep(0.5)  # ten polls
+        problems = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(problems) == 1, [r.getMessage() for r in problems]
+        assert problems[0].exc_info is None and f"still serving {good}" in problems[0].getMessage()
+        value = server.metrics_registry.get_sample_value
+        problem_metric = value("tlserve_registry_current_problems_total") or 0
+        refused_metric = value("tlserve_model_swaps_total", {"result": "refused"}) or 0
+        assert problem_metric + refused_metric == 1
+        with TlserveClient(server.target) as client:
+            assert client.predict_one(solid_image("red")).label == "red"
+            models, _ = client.list_models()
+            assert [m.version for m in models] == [good] and models[0].serving
+        registry.set_current(good)
+        newer = publish_colour_version(registry)
+        server.wait_for_version(newer)
     finally:
         server.stop()

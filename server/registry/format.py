@@ -394,7 +394,7 @@ def _parse_current(raw: bytes) -> str | None:
     except UnicodeDecodeError:
         raise ModelRejected("CURRENT is not UTF-8 text; it must hold one version id") from None
     if not text:
-        return None
+        raise ModelRejected("CURRENT is empty; it must hold one version id")
     if not _VERSION_ID.match(text):
         raise ModelRejected(f"CURRENT holds {text[:80]!r}, which is not a version id")
     return text
