@@ -11,15 +11,12 @@ from tlserve.proto import classifier_pb2 as pb
 from tlserve.proto import grpc_predict_v2_pb2 as kserve_pb2
 from tlserve.server.api.status import grpc_status_for
 from tlserve.server.api.tensors import (
-    IMAGE_INPUT,
-    LABEL_OUTPUT,
-    PIXELS_INPUT,
     PLATFORM,
-    PROBABILITIES_OUTPUT,
     InferInput,
     RequestedOutput,
     dense_array,
     infer_outputs,
+    model_tensors,
 )
 from tlserve.server.core import LabelSuggestion, ModelInfo, ModelListing, Rollback, ServedSignature
 from tlserve.server.errors import InvalidInput
@@ -251,20 +248,11 @@ def kserve_metadata(
     model_name: str, signature: ServedSignature
 ) -> kserve_pb2.ModelMetadataResponse:
     tensor = kserve_pb2.ModelMetadataResponse.TensorMetadata
+    inputs, outputs = model_tensors(signature)
     return kserve_pb2.ModelMetadataResponse(
         name=model_name,
         versions=[signature.version],
         platform=PLATFORM,
-        inputs=[
-            tensor(name=IMAGE_INPUT, datatype="BYTES", shape=[-1]),
-            tensor(
-                name=PIXELS_INPUT,
-                datatype="UINT8",
-                shape=[-1, signature.height, signature.width, 3],
-            ),
-        ],
-        outputs=[
-            tensor(name=PROBABILITIES_OUTPUT, datatype="FP32", shape=[-1, len(signature.labels)]),
-            tensor(name=LABEL_OUTPUT, datatype="BYTES", shape=[-1]),
-        ],
+        inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in inputs],
+        outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in outputs],
     )

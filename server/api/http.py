@@ -29,7 +29,7 @@ from aiohttp import BodyPartReader, web
 from tlserve.server import __version__
 from tlserve.server.api import http_codec as codec
 from tlserve.server.api.status import http_status_for
-from tlserve.server.api.tensors import images_from_input, infer_outputs
+from tlserve.server.api.tensors import EXTENSIONS, SERVER_NAME, images_from_input, infer_outputs
 from tlserve.server.core import ServingCore
 from tlserve.server.errors import InvalidInput, NoModel, Overloaded, TlserveError, Unavailable
 from tlserve.server.feedback import FeedbackInput
@@ -116,7 +116,7 @@ class HttpApi:
 
     async def server_metadata(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"name": "tlserve", "version": __version__, "extensions": ["classification"]}
+            {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
         )
 
     async def model_metadata(self, request: web.Request) -> web.Response:

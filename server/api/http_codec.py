@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,12 +21,12 @@ import numpy as np
 from tlserve.server.api.tensors import (
     IMAGE_INPUT,
     LABEL_OUTPUT,
-    PIXELS_INPUT,
     PLATFORM,
     PROBABILITIES_OUTPUT,
     InferInput,
     OutputTensor,
     RequestedOutput,
+    model_tensors,
 )
 from tlserve.server.core import LabelSuggestion, ModelInfo, ModelListing, ServedSignature
 from tlserve.server.errors import InvalidInput
@@ -211,26 +212,13 @@ def infer_response(
 
 
 def model_metadata(model_name: str, signature: ServedSignature) -> dict[str, Any]:
+    inputs, outputs = model_tensors(signature)
     return {
         "name": model_name,
         "versions": [signature.version],
         "platform": PLATFORM,
-        "inputs": [
-            {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]},
-            {
-                "name": PIXELS_INPUT,
-                "datatype": "UINT8",
-                "shape": [-1, signature.height, signature.width, 3],
-            },
-        ],
-        "outputs": [
-            {
-                "name": PROBABILITIES_OUTPUT,
-                "datatype": "FP32",
-                "shape": [-1, len(signature.labels)],
-            },
-            {"name": LABEL_OUTPUT, "datatype": "BYTES", "shape": [-1]},
-        ],
+        "inputs": [dataclasses.asdict(t) for t in inputs],
+        "outputs": [dataclasses.asdict(t) for t in outputs],
     }
 
 

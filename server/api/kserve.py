@@ -8,10 +8,8 @@ from tlserve.proto import grpc_predict_v2_pb2 as pb
 from tlserve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from tlserve.server import __version__
 from tlserve.server.api import codec
-from tlserve.server.api.tensors import images_from_input
+from tlserve.server.api.tensors import EXTENSIONS, SERVER_NAME, images_from_input
 from tlserve.server.core import ServingCore
-
-EXTENSIONS = ["classification"]
 
 
 class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -31,7 +29,9 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="tlserve", version=__version__, extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=__version__, extensions=list(EXTENSIONS)
+        )
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext

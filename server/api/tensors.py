@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tlserve.server.core import ServedSignature
 from tlserve.server.errors import InvalidInput
 from tlserve.server.prediction import ImageInput, PredictResult, top_indices
 
@@ -29,6 +30,8 @@ LABEL_OUTPUT = "LABEL"
 OUTPUTS = (PROBABILITIES_OUTPUT, LABEL_OUTPUT)
 PIXEL_DTYPES = {"UINT8": np.dtype(np.uint8), "FP32": np.dtype("<f4")}
 PLATFORM = "onnxruntime_onnx"
+SERVER_NAME = "tlserve"
+EXTENSIONS = ("classification",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,28 @@ class InferInput:
     raw: bytes | None = None
     elements: Sequence[bytes] | None = None
     values: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """A tensor as model metadata describes it (-1: any batch size)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+def model_tensors(signature: ServedSignature) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The served version's inputs and outputs, for ModelMetadata on every transport."""
+    inputs = [
+        TensorSpec(IMAGE_INPUT, "BYTES", [-1]),
+        TensorSpec(PIXELS_INPUT, "UINT8", [-1, signature.height, signature.width, 3]),
+    ]
+    outputs = [
+        TensorSpec(PROBABILITIES_OUTPUT, "FP32", [-1, len(signature.labels)]),
+        TensorSpec(LABEL_OUTPUT, "BYTES", [-1]),
+    ]
+    return inputs, outputs
 
 
 @dataclass(frozen=True, slots=True)
