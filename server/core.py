@@ -21,6 +21,7 @@ from tlserve.server.errors import (
     PermissionDenied,
     TlserveError,
     Unauthenticated,
+    quoted,
 )
 from tlserve.server.feedback import FeedbackInput, FeedbackService, ItemResult, SuggestStrategy
 from tlserve.server.imaging import encode_png
@@ -149,7 +150,9 @@ class ServingCore:
     def check_model_name(self, name: str) -> None:
         """The Open Inference Protocol names the model; this server serves one."""
         if name != self.model_name:
-            raise NotFound(f"unknown model {name[:128]!r}; this server serves {self.model_name!r}")
+            raise NotFound(
+                f"unknown model {quoted(name, 128)}; this server serves {self.model_name!r}"
+            )
 
     def is_ready(self) -> bool:
         return self.slot.current is not None and not self.draining

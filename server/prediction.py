@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tlserve.server.batcher import DynamicBatcher
-from tlserve.server.errors import InvalidInput, NotFound, TooLarge
+from tlserve.server.errors import InvalidInput, NotFound, TooLarge, quoted
 from tlserve.server.imaging import ImageLimits, decode_image, prepare_pixels
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
@@ -216,6 +216,6 @@ def check_pinned_version(version: str, model: LoadedModel) -> None:
     """A caller's version pin (empty: any) against the leased version."""
     if version and version != model.version:
         raise NotFound(
-            f"model version {version[:128]!r} is not being served; the served version is "
+            f"model version {quoted(version, 128)} is not being served; the served version is "
             f"{model.version!r} (leave the version empty to use it)"
         )

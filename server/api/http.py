@@ -31,7 +31,14 @@ from tlserve.server.api import http_codec as codec
 from tlserve.server.api.status import http_status_for
 from tlserve.server.api.tensors import EXTENSIONS, SERVER_NAME, images_from_input, infer_outputs
 from tlserve.server.core import ServingCore
-from tlserve.server.errors import InvalidInput, NoModel, Overloaded, TlserveError, Unavailable
+from tlserve.server.errors import (
+    InvalidInput,
+    NoModel,
+    Overloaded,
+    TlserveError,
+    Unavailable,
+    quoted,
+)
 from tlserve.server.feedback import FeedbackInput
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.prediction import ImageInput
@@ -294,7 +301,7 @@ def _int_query(request: web.Request, name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise InvalidInput(
-            f"query parameter {name} must be an integer, got {value[:32]!r}"
+            f"query parameter {name} must be an integer, got {quoted(value, 32)}"
         ) from None
 
 
@@ -306,4 +313,4 @@ def _bool_query(request: web.Request, name: str, default: bool) -> bool:
         return True
     if value.lower() in ("0", "false", "no"):
         return False
-    raise InvalidInput(f"query parameter {name} must be true or false, got {value[:32]!r}")
+    raise InvalidInput(f"query parameter {name} must be true or false, got {quoted(value, 32)}")

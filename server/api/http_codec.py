@@ -29,7 +29,7 @@ from tlserve.server.api.tensors import (
     model_tensors,
 )
 from tlserve.server.core import LabelSuggestion, ModelInfo, ModelListing, ServedSignature
-from tlserve.server.errors import InvalidInput
+from tlserve.server.errors import InvalidInput, quoted
 from tlserve.server.feedback import FeedbackInput
 from tlserve.server.prediction import LabelScore, PredictResult
 from tlserve.server.store.base import StoredLabel, SuggestStrategy
@@ -284,7 +284,7 @@ def suggest_strategy(value: str) -> SuggestStrategy:
         return SuggestStrategy(value or SuggestStrategy.ENTROPY)
     except ValueError:
         raise InvalidInput(
-            f"unknown strategy {value[:64]!r}; accepted {', '.join(SuggestStrategy)}"
+            f"unknown strategy {quoted(value)}; accepted {', '.join(SuggestStrategy)}"
         ) from None
 
 

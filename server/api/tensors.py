@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tlserve.server.core import ServedSignature
-from tlserve.server.errors import InvalidInput
+from tlserve.server.errors import InvalidInput, quoted
 from tlserve.server.prediction import ImageInput, PredictResult, top_indices
 
 IMAGE_INPUT = "IMAGE"
@@ -110,7 +110,7 @@ def images_from_input(inputs: Sequence[InferInput]) -> list[ImageInput]:
     if tensor.name == PIXELS_INPUT:
         return _pixel_images(tensor, shape)
     raise InvalidInput(
-        f"unknown input {tensor.name[:64]!r}; this model takes {IMAGE_INPUT} (BYTES: encoded "
+        f"unknown input {quoted(tensor.name)}; this model takes {IMAGE_INPUT} (BYTES: encoded "
         f"JPEG/PNG/WebP/BMP) or {PIXELS_INPUT} (UINT8 or FP32 [batch, height, width, 3])"
     )
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tlserve.server.errors import Conflict, ModelRejected, NotFound
+from tlserve.server.errors import Conflict, ModelRejected, NotFound, quoted
 from tlserve.server.imaging import InputSpec, ResizePolicy
 from tlserve.server.registry.local import LocalFolderStorage
 from tlserve.server.registry.storage import (
@@ -197,7 +197,7 @@ class Registry:
     def backbone_manifest(self, backbone_id: str) -> BackboneManifest:
         what = f"backbone {backbone_id[:12]}"
         if not _SHA256.match(backbone_id):
-            raise ModelRejected(f"backbone id {backbone_id[:80]!r} is not a sha256 hex digest")
+            raise ModelRejected(f"backbone id {quoted(backbone_id, 80)} is not a sha256 hex digest")
         try:
             raw = self.storage.read(f"backbones/{backbone_id}/backbone.json")
         except MissingObject:
@@ -396,14 +396,14 @@ def _parse_current(raw: bytes) -> str | None:
     if not text:
         raise ModelRejected("CURRENT is empty; it must hold one version id")
     if not _VERSION_ID.match(text):
-        raise ModelRejected(f"CURRENT holds {text[:80]!r}, which is not a version id")
+        raise ModelRejected(f"CURRENT holds {quoted(text, 80)}, which is not a version id")
     return text
 
 
 def _check_version_id(version: str) -> None:
     if not _VERSION_ID.match(version):
         raise NotFound(
-            f"{version[:80]!r} is not a valid version id "
+            f"{quoted(version, 80)} is not a valid version id "
             "(letters, digits, '.', '_', '-'; at most 128)"
         )
 
