@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ from tlserve.server.imaging import ImageLimits, check_image, encode_png, validat
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.store.base import FeedbackStore, KeptPrediction, StoredLabel, SuggestStrategy
-from tlserve.server.store.labels import normalize_label
+from tlserve.server.store.labels import check_plain_text, normalize_label
 
 MAX_SUGGESTIONS = 1000
 MAX_PREDICTION_ID = 128
@@ -95,7 +94,7 @@ class FeedbackService:
             ("idempotency_key", item.idempotency_key),
             ("prediction_id", item.prediction_id or ""),
         ):
-            _check_plain_text(field, value)
+            check_plain_text(field, value)
         label = normalize_label(item.label)
         source = item.source.strip()[:200] or "api"
         key = item.idempotency_key.strip() or None
@@ -168,16 +167,6 @@ class FeedbackService:
 
     async def live_accuracy(self, version: str) -> tuple[int, int]:
         return await asyncio.to_thread(self.store.live_accuracy, version)
-
-
-def _check_plain_text(field: str, value: str) -> None:
-    """Control characters and lone surrogates have no place in ids and sources (and
-    PostgreSQL's text type cannot hold NUL at all)."""
-    for char in value:
-        if unicodedata.category(char) in ("Cc", "Cs"):
-            raise InvalidInput(
-                f"{field} holds a control character (U+{ord(char):04X}); send printable text"
-            )
 
 
 def diverse_selection(

@@ -1,4 +1,5 @@
-"""Label validation and the stable holdout split: the rules every store applies alike."""
+"""Label and text-field validation and the stable holdout split: the rules every store
+applies alike."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ MAX_LABEL_LENGTH = 128
 # Control (Cc), format (Cf: bidi marks, zero-width joiners/spaces), surrogates (Cs),
 # private use (Co), unassigned (Cn), line/paragraph separators (Zl, Zp).
 _FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+# Ids and sources only need to be storable and loggable: no control characters (PostgreSQL's
+# text cannot hold NUL at all) and no lone surrogates.
+_PLAIN_TEXT_FORBIDDEN = {"Cc", "Cs"}
+
+
+def _first_forbidden(value: str, categories: set[str]) -> tuple[int, str, str] | None:
+    """(position, character, category) of the first character in `categories`."""
+    for position, char in enumerate(value):
+        category = unicodedata.category(char)
+        if category in categories:
+            return position, char, category
+    return None
 
 
 def normalize_label(raw: str) -> str:
@@ -22,15 +35,24 @@ def normalize_label(raw: str) -> str:
         raise InvalidInput(
             f"label is {len(label)} characters long; at most {MAX_LABEL_LENGTH} are accepted"
         )
-    for position, char in enumerate(label):
-        category = unicodedata.category(char)
-        if category in _FORBIDDEN_CATEGORIES:
-            name = unicodedata.name(char, f"U+{ord(char):04X}")
-            raise InvalidInput(
-                f"label contains {name} (U+{ord(char):04X}, category {category}) at position "
-                f"{position}; control, bidi, zero-width and unassigned characters are not accepted"
-            )
+    forbidden = _first_forbidden(label, _FORBIDDEN_CATEGORIES)
+    if forbidden is not None:
+        position, char, category = forbidden
+        name = unicodedata.name(char, f"U+{ord(char):04X}")
+        raise InvalidInput(
+            f"label contains {name} (U+{ord(char):04X}, category {category}) at position "
+            f"{position}; control, bidi, zero-width and unassigned characters are not accepted"
+        )
     return label
+
+
+def check_plain_text(field: str, value: str) -> None:
+    """InvalidInput if an id or source field holds a control character or lone surrogate."""
+    forbidden = _first_forbidden(value, _PLAIN_TEXT_FORBIDDEN)
+    if forbidden is not None:
+        raise InvalidInput(
+            f"{field} holds a control character (U+{ord(forbidden[1]):04X}); send printable text"
+        )
 
 
 def in_holdout(sample_id: str, holdout_percent: float) -> bool:
