@@ -369,7 +369,7 @@ class Registry:
         for version in removed:
             self.storage.delete(f"versions/{version}")
         used = set()
-        for version in self.versions():
+        for version in (v for v in versions if v in protected):
             try:
                 used.add(self.model_manifest(version).backbone_id)
             except ModelRejected:
