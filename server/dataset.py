@@ -71,6 +71,23 @@ def export_data(store: FeedbackStore, target: Path) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _extract_checked(archive: tarfile.TarFile, target: Path) -> None:
+    """Extract only regular files and folders that land inside `target`, on every Python
+    3.11 (tarfile's own `data` filter, applied too where present, arrived in 3.11.4)."""
+    root = target.resolve()
+    for member in archive.getmembers():
+        if not (member.isfile() or member.isdir()):
+            raise ValueError(f"archive member {member.name!r} refused: not a file or folder")
+        if member.name.startswith("/") or not (root / member.name).resolve().is_relative_to(root):
+            raise ValueError(
+                f"archive member {member.name!r} refused: it points outside the data set"
+            )
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(target, filter="data")
+    else:
+        archive.extractall(target)
+
+
 def import_data(store: FeedbackStore, source: Path, limits: ImageLimits) -> ImportReport:
     """Load a folder or tar written by `export_data` (or any labels.csv of path,label)."""
     if source.is_file():
@@ -78,7 +95,7 @@ def import_data(store: FeedbackStore, source: Path, limits: ImageLimits) -> Impo
             tempfile.TemporaryDirectory(prefix="tlserve-import-") as scratch,
             tarfile.open(source) as archive,
         ):
-            archive.extractall(scratch, filter="data")
+            _extract_checked(archive, Path(scratch))
             return import_data(store, Path(scratch), limits)
     manifest = source / "labels.csv"
     if not manifest.is_file():

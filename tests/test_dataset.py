@@ -3,13 +3,16 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.support import ServerThread, solid_image
 from tests.test_cli import tlserve
@@ -103,3 +106,23 @@ def test_server_commands_export_and_import(tmp_path: Path) -> None:
     target = SqliteFeedbackStore(tmp_path / "b" / "feedback.sqlite3")
     assert [r.label for r in target.current_labels()] == ["blue"]
     target.close()
+
+
+@pytest.mark.parametrize("member", ["../escape.txt", "/tmp/absolute.txt", "link"])
+def test_an_archive_reaching_outside_is_refused(tmp_path: Path, member: str) -> None:
+    archive = tmp_path / "hostile.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo(member)
+        if member == "link":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+    store = SqliteFeedbackStore(tmp_path / "feedback.sqlite3")
+    try:
+        with pytest.raises(ValueError, match="refused"):
+            import_data(store, archive, ImageLimits())
+    finally:
+        store.close()
+    assert not (tmp_path.parent / "escape.txt").exists()
