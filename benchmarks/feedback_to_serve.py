@@ -66,7 +66,7 @@ def measure(size: int, model: Path, scratch: Path) -> dict[str, float]:
     registry = Registry.local(settings.registry_path)
     trainer = Trainer(settings, store, registry)
     for i in range(size):  # steady state: old samples labeled, features cached, a version serves
-        store.add_label(image=png(pool[i]), label=truth[i], source="setup")
+        store.add_label(principal="test", image=png(pool[i]), label=truth[i], source="setup")
     assert trainer.run_once("setup").result == "promoted"
 
     try:

@@ -4,13 +4,14 @@ typed errors. The generated stubs are `tlserve.proto`.
 Imports only grpcio, protobuf, numpy and Pillow (never onnxruntime or TensorFlow).
 """
 
-from tlserve.clients.client import AsyncTlserveClient, TlserveClient
+from tlserve.clients.client import AsyncTlserveClient, TlserveClient, tls_credentials
 from tlserve.clients.errors import ApiError
 from tlserve.clients.types import (
     Classification,
     FeedbackItem,
     FeedbackReceipt,
     ImageLike,
+    LabelCount,
     LabelSuggestion,
     ModelSummary,
     Prediction,
@@ -25,10 +26,12 @@ __all__ = [
     "FeedbackItem",
     "FeedbackReceipt",
     "ImageLike",
+    "LabelCount",
     "LabelSuggestion",
     "ModelSummary",
     "PredictResult",
     "Prediction",
     "StreamReceipt",
     "TlserveClient",
+    "tls_credentials",
 ]

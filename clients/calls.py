@@ -20,6 +20,7 @@ from tlserve.clients.types import (
     FeedbackItem,
     FeedbackReceipt,
     ImageLike,
+    LabelCount,
     LabelSuggestion,
     ModelSummary,
     Prediction,
@@ -39,7 +40,6 @@ class Call(Generic[T]):
     method: str
     request: Any
     read: Callable[[Any], T]
-    admin: bool = False
     timeout: float | None = None  # None: the client's default
 
 
@@ -194,11 +194,14 @@ def stream_feedback(
     return Call("StreamFeedback", messages(), read, timeout=timeout)
 
 
-def list_labels() -> Call[dict[str, int]]:
-    """Labels with their sample counts."""
+def list_labels() -> Call[list[LabelCount]]:
+    """Labels with their sample counts and whether training uses them yet."""
 
-    def read(response: pb.ListLabelsResponse) -> dict[str, int]:
-        return {entry.label: entry.samples for entry in response.labels}
+    def read(response: pb.ListLabelsResponse) -> list[LabelCount]:
+        return [
+            LabelCount(e.label, e.samples, e.holdout, e.status, e.images_needed)
+            for e in response.labels
+        ]
 
     return Call("ListLabels", pb.ListLabelsRequest(), read)
 
@@ -236,10 +239,16 @@ def rollback(version: str = "") -> Call[tuple[str, str]]:
     def read(response: pb.RollbackResponse) -> tuple[str, str]:
         return response.previous_version, response.current_version
 
-    return Call("Rollback", pb.RollbackRequest(version=version), read, admin=True)
+    return Call("Rollback", pb.RollbackRequest(version=version), read)
 
 
 def trigger_training(reason: str = "") -> Call[int]:
     """Admin: ask the trainer for a run now; returns the request id."""
     request = pb.TriggerTrainingRequest(reason=reason)
-    return Call("TriggerTraining", request, lambda response: response.request_id, admin=True)
+    return Call("TriggerTraining", request, lambda response: response.request_id)
+
+
+def approve_labels(labels: Iterable[str]) -> Call[list[str]]:
+    """Admin: let new labels into training now; returns them as stored (normalised)."""
+    request = pb.ApproveLabelsRequest(labels=list(labels))
+    return Call("ApproveLabels", request, lambda response: list(response.labels))

@@ -6,13 +6,15 @@
     tlserve feedback IMAGE --label LABEL     one image
     tlserve feedback FOLDER                  FOLDER/<label>/<image> (Keras directory layout)
     tlserve feedback --csv FILE              rows of path,label (paths relative to the CSV)
-    tlserve labels
+    tlserve labels                           labels, sample counts, whether training uses them
+    tlserve labels approve LABEL...          admin: let new labels into training
     tlserve models rollback [VERSION]        admin: serve an earlier version (default: the previous)
     tlserve train [--reason TEXT]            admin: ask the trainer for a run now
 
-Admin calls send --token or TLSERVE_ADMIN_TOKEN.
-
 The server address comes from --target or TLSERVE_TARGET (default localhost:50051).
+Every call sends --token (TLSERVE_TOKEN) as `authorization: Bearer <token>` when set;
+--ca-file, --cert-file/--key-file and --server-name (TLSERVE_CA_FILE, TLSERVE_CERT_FILE,
+TLSERVE_KEY_FILE, TLSERVE_SERVER_NAME) connect over TLS or mutual TLS.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tlserve.clients.client import DEFAULT_TARGET, TlserveClient
+from tlserve.clients.client import DEFAULT_TARGET, TlserveClient, tls_credentials
 from tlserve.clients.types import FeedbackItem
 
 
@@ -43,8 +45,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
     parser.add_argument(
         "--token",
-        default=os.environ.get("TLSERVE_ADMIN_TOKEN", ""),
-        help="admin token for rollback and train (env TLSERVE_ADMIN_TOKEN)",
+        default=os.environ.get("TLSERVE_TOKEN", ""),
+        help="bearer token sent with every call (env TLSERVE_TOKEN)",
+    )
+    tls = parser.add_argument_group("TLS (any of these turns it on)")
+    for flag, env, what in (
+        ("--ca-file", "TLSERVE_CA_FILE", "PEM CA that signed the server's certificate"),
+        ("--cert-file", "TLSERVE_CERT_FILE", "PEM client certificate, for mutual TLS"),
+        ("--key-file", "TLSERVE_KEY_FILE", "PEM key of --cert-file"),
+    ):
+        tls.add_argument(
+            flag, type=Path, default=os.environ.get(env) or None, help=f"{what} ({env})"
+        )
+    tls.add_argument(
+        "--server-name",
+        default=os.environ.get("TLSERVE_SERVER_NAME", ""),
+        help="name the server's certificate must carry, if not the target host",
+    )
+    tls.add_argument(
+        "--tls",
+        action="store_true",
+        default=bool(os.environ.get("TLSERVE_TLS")),
+        help="TLS with the system's CAs (TLSERVE_TLS=1)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="classify image files")
@@ -66,7 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     feedback.add_argument("--label", help="label of a single image")
     feedback.add_argument("--csv", type=Path, help="CSV of path,label rows")
     feedback.add_argument("--source", default="cli", help="recorded as who labeled")
-    commands.add_parser("labels", help="the label set with sample counts")
+    labels = commands.add_parser("labels", help="the label set with sample counts")
+    labels_commands = labels.add_subparsers(dest="labels_command")
+    approve = labels_commands.add_parser("approve", help="admin: let new labels into training")
+    approve.add_argument("labels", nargs="+")
     return parser
 
 
@@ -135,11 +160,17 @@ def _feedback(client: TlserveClient, args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def _labels(client: TlserveClient) -> int:
+def _labels(client: TlserveClient, args: argparse.Namespace) -> int:
+    if args.labels_command == "approve":
+        approved = client.approve_labels(args.labels)
+        print(f"approved for training: {', '.join(approved)}")
+        return 0
     counts = client.list_labels()
-    for label, count in counts.items():
-        print(f"{count:>8}  {label}")
-    print(f"{sum(counts.values()):>8}  samples in all")
+    print(f"{'samples':>8} {'holdout':>8}  {'status':<12} label")
+    for count in counts:
+        waiting = f" ({count.images_needed} more images)" if count.images_needed else ""
+        print(f"{count.samples:>8} {count.holdout:>8}  {count.status:<12} {count.label}{waiting}")
+    print(f"{sum(c.samples for c in counts):>8} samples in all")
     return 0
 
 
@@ -190,10 +221,27 @@ def _health(channel: grpc.Channel, timeout: float) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    if not (args.tls or args.ca_file or args.cert_file or args.key_file):
+        return None
+    return tls_credentials(args.ca_file, args.cert_file, args.key_file)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        with TlserveClient(args.target, timeout=args.timeout, token=args.token) as client:
+        credentials = _credentials(args)
+    except (OSError, ValueError) as exc:
+        print(f"tlserve: TLS settings: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with TlserveClient(
+            args.target,
+            timeout=args.timeout,
+            token=args.token,
+            credentials=credentials,
+            server_name=args.server_name,
+        ) as client:
             if args.command == "predict":
                 return _predict(client, args)
             if args.command == "models" and args.models_command == "rollback":
@@ -209,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "feedback":
                 return _feedback(client, args)
             if args.command == "labels":
-                return _labels(client)
+                return _labels(client, args)
             return _health(client.channel, args.timeout)
     except grpc.RpcError as exc:
         print(f"tlserve: {exc.code().name}: {exc.details()}", file=sys.stderr)

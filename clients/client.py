@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
@@ -47,25 +48,45 @@ def _service_config(retries: int) -> str:
     )
 
 
-def _channel_options(retries: int, max_message_bytes: int) -> list[tuple[str, Any]]:
-    return [
+def _channel_options(
+    retries: int, max_message_bytes: int, server_name: str
+) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
         ("grpc.enable_retries", 1 if retries > 0 else 0),
         ("grpc.service_config", _service_config(retries)),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
     ]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return options
+
+
+def tls_credentials(
+    ca_file: str | Path | None = None,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
+) -> grpc.ChannelCredentials:
+    """TLS channel credentials from PEM files: the CA that signed the server's certificate
+    (None: the system's roots), and a client certificate and key for mutual TLS."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs its key, and a key its certificate")
+    return grpc.ssl_channel_credentials(
+        Path(ca_file).read_bytes() if ca_file else None,
+        Path(key_file).read_bytes() if key_file else None,
+        Path(cert_file).read_bytes() if cert_file else None,
+    )
 
 
 class _Options:
-    """What both clients share: deadline, admin token, and the per-call keyword arguments."""
+    """What both clients share: deadline, bearer token, and the per-call keyword arguments."""
 
     def __init__(self, timeout: float, token: str) -> None:
         self.timeout = timeout
-        self.token = token
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def call_kwargs(self, call: Call[Any]) -> dict[str, Any]:
-        metadata = (("authorization", f"Bearer {self.token}"),) if call.admin and self.token else ()
-        return {"timeout": call.timeout or self.timeout, "metadata": metadata}
+        return {"timeout": call.timeout or self.timeout, "metadata": self.metadata}
 
 
 def _blocking(
@@ -105,9 +126,11 @@ def _awaitable(
 class TlserveClient:
     """Blocking client. Use as a context manager, or call `close()`.
 
-    `token` is sent as `authorization: Bearer <token>` with admin calls; `credentials`
-    (grpc.ssl_channel_credentials) makes the channel TLS. `stub` is the raw generated stub,
-    for requests the typed methods deliberately do not build."""
+    `token` is sent as `authorization: Bearer <token>` with every call; `credentials`
+    (e.g. `tls_credentials(ca_file, cert_file, key_file)`) makes the channel TLS, and
+    `server_name` checks the server's certificate for that name instead of the target's
+    host. `stub` is the raw generated stub, for requests the typed methods deliberately do
+    not build."""
 
     def __init__(
         self,
@@ -118,8 +141,9 @@ class TlserveClient:
         max_message_bytes: int = 64 * 1024 * 1024,
         credentials: grpc.ChannelCredentials | None = None,
         token: str = "",
+        server_name: str = "",
     ) -> None:
-        options = _channel_options(retries, max_message_bytes)
+        options = _channel_options(retries, max_message_bytes, server_name)
         self.channel = (
             grpc.secure_channel(target, credentials, options)
             if credentials
@@ -138,6 +162,7 @@ class TlserveClient:
     suggest_labels = _blocking(calls.suggest_labels)
     rollback = _blocking(calls.rollback)
     trigger_training = _blocking(calls.trigger_training)
+    approve_labels = _blocking(calls.approve_labels)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until the channel connects (grpc.FutureTimeoutError after `timeout`)."""
@@ -165,8 +190,9 @@ class AsyncTlserveClient:
         max_message_bytes: int = 64 * 1024 * 1024,
         credentials: grpc.ChannelCredentials | None = None,
         token: str = "",
+        server_name: str = "",
     ) -> None:
-        options = _channel_options(retries, max_message_bytes)
+        options = _channel_options(retries, max_message_bytes, server_name)
         self.channel = (
             grpc.aio.secure_channel(target, credentials, options)
             if credentials
@@ -185,6 +211,7 @@ class AsyncTlserveClient:
     suggest_labels = _awaitable(calls.suggest_labels)
     rollback = _awaitable(calls.rollback)
     trigger_training = _awaitable(calls.trigger_training)
+    approve_labels = _awaitable(calls.approve_labels)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the channel connects (TimeoutError after `timeout`)."""

@@ -15,10 +15,14 @@ class ApiError(grpc.RpcError):
 
     status = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+    def __init__(
+        self, status: grpc.StatusCode, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status.name}: {message}")
         self.status = status
         self.message = message
+        # Seconds the server asks the caller to wait before retrying (rate limits, overload).
+        self.retry_after = retry_after
 
     def code(self) -> grpc.StatusCode:
         return self.status
@@ -95,4 +99,15 @@ def from_rpc_error(error: grpc.RpcError) -> ApiError:
     """The typed exception for a grpcio error (sync or asyncio)."""
     code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
     details = error.details() if callable(getattr(error, "details", None)) else str(error)
-    return ERROR_BY_STATUS.get(code, ApiError)(code, details or "")
+    return ERROR_BY_STATUS.get(code, ApiError)(code, details or "", _retry_after(error))
+
+
+def _retry_after(error: grpc.RpcError) -> float | None:
+    trailing = getattr(error, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == "retry-after":
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None

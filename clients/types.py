@@ -69,6 +69,18 @@ class StreamReceipt:
 
 
 @dataclass(frozen=True, slots=True)
+class LabelCount:
+    """A label's samples (of which in the holdout) and whether training uses it:
+    `known`, `approved`, `admitted` or `quarantined` (needing `images_needed` more)."""
+
+    label: str
+    samples: int
+    holdout: int
+    status: str
+    images_needed: int
+
+
+@dataclass(frozen=True, slots=True)
 class LabelSuggestion:
     prediction_id: str
     uncertainty: float

@@ -181,14 +181,18 @@ class ListLabelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LabelCount(_message.Message):
-    __slots__ = ("label", "samples", "holdout")
+    __slots__ = ("label", "samples", "holdout", "status", "images_needed")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_NEEDED_FIELD_NUMBER: _ClassVar[int]
     label: str
     samples: int
     holdout: int
-    def __init__(self, label: _Optional[str] = ..., samples: _Optional[int] = ..., holdout: _Optional[int] = ...) -> None: ...
+    status: str
+    images_needed: int
+    def __init__(self, label: _Optional[str] = ..., samples: _Optional[int] = ..., holdout: _Optional[int] = ..., status: _Optional[str] = ..., images_needed: _Optional[int] = ...) -> None: ...
 
 class ListLabelsResponse(_message.Message):
     __slots__ = ("labels", "total_samples")
@@ -253,3 +257,15 @@ class TriggerTrainingResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     def __init__(self, request_id: _Optional[int] = ...) -> None: ...
+
+class ApproveLabelsRequest(_message.Message):
+    __slots__ = ("labels",)
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ApproveLabelsResponse(_message.Message):
+    __slots__ = ("labels",)
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -79,6 +79,11 @@ class ClassifierStub(object):
                 request_serializer=tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingRequest.SerializeToString,
                 response_deserializer=tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingResponse.FromString,
                 _registered_method=True)
+        self.ApproveLabels = channel.unary_unary(
+                '/tlserve.v1.Classifier/ApproveLabels',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsResponse.FromString,
+                _registered_method=True)
 
 
 class ClassifierServicer(object):
@@ -138,15 +143,24 @@ class ClassifierServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Rollback(self, request, context):
-        """Admin (needs `authorization: Bearer <admin token>` metadata when the server has a
-        token): point CURRENT at an earlier version; answered once it is serving.
+        """Admin (needs `authorization: Bearer <admin token>` metadata): point CURRENT at an
+        earlier version; answered once it is serving.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TriggerTraining(self, request, context):
-        """Admin: ask the trainer for a run now, whatever the number of new labels.
+        """Admin: ask the trainer for a run now, whatever the number of new labels. While a
+        request is pending, asking again returns that request's id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveLabels(self, request, context):
+        """Admin: let new labels join training now (under the `quarantine` new-class policy) or
+        be accepted at all (under `closed`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,6 +213,11 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.TriggerTraining,
                     request_deserializer=tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingRequest.FromString,
                     response_serializer=tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingResponse.SerializeToString,
+            ),
+            'ApproveLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveLabels,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -444,6 +463,33 @@ class Classifier(object):
             '/tlserve.v1.Classifier/TriggerTraining',
             tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingRequest.SerializeToString,
             tlserve_dot_v1_dot_classifier__pb2.TriggerTrainingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.v1.Classifier/ApproveLabels',
+            tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

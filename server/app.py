@@ -23,8 +23,9 @@ from tlserve.server.api.classifier import ClassifierServicer
 from tlserve.server.api.http import HttpApi
 from tlserve.server.api.interceptor import ServingInterceptor
 from tlserve.server.api.kserve import KServeServicer
-from tlserve.server.core import AdminGuard, ServingCore
-from tlserve.server.feedback import FeedbackService
+from tlserve.server.classes import ClassPolicy, NewClassPolicy
+from tlserve.server.core import ServingCore
+from tlserve.server.feedback import FeedbackLimits, FeedbackService
 from tlserve.server.imaging import ImageLimits
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
@@ -32,6 +33,7 @@ from tlserve.server.model_slot import LoadedModel, ModelLoader, ModelSlot
 from tlserve.server.prediction import PredictionService
 from tlserve.server.registry import Registry
 from tlserve.server.runtime import SessionFactory
+from tlserve.server.security.setup import build_security
 from tlserve.server.settings import ServerSettings
 from tlserve.server.store import open_store
 
@@ -48,6 +50,9 @@ class TlserveServer:
 
     def __init__(self, settings: ServerSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
+        # First: a server that would be exposed without TLS or credentials never opens
+        # its store or loads a model.
+        self.security = build_security(settings)
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServerMetrics(self.metrics_registry)
         self.registry = Registry.local(settings.registry_path)
@@ -65,14 +70,26 @@ class TlserveServer:
             retention_count=settings.prediction_retention_count,
             retention_seconds=settings.prediction_retention_seconds,
             max_per_second=settings.keep_max_per_second,
+            max_bytes=settings.keep_max_bytes,
         )
         limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
         self.feedback = FeedbackService(
             self.store,
             self.keeper,
             self.metrics,
-            limits=limits,
+            self.slot,
+            limits=FeedbackLimits(
+                images=limits,
+                max_image_bytes=settings.max_feedback_image_bytes,
+                fallback_side=settings.feedback_image_side,
+                max_suggestions=settings.max_suggestions,
+                # Room for the reply's other fields: ids, scores, labels.
+                suggestion_bytes=settings.max_message_bytes * 9 // 10,
+            ),
             holdout_percent=settings.holdout_percent,
+            class_policy=ClassPolicy(
+                NewClassPolicy(settings.new_class_policy), settings.new_class_quorum
+            ),
         )
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
@@ -94,7 +111,8 @@ class TlserveServer:
             self.feedback,
             self.slot,
             self.registry,
-            AdminGuard(settings.admin_token),
+            self.security.access,
+            self.security.limits,
             model_name=settings.model_name,
         )
         self.http = HttpApi(self.core, self.metrics, max_body_bytes=settings.max_message_bytes)
@@ -130,37 +148,50 @@ class TlserveServer:
             KServeServicer(self.core), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [
-                CLASSIFIER_SERVICE,
-                KSERVE_SERVICE,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                [
+                    CLASSIFIER_SERVICE,
+                    KSERVE_SERVICE,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ],
+                server,
+            )
+        tls = self.security.tls
+        address = f"{settings.host}:{settings.port}"
+        self.port = (
+            server.add_secure_port(address, tls.grpc_credentials())
+            if tls is not None
+            else server.add_insecure_port(address)
         )
-        self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         if self.port == 0:
-            raise RuntimeError(f"could not bind gRPC to {settings.host}:{settings.port}")
+            raise RuntimeError(f"could not bind gRPC to {address}")
         await server.start()
         self._grpc = server
         if settings.http_port is not None:
             self.http_port = await self.http.start(
-                settings.host, settings.http_port, settings.drain_seconds
+                settings.http_host or settings.host,
+                settings.http_port,
+                settings.drain_seconds,
+                tls.ssl_context() if tls is not None else None,
             )
         if settings.metrics_port is not None:
             http, _thread = start_http_server(
-                settings.metrics_port, addr=settings.host, registry=self.metrics_registry
+                settings.metrics_port,
+                addr=settings.metrics_host or settings.host,
+                registry=self.metrics_registry,
             )
             self._metrics_http = http
             self.metrics_port = http.server_port
         log.info(
-            "tlserve-server listening on %s: gRPC %d, HTTP %s, metrics %s; registry %s, "
+            "tlserve-server listening: gRPC %s:%d, HTTP %s, metrics %s (TLS %s); registry %s, "
             "providers %s",
             settings.host,
             self.port,
             self.http_port if self.http_port is not None else "off",
             self.metrics_port if self.metrics_port is not None else "off",
+            "mutual" if tls is not None and tls.mutual else "on" if tls is not None else "off",
             self.registry.describe(),
             ",".join(self.sessions.providers),
         )

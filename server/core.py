@@ -9,21 +9,18 @@ each adapter maps to its status codes through one table (`api/status.py`).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from tlserve.server.errors import (
-    InvalidInput,
-    ModelRejected,
-    NotFound,
-    PermissionDenied,
-    TlserveError,
-    Unauthenticated,
-    quoted,
+from tlserve.server.errors import InvalidInput, ModelRejected, NotFound, TlserveError, quoted
+from tlserve.server.feedback import (
+    FeedbackInput,
+    FeedbackService,
+    ItemResult,
+    LabelInfo,
+    SuggestStrategy,
 )
-from tlserve.server.feedback import FeedbackInput, FeedbackService, ItemResult, SuggestStrategy
 from tlserve.server.imaging import encode_png
 from tlserve.server.model_slot import ModelSlot
 from tlserve.server.prediction import (
@@ -35,6 +32,7 @@ from tlserve.server.prediction import (
     top_labels,
 )
 from tlserve.server.registry import ModelManifest, Registry
+from tlserve.server.security import AccessControl, Action, Presented, RateLimits, Role
 from tlserve.server.store.base import StoredLabel
 
 log = logging.getLogger(__name__)
@@ -89,30 +87,11 @@ class Rollback:
     current_version: str
 
 
-class AdminGuard:
-    """Admin calls need `Bearer <token>` matching the configured token (constant time)."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def check(self, authorization: str | None) -> None:
-        """Pass when no token is configured, or the presented one matches."""
-        if not self._token:
-            return
-        if not authorization:
-            raise Unauthenticated(
-                "this admin call needs an `authorization: Bearer <token>` header "
-                "(the server's TLSERVE_ADMIN_TOKEN)"
-            )
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("the authorization header must be `Bearer <token>`")
-        if not hmac.compare_digest(token.strip().encode(), self._token.encode()):
-            raise PermissionDenied("the admin token is not valid")
-
-
 class ServingCore:
-    """tlserve's use cases, free of any protocol."""
+    """tlserve's use cases, free of any protocol.
+
+    Every use case but the probes takes the caller's `Presented` credentials first and
+    checks its role (and rate limit) before doing anything else."""
 
     def __init__(
         self,
@@ -120,7 +99,8 @@ class ServingCore:
         feedback: FeedbackService,
         slot: ModelSlot,
         registry: Registry,
-        admin: AdminGuard,
+        access: AccessControl,
+        limits: RateLimits,
         *,
         model_name: str,
     ) -> None:
@@ -128,7 +108,8 @@ class ServingCore:
         self.feedback = feedback
         self.slot = slot
         self.registry = registry
-        self.admin = admin
+        self.access = access
+        self.limits = limits
         self.model_name = model_name
         # Set when shutdown begins: readiness turns false before the listeners close.
         self.draining = False
@@ -137,12 +118,15 @@ class ServingCore:
 
     async def predict(
         self,
+        caller: Presented,
         images: Sequence[ImageInput],
         top_k: int = 0,
         *,
         keep: bool = True,
         version: str = "",
     ) -> PredictResult:
+        principal = self.access.require(caller, Role.PREDICT)
+        self.limits.take(principal.name, Action.PREDICT, len(images))
         return await self.predictions.predict(images, top_k, keep=keep, version=version)
 
     # ---- models --------------------------------------------------------------------
@@ -169,15 +153,20 @@ class ServingCore:
         await asyncio.to_thread(self.registry.model_manifest, version)
         return False
 
-    def served_signature(self, name: str, version: str = "") -> ServedSignature:
+    def served_signature(self, caller: Presented, name: str, version: str = "") -> ServedSignature:
+        self.access.require(caller, Role.PREDICT)
         self.check_model_name(name)
         with self.slot.lease() as model:
             check_pinned_version(version, model)
             spec = model.input_spec
             return ServedSignature(model.version, spec.height, spec.width, model.labels)
 
-    async def model_info(self, version: str = "") -> ModelInfo:
+    async def model_info(self, caller: Presented, version: str = "") -> ModelInfo:
         """A version (default: the served one) with its card and live accuracy."""
+        self.access.require(caller, Role.PREDICT)
+        return await self._model_info(version)
+
+    async def _model_info(self, version: str) -> ModelInfo:
         served = self.slot.current
         version = version or self.slot.require().version
         if served is not None and served.version == version:
@@ -188,7 +177,8 @@ class ServingCore:
         correct, total = await self.feedback.live_accuracy(version)
         return ModelInfo(manifest, serving, providers, correct, total)
 
-    async def list_models(self) -> ModelListing:
+    async def list_models(self, caller: Presented) -> ModelListing:
+        self.access.require(caller, Role.PREDICT)
         versions = await asyncio.to_thread(self.registry.versions)
         try:
             current = await asyncio.to_thread(self.registry.current)
@@ -197,17 +187,17 @@ class ServingCore:
         models = []
         for version in versions:
             try:
-                models.append(await self.model_info(version))
+                models.append(await self._model_info(version))
             except NotFound:
                 continue  # removed by retention between the listing and the read
             except ModelRejected as exc:
                 log.warning("ListModels skips unreadable version %s: %s", version, exc)
         return ModelListing(models, current)
 
-    async def rollback(self, version: str, authorization: str | None) -> Rollback:
+    async def rollback(self, caller: Presented, version: str) -> Rollback:
         """Admin: point CURRENT at `version` (default: the served version's parent) and
         return once it is serving here; other replicas follow CURRENT on their next poll."""
-        self.admin.check(authorization)
+        principal = self.access.require(caller, Role.ADMIN)
         served = self.slot.require()
         target = version or served.manifest.parent
         if not target:
@@ -226,32 +216,56 @@ class ServingCore:
                 f"version {target} was refused by verification and {current.version} is still "
                 "serving; see the server log"
             )
+        log.warning("%s rolled back from %s to %s", principal.name, served.version, target)
         return Rollback(served.version, current.version)
 
-    async def trigger_training(self, reason: str, authorization: str | None) -> int:
-        """Admin: ask the trainer for a run now; returns the request id."""
-        self.admin.check(authorization)
-        return await self.feedback.request_training(
-            reason.strip()[:MAX_TRAINING_REASON] or "TriggerTraining"
-        )
+    async def trigger_training(self, caller: Presented, reason: str) -> int:
+        """Admin: ask the trainer for a run now; returns the request id (the pending
+        request's, when one is still waiting)."""
+        principal = self.access.require(caller, Role.ADMIN)
+        self.limits.take(principal.name, Action.TRAINING)
+        reason = reason.strip()[:MAX_TRAINING_REASON] or "TriggerTraining"
+        return await self.feedback.request_training(f"{reason} ({principal.name})")
+
+    async def approve_labels(self, caller: Presented, labels: Sequence[str]) -> list[str]:
+        """Admin: let these labels into training (and into feedback, under `closed`)."""
+        principal = self.access.require(caller, Role.ADMIN)
+        return await self.feedback.approve_labels(list(labels), principal.name)
 
     # ---- feedback ------------------------------------------------------------------
 
-    async def submit_feedback(self, item: FeedbackInput) -> StoredLabel:
-        return await self.feedback.submit(item)
+    async def submit_feedback(self, caller: Presented, item: FeedbackInput) -> StoredLabel:
+        principal = self.access.require(caller, Role.LABEL)
+        self.limits.take(principal.name, Action.FEEDBACK)
+        return await self.feedback.submit(item, principal.name)
 
     async def stream_feedback(
-        self, items: AsyncIterator[FeedbackInput | TlserveError]
+        self, caller: Presented, items: AsyncIterator[FeedbackInput | TlserveError]
     ) -> list[ItemResult]:
-        return await self.feedback.submit_stream(items)
+        """Each item is rate-limited on its own: items over the limit are reported as
+        such (with a retry hint) and the rest of the stream goes on."""
+        principal = self.access.require(caller, Role.LABEL)
 
-    async def label_counts(self) -> dict[str, tuple[int, int]]:
-        return await self.feedback.label_counts()
+        async def submit(item: FeedbackInput) -> StoredLabel:
+            self.limits.take(principal.name, Action.FEEDBACK)
+            return await self.feedback.submit(item, principal.name)
+
+        return await self.feedback.submit_stream(items, submit)
+
+    async def labels(self, caller: Presented) -> list[LabelInfo]:
+        self.access.require(caller, Role.LABEL)
+        return await self.feedback.labels()
 
     async def suggest(
-        self, count: int, strategy: SuggestStrategy, *, with_images: bool = True
+        self,
+        caller: Presented,
+        count: int,
+        strategy: SuggestStrategy,
+        *,
+        with_images: bool = True,
     ) -> list[LabelSuggestion]:
         """The kept predictions most worth labeling, best first, as PNGs unless omitted."""
+        self.access.require(caller, Role.LABEL)
         served = self.slot.current
         picked = await self.feedback.suggest(count, strategy, served.version if served else None)
         if with_images:

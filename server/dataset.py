@@ -56,10 +56,18 @@ def export_data(store: FeedbackStore, target: Path) -> int:
                 relative = Path("images") / _safe(record.label) / f"{record.sample_id}.{extension}"
                 (folder / relative).parent.mkdir(parents=True, exist_ok=True)
                 (folder / relative).write_bytes(data)
-                rows.append((relative.as_posix(), record.label, record.source, record.created_at))
+                rows.append(
+                    (
+                        relative.as_posix(),
+                        record.label,
+                        record.source,
+                        record.principal,
+                        record.created_at,
+                    )
+                )
         with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "label", "source", "created_at"])
+            writer.writerow(["path", "label", "source", "principal", "created_at"])
             writer.writerows(rows)
         if as_tar:
             mode = "w:gz" if target.name.endswith(("gz", "tgz")) else "w"
@@ -115,6 +123,8 @@ def import_data(store: FeedbackStore, source: Path, limits: ImageLimits) -> Impo
                     image=data,
                     label=label,
                     source=row.get("source") or "import",
+                    # The operator runs the import: who labeled, as exported, is kept.
+                    principal=row.get("principal") or "import-data",
                     idempotency_key=f"import:{sample_id_of(data)}:{label}",
                 )
             except (TlserveError, OSError, ValueError, KeyError) as exc:

@@ -17,7 +17,17 @@ def quoted(value: str, limit: int = 64) -> str:
 
 
 class TlserveError(Exception):
-    """Base of every error a client may see."""
+    """Base of every error a client may see.
+
+    `retry_after_seconds` is set where retrying later helps: adapters pass it on
+    (gRPC `retry-after` trailing metadata, HTTP `Retry-After`)."""
+
+    retry_after_seconds: float | None = None
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after_seconds is not None:
+            self.retry_after_seconds = retry_after_seconds
 
 
 class InvalidInput(TlserveError):
@@ -31,6 +41,12 @@ class TooLarge(TlserveError):
 class Overloaded(TlserveError):
     """The server is at capacity (the batching queue is full); retry with backoff."""
 
+    retry_after_seconds = 1.0
+
+
+class RateLimited(TlserveError):
+    """The caller is over its rate limit; the error says when to retry."""
+
 
 class NotFound(TlserveError):
     """A named thing (model, version, prediction id) does not exist."""
@@ -39,9 +55,13 @@ class NotFound(TlserveError):
 class NoModel(TlserveError):
     """Nothing can be served yet, because no model version has been published."""
 
+    retry_after_seconds = 5.0
+
 
 class Unavailable(TlserveError):
     """The server is shutting down or draining; retry on another replica."""
+
+    retry_after_seconds = 1.0
 
 
 class Conflict(TlserveError):
@@ -53,11 +73,11 @@ class AlreadyExists(TlserveError):
 
 
 class Unauthenticated(TlserveError):
-    """An admin call came without a token."""
+    """No valid credential: none where one is needed, a malformed or an unknown one."""
 
 
 class PermissionDenied(TlserveError):
-    """An admin call came with a wrong token."""
+    """A valid credential whose role does not allow the call."""
 
 
 class ModelRejected(TlserveError):

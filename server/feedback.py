@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from tlserve.server.errors import InvalidInput, NotFound, TlserveError, quoted
-from tlserve.server.imaging import ImageLimits, check_image, encode_png, validate_pixels
+from tlserve.server.classes import ClassPolicy, LabelStatus
+from tlserve.server.errors import InvalidInput, NotFound, TlserveError, TooLarge, quoted
+from tlserve.server.imaging import ImageLimits, downscale_to_cover, encode_png, validate_pixels
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
+from tlserve.server.model_slot import ModelSlot
 from tlserve.server.store.base import FeedbackStore, KeptPrediction, StoredLabel, SuggestStrategy
 from tlserve.server.store.labels import check_plain_text, normalize_label
 
-MAX_SUGGESTIONS = 1000
 MAX_PREDICTION_ID = 128
+MAX_APPROVALS = 1000
 # Suggestions are picked for diversity among this many times as many uncertain candidates.
 CANDIDATE_FACTOR = 5
 
@@ -44,26 +46,55 @@ class Suggestion:
     uncertainty: float
 
 
+@dataclass(frozen=True, slots=True)
+class LabelInfo:
+    """A label with its samples (of which in the holdout) and whether training uses it."""
+
+    label: str
+    samples: int
+    holdout: int
+    status: LabelStatus
+    images_needed: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackLimits:
+    """What one caller may put into the store or get out of it."""
+
+    images: ImageLimits
+    max_image_bytes: int
+    # Stored images cover the served model's input; this square before any is served.
+    fallback_side: int
+    max_suggestions: int
+    # SuggestLabels stops adding images beyond this many bytes of PNG (one reply).
+    suggestion_bytes: int
+
+
 class FeedbackService:
     def __init__(
         self,
         store: FeedbackStore,
         keeper: PredictionKeeper,
         metrics: ServerMetrics,
+        slot: ModelSlot,
         *,
-        limits: ImageLimits,
+        limits: FeedbackLimits,
         holdout_percent: float,
+        class_policy: ClassPolicy,
     ) -> None:
         self.store = store
         self.keeper = keeper
         self.metrics = metrics
+        self.slot = slot
         self.limits = limits
         self.holdout_percent = holdout_percent
+        self.class_policy = class_policy
 
-    async def submit(self, item: FeedbackInput) -> StoredLabel:
-        """Validate, store and commit one label; returns only after the durable commit."""
+    async def submit(self, item: FeedbackInput, principal: str) -> StoredLabel:
+        """Validate, store and commit one label; returns only after the durable commit.
+        `principal` is who the server authenticated, recorded with the label."""
         try:
-            stored = await self._submit(item)
+            stored = await self._submit(item, principal)
         except TlserveError:
             self.metrics.feedback.labels(result="rejected").inc()
             raise
@@ -71,9 +102,12 @@ class FeedbackService:
         return stored
 
     async def submit_stream(
-        self, items: AsyncIterator[FeedbackInput | TlserveError]
+        self,
+        items: AsyncIterator[FeedbackInput | TlserveError],
+        submit: Callable[[FeedbackInput], Awaitable[StoredLabel]],
     ) -> list[ItemResult]:
-        """Each item on its own: bad ones are reported, good ones stored, the stream goes on."""
+        """Each item on its own through `submit`: bad ones are reported, good ones stored,
+        the stream goes on."""
         results = []
         index = 0
         async for item in items:
@@ -82,13 +116,13 @@ class FeedbackService:
                 results.append(ItemResult(index, None, item))
             else:
                 try:
-                    results.append(ItemResult(index, await self.submit(item), None))
+                    results.append(ItemResult(index, await submit(item), None))
                 except TlserveError as exc:
                     results.append(ItemResult(index, None, exc))
             index += 1
         return results
 
-    async def _submit(self, item: FeedbackInput) -> StoredLabel:
+    async def _submit(self, item: FeedbackInput, principal: str) -> StoredLabel:
         for field, value in (
             ("source", item.source),
             ("idempotency_key", item.idempotency_key),
@@ -96,6 +130,11 @@ class FeedbackService:
         ):
             check_plain_text(field, value)
         label = normalize_label(item.label)
+        served = self.slot.current
+        known = served.labels if served is not None else ()
+        if label not in known and self.class_policy.policy == "closed":
+            approved = await asyncio.to_thread(self.store.approved_labels)
+            self.class_policy.check_submission(label, known, approved)
         source = item.source.strip()[:200] or "api"
         key = item.idempotency_key.strip() or None
         if key is not None and len(key) > 200:
@@ -116,11 +155,21 @@ class FeedbackService:
                 )
             image = await asyncio.to_thread(encode_png, prediction.pixels)
         elif item.encoded is not None:
-            await asyncio.to_thread(check_image, item.encoded, self.limits)
-            image = item.encoded
+            if len(item.encoded) > self.limits.max_image_bytes:
+                raise TooLarge(
+                    f"the feedback image is {len(item.encoded)} bytes; at most "
+                    f"{self.limits.max_image_bytes} are accepted"
+                )
+            height, width = self._stored_size()
+            image = await asyncio.to_thread(
+                downscale_to_cover, item.encoded, height, width, self.limits.images
+            )
         elif item.pixels is not None:
-            pixels = validate_pixels(item.pixels, self.limits)
-            image = await asyncio.to_thread(encode_png, pixels)
+            pixels = validate_pixels(item.pixels, self.limits.images)
+            height, width = self._stored_size()
+            image = await asyncio.to_thread(
+                downscale_to_cover, encode_png(pixels), height, width, self.limits.images
+            )
         else:
             raise InvalidInput("feedback names no image: set prediction_id or image")
         stored = await asyncio.to_thread(
@@ -128,6 +177,7 @@ class FeedbackService:
             image=image,
             label=label,
             source=source,
+            principal=principal,
             idempotency_key=key,
             prediction=prediction,
         )
@@ -139,27 +189,72 @@ class FeedbackService:
             self.metrics.live_accuracy.labels(version=version).set(correct / total)
         return stored
 
-    async def label_counts(self) -> dict[str, tuple[int, int]]:
-        return await asyncio.to_thread(self.store.label_counts, self.holdout_percent)
+    def _stored_size(self) -> tuple[int, int]:
+        served = self.slot.current
+        if served is None:
+            return self.limits.fallback_side, self.limits.fallback_side
+        return served.input_spec.height, served.input_spec.width
+
+    async def labels(self) -> list[LabelInfo]:
+        counts, approved = await asyncio.gather(
+            asyncio.to_thread(self.store.label_counts, self.holdout_percent),
+            asyncio.to_thread(self.store.approved_labels),
+        )
+        served = self.slot.current
+        known = served.labels if served is not None else ()
+        infos = []
+        for label, (samples, holdout) in counts.items():
+            status, needed = self.class_policy.status(label, samples, known, approved)
+            infos.append(LabelInfo(label, samples, holdout, status, needed))
+        return infos
+
+    async def approve_labels(self, labels: list[str], principal: str) -> list[str]:
+        if not 1 <= len(labels) <= MAX_APPROVALS:
+            raise InvalidInput(f"name 1..{MAX_APPROVALS} labels to approve, got {len(labels)}")
+        normalized = sorted({normalize_label(label) for label in labels})
+        await asyncio.to_thread(self.store.approve_labels, normalized, principal)
+        return normalized
 
     async def suggest(
         self, count: int, strategy: SuggestStrategy, served_version: str | None = None
     ) -> list[Suggestion]:
-        if not 1 <= count <= MAX_SUGGESTIONS:
-            raise InvalidInput(f"count={count} is out of range; accepted 1..{MAX_SUGGESTIONS}")
+        """The most useful kept predictions to label, diverse, with their pixels; fewer
+        than `count` when their images would not fit in one reply."""
+        if not 1 <= count <= self.limits.max_suggestions:
+            raise InvalidInput(
+                f"count={count} is out of range; accepted 1..{self.limits.max_suggestions}"
+            )
         await self.keeper.flush()
-        # The served version's own uncertainty is what counts; older versions' kept
-        # predictions are only used when it has none yet.
+        # Candidates come without pixels (5x as many rows as asked for); only the chosen
+        # ones are read whole. The served version's own uncertainty is what counts; older
+        # versions' kept predictions are used only when it has none yet.
         candidates = await asyncio.to_thread(
-            self.store.unlabeled_predictions, strategy, count * CANDIDATE_FACTOR, served_version
+            self.store.unlabeled_predictions,
+            strategy,
+            count * CANDIDATE_FACTOR,
+            served_version,
+            with_pixels=False,
         )
         if not candidates and served_version:
             candidates = await asyncio.to_thread(
-                self.store.unlabeled_predictions, strategy, count * CANDIDATE_FACTOR
+                self.store.unlabeled_predictions,
+                strategy,
+                count * CANDIDATE_FACTOR,
+                with_pixels=False,
             )
         scores = np.array([c.uncertainty(strategy) for c in candidates])
-        chosen = diverse_selection(candidates, scores, count)
-        return [Suggestion(candidates[i], float(scores[i])) for i in chosen]
+        chosen = []
+        budget = self.limits.suggestion_bytes
+        for index in diverse_selection(candidates, scores, count):
+            whole = await self.keeper.lookup(candidates[index].prediction_id)
+            if whole is None:
+                continue  # pruned since it was listed
+            # Raw pixels bound the PNG's size from above (plus a little framing).
+            budget -= whole.pixels.nbytes + 1024
+            if budget < 0:
+                break
+            chosen.append(Suggestion(whole, float(scores[index])))
+        return chosen
 
     async def request_training(self, reason: str) -> int:
         """Ask the trainer for a run now (it polls the store); returns the request id."""

@@ -8,6 +8,7 @@ tensors take the same resize. Models do their own normalisation in the graph.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -59,6 +60,28 @@ def check_image(data: bytes, limits: ImageLimits) -> tuple[int, int]:
     with _open(data, limits) as image:
         _load(image)
         return image.width, image.height
+
+
+def downscale_to_cover(data: bytes, height: int, width: int, limits: ImageLimits) -> bytes:
+    """`data` itself when it is no larger than needed to cover height x width at its own
+    aspect ratio; otherwise a PNG of it scaled down just that far (every resize policy
+    still has the pixels it needs). Either way it is fully decoded first, to prove it is
+    an accepted, intact image."""
+    with _open(data, limits) as image:
+        original_width, original_height = image.size
+        scale = max(height / original_height, width / original_width)
+        if scale >= 1.0:
+            _load(image)
+            return data
+        size = (
+            max(width, math.ceil(original_width * scale)),
+            max(height, math.ceil(original_height * scale)),
+        )
+        if image.format == "JPEG":
+            image.draft("RGB", size)
+        _load(image)
+        rgb = image if image.mode == "RGB" else _to_rgb(image)
+        return encode_png(np.asarray(rgb.resize(size, Image.Resampling.BILINEAR)))
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

@@ -31,6 +31,7 @@ class PredictionKeeper:
         retention_count: int,
         retention_seconds: float,
         max_per_second: float = 0.0,
+        max_bytes: int = 0,
         flush_seconds: float = 0.2,
         prune_seconds: float = 30.0,
     ) -> None:
@@ -41,6 +42,9 @@ class PredictionKeeper:
         self.flush_seconds = flush_seconds
         self.prune_seconds = prune_seconds
         self.max_per_second = max_per_second
+        self.max_bytes = max_bytes
+        # Bytes of the newest kept prediction: what the byte cap is counted in.
+        self._row_bytes = 0
         self._tokens = max_per_second
         self._refilled_at = time.monotonic()
         self._pending: dict[str, KeptPrediction] = {}
@@ -54,7 +58,9 @@ class PredictionKeeper:
             )
         for prediction in predictions[:allowed]:
             self._pending[prediction.prediction_id] = prediction
-        overflow = len(self._pending) - self.retention_count
+        if allowed:
+            self._row_bytes = _stored_bytes(predictions[0])
+        overflow = len(self._pending) - self.max_count
         if overflow > 0:
             # The store fell behind by more than the whole retention: drop the oldest.
             for prediction_id in list(self._pending)[:overflow]:
@@ -89,10 +95,17 @@ class PredictionKeeper:
             for prediction in batch:
                 self._pending.pop(prediction.prediction_id, None)
 
+    @property
+    def max_count(self) -> int:
+        """`retention_count`, or fewer when that many would exceed `max_bytes`."""
+        if self.max_bytes <= 0 or self._row_bytes == 0:
+            return self.retention_count
+        return max(1, min(self.retention_count, self.max_bytes // self._row_bytes))
+
     async def prune(self) -> int:
         older_than = time.time() - self.retention_seconds
         return await asyncio.to_thread(
-            self.store.prune_predictions, max_count=self.retention_count, older_than=older_than
+            self.store.prune_predictions, max_count=self.max_count, older_than=older_than
         )
 
     async def run(self) -> None:
@@ -107,3 +120,12 @@ class PredictionKeeper:
                     last_prune = time.monotonic()
             except Exception:
                 log.exception("keeping predictions failed; retrying")
+
+
+def _stored_bytes(prediction: KeptPrediction) -> int:
+    return (
+        prediction.pixels.nbytes
+        + prediction.features.nbytes
+        + prediction.probabilities.nbytes
+        + 256  # ids, labels and the row's own overhead
+    )

@@ -20,6 +20,7 @@ from pathlib import Path
 from tlserve.server.app import TlserveServer
 from tlserve.server.dataset import export_data, import_data
 from tlserve.server.imaging import ImageLimits
+from tlserve.server.security.errors import SecurityConfigError
 from tlserve.server.settings import ServerSettings
 from tlserve.server.store import open_store
 
@@ -86,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command in ("export-data", "import-data"):
         return _move_data(args, settings)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except SecurityConfigError as exc:
+        print(f"tlserve-server: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -19,6 +19,8 @@ from pydantic_settings import (
 )
 
 ExecutionProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
+NewClassPolicy = Literal["open", "quarantine", "closed"]
+RoleName = Literal["none", "predict", "label", "admin"]
 
 
 class FileSettings(BaseSettings):
@@ -68,6 +70,14 @@ class DeploymentSettings(FileSettings):
     holdout_percent: float = Field(default=20.0, ge=0.0, le=90.0)
     """Share of samples in the stable holdout split (by content hash), for counts and evaluation."""
 
+    new_class_policy: NewClassPolicy = "quarantine"
+    """Labels the served model does not know yet: `open` (train on them at once),
+    `quarantine` (train once `new_class_quorum` distinct images carry the label or an admin
+    approves it) or `closed` (refused unless an admin approved the label)."""
+
+    new_class_quorum: int = Field(default=5, ge=1)
+    """Distinct images a new label needs before it joins training under `quarantine`."""
+
     @property
     def registry_path(self) -> Path:
         return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
@@ -96,14 +106,98 @@ class ServerSettings(DeploymentSettings):
     prediction_retention_count: int = Field(default=10_000, ge=1)
     """Most kept predictions; older ones are pruned."""
 
-    prediction_retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0.0)
+    prediction_retention_seconds: float = Field(default=24 * 3600.0, gt=0.0)
     """Longest a prediction is kept; feedback naming an older one must resend the image."""
 
-    admin_token: str = ""
-    """Bearer token that Rollback and TriggerTraining require; empty: admin calls are open."""
+    keep_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    """Most bytes of kept predictions (pixels, scores, features); the oldest go first."""
 
-    host: str = "0.0.0.0"
-    """Address the gRPC server binds to."""
+    max_suggestions: int = Field(default=100, ge=1, le=1000)
+    """Most suggestions one SuggestLabels call returns (fewer when their images would not
+    fit in one reply of `max_message_bytes`)."""
+
+    max_feedback_image_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest encoded image accepted as feedback, in bytes."""
+
+    feedback_image_side: int = Field(default=320, ge=32)
+    """Feedback images are stored downscaled to just cover the served model's input size
+    (the trainer needs no more); before any model is served, to this many pixels a side."""
+
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds to. Any address but loopback needs TLS and credentials
+    (or `insecure`)."""
+
+    http_host: str | None = None
+    """Address the HTTP API binds to; `none`: the same as `host`."""
+
+    metrics_host: str | None = None
+    """Address the Prometheus endpoint binds to; `none`: the same as `host`."""
+
+    insecure: bool = False
+    """Allow serving on a non-loopback address without TLS or credentials: only for a
+    trusted network, and logged as a warning at start."""
+
+    tls_cert_file: Path | None = None
+    """PEM server certificate chain for gRPC and HTTP (TLS is on when this and the key are
+    set); re-read when it changes."""
+
+    tls_key_file: Path | None = None
+    """PEM private key of `tls_cert_file`."""
+
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle that client certificates must chain to (mutual TLS)."""
+
+    tls_client_auth: Literal["require", "optional"] = "require"
+    """With a client CA: `require` a client certificate, or verify one when presented
+    (`optional`; HTTP only, gRPC then asks for none)."""
+
+    credentials_check_seconds: float = Field(default=10.0, ge=0.0)
+    """How often the TLS files and the tokens file are checked for changes."""
+
+    predict_tokens: str = ""
+    """Comma-separated bearer tokens with the `predict` role (each at least 16 characters,
+    or `sha256:<hex>` of one)."""
+
+    label_tokens: str = ""
+    """Comma-separated bearer tokens with the `label` role (feedback, suggestions, labels)."""
+
+    admin_tokens: str = ""
+    """Comma-separated bearer tokens with the `admin` role (rollback, training, approving
+    labels); admin calls are refused while none exists."""
+
+    tokens_file: Path | None = None
+    """File of `<role> <token or sha256:hex> [name]` lines; re-read when it changes."""
+
+    client_cert_roles: str = ""
+    """Roles of mutual-TLS clients by certificate name (CN or SAN), as `name=role,...`."""
+
+    client_cert_default_role: RoleName = "predict"
+    """Role of a verified client certificate not named in `client_cert_roles`."""
+
+    anonymous_role: RoleName | Literal["auto"] = "auto"
+    """Role of callers without credentials; `auto`: `label` when no credential is
+    configured at all (a loopback or insecure server), else `none`."""
+
+    predict_rate: float = Field(default=0.0, ge=0.0)
+    """Images per second each principal may send to Predict and ModelInfer (0: no limit)."""
+
+    predict_burst: float = Field(default=1000.0, ge=1.0)
+    """Images a principal may send at once before `predict_rate` applies."""
+
+    feedback_rate: float = Field(default=50.0, ge=0.0)
+    """Feedback items per second each principal may submit (0: no limit)."""
+
+    feedback_burst: float = Field(default=1000.0, ge=1.0)
+    """Feedback items a principal may submit at once before `feedback_rate` applies."""
+
+    training_rate: float = Field(default=1 / 60, ge=0.0)
+    """TriggerTraining calls per second each principal may make (0: no limit)."""
+
+    training_burst: float = Field(default=3.0, ge=1.0)
+    """TriggerTraining calls a principal may make at once."""
+
+    reflection: bool = True
+    """Serve gRPC server reflection (lets grpcurl list the services)."""
 
     port: int = Field(default=50051, ge=0, le=65535)
     """gRPC port; 0 picks a free one (the chosen port is logged)."""

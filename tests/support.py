@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import ssl
 import threading
 import time
 import urllib.error
@@ -28,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from examples.colour_model import (
     COLOURS,
 )
+from tlserve.clients.types import LabelCount
 from tlserve.server.app import TlserveServer
 from tlserve.server.registry import Registry
 from tlserve.server.settings import ServerSettings
@@ -49,11 +51,13 @@ def http_call(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 30.0,
+    context: ssl.SSLContext | None = None,
 ) -> HttpReply:
-    """One real HTTP request (stdlib urllib); error statuses are returned, not raised."""
+    """One real HTTP request (stdlib urllib); error statuses are returned, not raised.
+    `context` is the TLS client side for https URLs (CA, client certificate)."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return HttpReply(response.status, dict(response.headers), response.read())
     except urllib.error.HTTPError as error:
         return HttpReply(error.code, dict(error.headers), error.read())
@@ -72,6 +76,11 @@ def multipart(fields: list[tuple[str, bytes, str | None]]) -> tuple[bytes, dict[
         )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def label_samples(labels: list[LabelCount]) -> dict[str, int]:
+    """ListLabels as {label: samples}, for comparing with what was sent."""
+    return {count.label: count.samples for count in labels}
 
 
 def solid_image(colour: str, size: tuple[int, int] = (40, 30), fmt: str = "PNG") -> bytes:
@@ -113,7 +122,8 @@ class ServerThread:
     @property
     def http_url(self) -> str:
         assert self.server is not None and self.server.http_port is not None
-        return f"http://127.0.0.1:{self.server.http_port}"
+        scheme = "https" if self.settings.tls_cert_file is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.server.http_port}"
 
     @property
     def registry(self) -> Registry:

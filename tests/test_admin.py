@@ -17,6 +17,7 @@ from tlserve.trainer.loop import TrainerLoop
 from tlserve.trainer.settings import TrainerSettings
 
 TOKEN = "s3cret-admin-token"
+LABELER = "labeler-token-0123456789"
 
 
 @pytest.fixture
@@ -26,7 +27,9 @@ def guarded(tmp_path: Path) -> Iterator[tuple[ServerThread, str, str]]:
     second = publish_colour_version(
         registry, answer_for={"red": "blue", "green": "red", "blue": "green"}, parent=first
     )
-    server = ServerThread(tmp_path, admin_token=TOKEN).start()
+    server = ServerThread(
+        tmp_path, admin_tokens=TOKEN, label_tokens=LABELER, anonymous_role="predict"
+    ).start()
     try:
         yield server, first, second
     finally:
@@ -39,12 +42,18 @@ def test_admin_calls_need_the_token(guarded: tuple[ServerThread, str, str]) -> N
         with pytest.raises(errors.Unauthenticated) as missing:
             client.rollback()
         assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert "TLSERVE_ADMIN_TOKEN" in missing.value.message
+        assert "`admin` role" in missing.value.message
         assert client.get_model().version == second
-    with TlserveClient(server.target, token="guess") as client:
+    with (
+        TlserveClient(server.target, token="guess-guess-guess-guess") as client,
+        pytest.raises(errors.Unauthenticated),
+    ):
+        client.trigger_training()
+    with TlserveClient(server.target, token=LABELER) as client:
         with pytest.raises(errors.PermissionDenied) as wrong:
             client.trigger_training()
         assert wrong.value.status == grpc.StatusCode.PERMISSION_DENIED
+        assert "`label` role" in wrong.value.message
 
 
 def test_rollback_to_the_previous_version_and_back(guarded: tuple[ServerThread, str, str]) -> None:
@@ -73,8 +82,11 @@ def test_trigger_training_reaches_the_trainer_loop(guarded: tuple[ServerThread, 
         data_dir=server.settings.data_dir, min_new_labels=1000, metrics_port=None
     )
     loop = TrainerLoop(settings, server.server.store, server.registry)
-    assert loop.due() == "requested: new camera"
-    record = loop.run_once("requested: new camera")  # too few labels: skipped, but handled
+    reason = loop.due()
+    # Who asked is recorded with the request (the admin token's name, never the token).
+    assert reason is not None and reason.startswith("requested: new camera (token:admin-")
+    assert TOKEN not in reason
+    record = loop.run_once(reason)  # too few labels: skipped, but handled
     assert record.result == "skipped" and "at least 2 classes" in record.reasons[0]
     assert server.server.store.pending_training_requests() == []
     assert loop.due() is None

@@ -38,7 +38,11 @@ def server(
     data_dir: Path = tmp_path_factory.mktemp("bad-input")
     publish_colour_version(Registry.local(data_dir / "registry"))
     thread = ServerThread(
-        data_dir, admin_token=TOKEN, max_images_per_request=MAX_IMAGES, store_url=store_url
+        data_dir,
+        admin_tokens=TOKEN,
+        anonymous_role="label",
+        max_images_per_request=MAX_IMAGES,
+        store_url=store_url,
     ).start()
     try:
         yield thread
@@ -355,7 +359,7 @@ CALLS = {
         lambda u: _admin_http(u, "/v1/training", None),
         grpc.StatusCode.UNAUTHENTICATED,
         401,
-        "needs an `authorization: Bearer <token>` header",
+        "needs a credential with the `admin` role",
     ),
     "admin token without the Bearer scheme": Call(
         lambda s: s.TriggerTraining(pb.TriggerTrainingRequest(), metadata=_metadata(TOKEN)),
@@ -367,9 +371,9 @@ CALLS = {
     "wrong admin token": Call(
         lambda s: s.Rollback(pb.RollbackRequest(), metadata=_metadata("Bearer wrong")),
         lambda u: _admin_http(u, "/v1/rollback", "Bearer wrong"),
-        grpc.StatusCode.PERMISSION_DENIED,
-        403,
-        "the admin token is not valid",
+        grpc.StatusCode.UNAUTHENTICATED,
+        401,
+        "the bearer token is not valid",
     ),
 }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support import ServerThread, solid_image
+from tests.support import ServerThread, label_samples, solid_image
 from tests.test_cli import tlserve
 from tests.test_store import postgres_or_skip
 from tlserve.clients import TlserveClient
@@ -50,17 +50,25 @@ def test_cli_uploads_a_folder_and_a_csv(served: ServerThread, tmp_path: Path) ->
     assert "1 labels stored, 1 rejected" in result.stdout
     assert "broken.png: INVALID_ARGUMENT" in result.stderr
     with TlserveClient(served.target) as client:
-        assert client.list_labels() == {"blue": 2, "crimson": 1, "green": 2, "red": 1}
+        assert label_samples(client.list_labels()) == {
+            "blue": 2,
+            "crimson": 1,
+            "green": 2,
+            "red": 1,
+        }
     listing = tlserve("labels", target=served.target)
-    assert "6  samples in all" in listing.stdout
+    assert "6 samples in all" in listing.stdout
+    assert "quarantined  crimson (4 more images)" in listing.stdout
 
 
 def test_export_from_sqlite_and_import_into_postgres(tmp_path: Path) -> None:
     dsn = postgres_or_skip()
     sqlite = SqliteFeedbackStore(tmp_path / "feedback.sqlite3")
     for colour in ("red", "green", "blue"):
-        sqlite.add_label(image=solid_image(colour), label=colour, source="test")
-    sqlite.add_label(image=solid_image("red", (9, 9), "JPEG"), label="rouge", source="test")
+        sqlite.add_label(principal="test", image=solid_image(colour), label=colour, source="test")
+    sqlite.add_label(
+        principal="test", image=solid_image("red", (9, 9), "JPEG"), label="rouge", source="test"
+    )
     archive = tmp_path / "data.tar.gz"
     assert export_data(sqlite, archive) == 4
     schema = f"test_{uuid.uuid4().hex[:12]}"
@@ -81,7 +89,7 @@ def test_export_from_sqlite_and_import_into_postgres(tmp_path: Path) -> None:
 
 def test_server_commands_export_and_import(tmp_path: Path) -> None:
     source = SqliteFeedbackStore(tmp_path / "a" / "feedback.sqlite3")
-    source.add_label(image=solid_image("blue"), label="blue", source="test")
+    source.add_label(principal="test", image=solid_image("blue"), label="blue", source="test")
     source.close()
 
     def run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -99,7 +107,7 @@ def test_server_commands_export_and_import(tmp_path: Path) -> None:
     exported = run(tmp_path / "a", "export-data", str(tmp_path / "export"))
     assert exported.returncode == 0 and "exported 1 labeled samples" in exported.stdout
     assert (tmp_path / "export" / "labels.csv").read_text().splitlines()[0] == (
-        "path,label,source,created_at"
+        "path,label,source,principal,created_at"
     )
     imported = run(tmp_path / "b", "import-data", str(tmp_path / "export"))
     assert imported.returncode == 0 and "imported 1 samples" in imported.stdout

@@ -77,7 +77,7 @@ def test_a_regressing_run_is_not_promoted(tmp_path: Path) -> None:
     images = {name: [colour_png(rgb, i) for i in range(30)] for name, rgb in colours.items()}
     for name, pngs in images.items():
         for data in pngs:
-            store.add_label(image=data, label=name, source="truth")
+            store.add_label(principal="test", image=data, label=name, source="truth")
     first = trainer.run_once("good labels")
     assert first.result == "promoted", first.reasons
     served_accuracy = first.metrics["holdout"]["accuracy"]
@@ -86,7 +86,7 @@ def test_a_regressing_run_is_not_promoted(tmp_path: Path) -> None:
         wrong = "blue" if name == "red" else "red"
         for data in pngs:
             if not in_holdout(sample_id_of(data), settings.holdout_percent):
-                store.add_label(image=data, label=wrong, source="vandal")
+                store.add_label(principal="test", image=data, label=wrong, source="vandal")
     second = trainer.run_once("flipped labels")
     store.close()
     assert second.result == "rejected"
@@ -95,3 +95,49 @@ def test_a_regressing_run_is_not_promoted(tmp_path: Path) -> None:
     assert second.metrics["served_version_holdout"]["accuracy"] <= served_accuracy + 1e-9
     recorded = (tmp_path / "trainer" / "runs" / second.run_id / "record.json").read_text()
     assert '"result": "rejected"' in recorded and "regresses" in recorded
+
+
+@pytest.mark.timeout(600)
+def test_waiting_classes_and_excluded_principals_never_stop_training(tmp_path: Path) -> None:
+    """Poisoning through the trainer: a quarantined class, an approved class still too
+    short, and a vandal's relabels (an excluded principal); it trains on the rest."""
+    store = SqliteFeedbackStore(tmp_path / "feedback.sqlite3")
+    registry = Registry.local(tmp_path / "registry")
+    settings = TrainerSettings(
+        data_dir=tmp_path,
+        backbone="MobileNetV2",
+        backbone_weights="none",
+        input_size=32,
+        min_samples_per_class=3,
+        max_regression=1.0,
+        epochs=30,
+        metrics_port=None,
+        exclude_principals="token:vandal",
+    )
+    red = [colour_png((220, 30, 30), i) for i in range(25)]
+    blue = [colour_png((30, 30, 220), i) for i in range(25)]
+    for label, images in (("red", red), ("blue", blue)):
+        for image in images:
+            store.add_label(principal="token:team", image=image, label=label, source="s")
+    # One image of a new class (quarantined), a class of two images that an admin let in
+    # (too few to train yet), and a vandal relabeling red as blue.
+    store.add_label(
+        principal="token:team", image=colour_png((30, 220, 30), 1), label="green", source="s"
+    )
+    store.approve_labels(["teal"], "token:admin")
+    for i in range(2):
+        store.add_label(
+            principal="token:team", image=colour_png((30, 200, 200), i), label="teal", source="s"
+        )
+    for image in red:
+        store.add_label(principal="token:vandal", image=image, label="blue", source="s")
+
+    record = Trainer(settings, store, registry).run_once("poisoned")
+    store.close()
+    assert record.result == "promoted", record.reasons
+    assert record.dataset["labels"] == ["blue", "red"]
+    assert record.dataset["waiting"]["green"].startswith("quarantined: 4 more images")
+    assert "of 3 training samples" in record.dataset["waiting"]["teal"]
+    per_class = record.dataset["train_per_class"]
+    assert per_class["red"] + per_class["blue"] == record.dataset["train"]
+    assert per_class["red"] > 10  # the vandal's relabels were not counted

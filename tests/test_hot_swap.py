@@ -155,7 +155,10 @@ def test_a_bad_current_is_reported_once_and_the_old_version_keeps_serving(
     server = ServerThread(tmp_path).start()
     try:
         caplog.set_level(logging.INFO, logger="tlserve.server.model_slot")
-        (root / "CURRENT").write_bytes(content)
+        # Replaced whole, as any writer must: a truncate-then-write would show the
+        # server an empty CURRENT for a moment (a second, different problem).
+        (root / "CURRENT.new").write_bytes(content)
+        (root / "CURRENT.new").replace(root / "CURRENT")
         time.sleep(0.5)  # ten polls
         problems = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(problems) == 1, [r.getMessage() for r in problems]

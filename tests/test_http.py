@@ -74,7 +74,9 @@ def test_models_and_admin_calls(tmp_path: Path) -> None:
     registry = Registry.local(tmp_path / "registry")
     first = publish_colour_version(registry)
     second = publish_colour_version(registry, parent=first)
-    server = ServerThread(tmp_path, admin_token="tok").start()
+    server = ServerThread(
+        tmp_path, admin_tokens="admin-token-0123456789", anonymous_role="label"
+    ).start()
     try:
         url = server.http_url
         server.wait_for_version(second)
@@ -84,7 +86,10 @@ def test_models_and_admin_calls(tmp_path: Path) -> None:
         served = http_call(f"{url}/v1/model").json()
         assert served["serving"] and served["labels"] == ["red", "green", "blue"]
         assert http_call(f"{url}/v1/models/{first}").json()["serving"] is False
-        auth = {"Authorization": "Bearer tok", "Content-Type": "application/json"}
+        auth = {
+            "Authorization": "Bearer admin-token-0123456789",
+            "Content-Type": "application/json",
+        }
         rolled = http_call(f"{url}/v1/rollback", "POST", b"{}", auth).json()
         assert rolled == {"previous_version": second, "current_version": first}
         assert registry.current() == first

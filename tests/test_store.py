@@ -18,6 +18,7 @@ from tlserve.server.errors import AlreadyExists, InvalidInput
 from tlserve.server.store.base import FeedbackStore, KeptPrediction, sample_id_of
 from tlserve.server.store.labels import in_holdout, normalize_label
 from tlserve.server.store.postgres import PostgresFeedbackStore
+from tlserve.server.store.sql import MIGRATIONS
 from tlserve.server.store.sqlite import SqliteFeedbackStore
 
 POSTGRES_DSN = os.environ.get(
@@ -69,11 +70,11 @@ def prediction(
 
 
 def test_content_addressed_samples_and_latest_label_wins(store: FeedbackStore) -> None:
-    first = store.add_label(image=b"image-a", label="cat", source="alice")
+    first = store.add_label(principal="test", image=b"image-a", label="cat", source="alice")
     assert first.sample_id == sample_id_of(b"image-a") and first.previous_label is None
-    second = store.add_label(image=b"image-a", label="dog", source="bob")
+    second = store.add_label(principal="test", image=b"image-a", label="dog", source="bob")
     assert second.sample_id == first.sample_id and second.previous_label == "cat"
-    store.add_label(image=b"image-b", label="cat", source="alice")
+    store.add_label(principal="test", image=b"image-b", label="cat", source="alice")
     current = {r.sample_id: r.label for r in store.current_labels()}
     assert current == {sample_id_of(b"image-a"): "dog", sample_id_of(b"image-b"): "cat"}
     history = store.label_history(first.sample_id)
@@ -82,23 +83,29 @@ def test_content_addressed_samples_and_latest_label_wins(store: FeedbackStore) -
 
 
 def test_cursor_returns_only_samples_labeled_since(store: FeedbackStore) -> None:
-    store.add_label(image=b"a", label="cat", source="s")
+    store.add_label(principal="test", image=b"a", label="cat", source="s")
     cursor = store.last_label_seq()
-    store.add_label(image=b"b", label="dog", source="s")
-    store.add_label(image=b"a", label="eel", source="s")
+    store.add_label(principal="test", image=b"b", label="dog", source="s")
+    store.add_label(principal="test", image=b"a", label="eel", source="s")
     assert sorted(r.label for r in store.current_labels(since_seq=cursor)) == ["dog", "eel"]
     assert store.current_labels(since_seq=store.last_label_seq()) == []
 
 
 def test_idempotency_key(store: FeedbackStore) -> None:
-    first = store.add_label(image=b"a", label="cat", source="s", idempotency_key="k1")
-    again = store.add_label(image=b"a", label="cat", source="s", idempotency_key="k1")
+    first = store.add_label(
+        principal="test", image=b"a", label="cat", source="s", idempotency_key="k1"
+    )
+    again = store.add_label(
+        principal="test", image=b"a", label="cat", source="s", idempotency_key="k1"
+    )
     assert again.duplicate and again.sample_id == first.sample_id and again.label == "cat"
     assert len(store.label_history(first.sample_id)) == 1
     with pytest.raises(AlreadyExists, match="k1"):
-        store.add_label(image=b"a", label="dog", source="s", idempotency_key="k1")
+        store.add_label(principal="test", image=b"a", label="dog", source="s", idempotency_key="k1")
     with pytest.raises(AlreadyExists):
-        store.add_label(image=b"other", label="cat", source="s", idempotency_key="k1")
+        store.add_label(
+            principal="test", image=b"other", label="cat", source="s", idempotency_key="k1"
+        )
     assert [r.label for r in store.label_history(first.sample_id)] == ["cat"]
 
 
@@ -119,8 +126,10 @@ def test_kept_predictions_round_trip_and_prune(store: FeedbackStore) -> None:
 def test_feedback_on_predictions_gives_live_accuracy_and_features(store: FeedbackStore) -> None:
     right, wrong = prediction("p1", [0.9, 0.1]), prediction("p2", [0.8, 0.2], seed=1)
     store.keep_predictions([right, wrong])
-    stored = store.add_label(image=b"img1", label="cat", source="s", prediction=right)
-    store.add_label(image=b"img2", label="dog", source="s", prediction=wrong)
+    stored = store.add_label(
+        principal="test", image=b"img1", label="cat", source="s", prediction=right
+    )
+    store.add_label(principal="test", image=b"img2", label="dog", source="s", prediction=wrong)
     assert store.live_accuracy("v1") == (1, 2)
     assert store.live_accuracy("v2") == (0, 0)
     cached = store.features("b" * 64, [stored.sample_id])
@@ -138,7 +147,7 @@ def test_unlabeled_predictions_by_uncertainty(store: FeedbackStore) -> None:
     )
     labeled = store.prediction("labeled")
     assert labeled is not None
-    store.add_label(image=b"x", label="cat", source="s", prediction=labeled)
+    store.add_label(principal="test", image=b"x", label="cat", source="s", prediction=labeled)
     by_entropy = [p.prediction_id for p in store.unlabeled_predictions("entropy", 10)]
     assert by_entropy == ["flat", "split", "sure"]
     by_margin = [p.prediction_id for p in store.unlabeled_predictions("margin", 2)]
@@ -159,7 +168,9 @@ def test_features_cache(store: FeedbackStore) -> None:
 
 def test_label_counts_with_stable_holdout(store: FeedbackStore) -> None:
     for i in range(40):
-        store.add_label(image=f"img{i}".encode(), label="odd" if i % 2 else "even", source="s")
+        store.add_label(
+            principal="test", image=f"img{i}".encode(), label="odd" if i % 2 else "even", source="s"
+        )
     counts = store.label_counts(holdout_percent=25)
     assert {label: n for label, (n, _) in counts.items()} == {"even": 20, "odd": 20}
     expected_holdout = sum(in_holdout(sample_id_of(f"img{i}".encode()), 25) for i in range(40))
@@ -175,6 +186,7 @@ def test_concurrent_writers_and_a_reader_lose_nothing(store: FeedbackStore) -> N
         try:
             for i in range(per_writer):
                 store.add_label(
+                    principal="test",
                     image=f"w{worker}-{i}".encode(),
                     label=f"class{i % 3}",
                     source=f"w{worker}",
@@ -208,7 +220,7 @@ def test_migrations_are_applied_once(tmp_path: Path) -> None:
     path = tmp_path / "feedback.sqlite3"
     SqliteFeedbackStore(path).close()
     reopened = SqliteFeedbackStore(path)
-    assert reopened.migrate() == 2
+    assert reopened.migrate() == len(MIGRATIONS) == 3
     assert reopened.integrity_check() == "ok"
     reopened.close()
 
@@ -244,7 +256,11 @@ def test_concurrent_submissions_of_one_idempotency_key(store: FeedbackStore) -> 
     def submit_all(worker: int) -> list[bool]:
         return [
             store.add_label(
-                image=f"image {key}".encode(), label="cat", source=f"w{worker}", idempotency_key=key
+                principal="test",
+                image=f"image {key}".encode(),
+                label="cat",
+                source=f"w{worker}",
+                idempotency_key=key,
             ).duplicate
             for key in keys
         ]

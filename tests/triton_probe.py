@@ -1,5 +1,6 @@
 """Runs NVIDIA's tritonclient (a KServe v2 client no one here wrote) against a tlserve server,
-over gRPC or HTTP: `triton_probe.py grpc|http HOST:PORT MODEL`.
+over gRPC or HTTP: `triton_probe.py grpc|http HOST:PORT MODEL [--ca PEM] [--cert PEM
+--key PEM] [--token TOKEN]` (TLS when --ca is given; the token goes with every call).
 
 Run as a separate process: tritonclient registers the `inference` proto package in
 protobuf's default pool, as tlserve's own stubs do. Prints one JSON document, in the
@@ -8,9 +9,11 @@ same form for both protocols (shapes as integers, error status as the client giv
 
 from __future__ import annotations
 
+import argparse
+import functools
 import io
 import json
-import sys
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc
@@ -34,9 +37,42 @@ def _metadata(document: dict) -> dict:
     return document
 
 
-def main(protocol: str, target: str, model: str) -> None:
+class _WithHeaders:
+    """The client with `headers=` added to every call (tritonclient takes them per call)."""
+
+    def __init__(self, client: object, headers: dict[str, str]) -> None:
+        self._client, self._headers = client, headers
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self._client, name)
+        return functools.partial(method, headers=self._headers) if self._headers else method
+
+
+def _client(protocol: str, target: str, args: argparse.Namespace) -> object:
+    if protocol == "grpc":
+        tls = (
+            {
+                "ssl": True,
+                "root_certificates": args.ca,
+                "private_key": args.key,
+                "certificate_chain": args.cert,
+            }
+            if args.ca
+            else {}
+        )
+        return tritonclient.grpc.InferenceServerClient(url=target, **tls)
+    if args.ca:
+        options = {"ca_certs": args.ca}
+        if args.cert:
+            options |= {"certfile": args.cert, "keyfile": args.key}
+        return tritonclient.http.InferenceServerClient(url=target, ssl=True, ssl_options=options)
+    return tritonclient.http.InferenceServerClient(url=target)
+
+
+def main(protocol: str, target: str, model: str, args: argparse.Namespace) -> None:
     triton = {"grpc": tritonclient.grpc, "http": tritonclient.http}[protocol]
-    client = triton.InferenceServerClient(url=target)
+    headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
+    client: Any = _WithHeaders(_client(protocol, target, args), headers)
     as_json = {"as_json": True} if protocol == "grpc" else {}
     report: dict[str, object] = {
         "server_live": client.is_server_live(),
@@ -95,4 +131,10 @@ def main(protocol: str, target: str, model: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3])
+    parser = argparse.ArgumentParser()
+    for positional in ("protocol", "target", "model"):
+        parser.add_argument(positional)
+    for option in ("--ca", "--cert", "--key", "--token"):
+        parser.add_argument(option)
+    arguments = parser.parse_args()
+    main(arguments.protocol, arguments.target, arguments.model, arguments)

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(loop: TrainerLoop, settings: TrainerSettings, metrics: CollectorRegistry) -> int:
     if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, registry=metrics)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

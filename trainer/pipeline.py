@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ import keras
 import numpy as np
 import onnxruntime as ort
 
+from tlserve.server.classes import ClassPolicy, NewClassPolicy
+from tlserve.server.errors import TlserveError
 from tlserve.server.fsutil import atomic_write_bytes
 from tlserve.server.imaging import ImageLimits, decode_image
 from tlserve.server.registry import BackboneManifest, Registry, new_version_id
@@ -88,6 +91,17 @@ class Trainer:
         self.gate = PromotionGate(
             settings.min_accuracy, settings.max_regression, settings.min_samples_per_class
         )
+        self.class_policy = ClassPolicy(
+            NewClassPolicy(settings.new_class_policy), settings.new_class_quorum
+        )
+
+    def _served_labels(self, version: str | None) -> tuple[str, ...]:
+        if version is None:
+            return ()
+        try:
+            return self.registry.model_manifest(version).labels
+        except TlserveError:
+            return ()  # an unreadable served version knows no labels
 
     # ---- backbone -----------------------------------------------------------------
 
@@ -234,29 +248,51 @@ class Trainer:
         record.result = RunResult.PROMOTED
 
     def _snapshot(self, record: RunRecord) -> _Snapshot:
-        """The labels as of now, split by the stable holdout hash; NotEnoughData if the
-        classes cannot train."""
+        """The labels as of now, split by the stable holdout hash, of the classes that can
+        train: admitted by the new-class policy and with `min_samples_per_class` training
+        samples. The others wait (recorded with why) and never hold the rest back;
+        NotEnoughData when fewer than two classes can train."""
         s = self.settings
-        records = self.store.current_labels()
+        records = self.store.current_labels(
+            principals=_names(s.train_principals), exclude_principals=_names(s.exclude_principals)
+        )
+        images = Counter(r.label for r in records)
+        known = self._served_labels(record.served_before)
+        admitted = self.class_policy.admitted(images, known, self.store.approved_labels())
+        waiting = {
+            label: f"quarantined: {self.class_policy.quorum - count} more images or an approval"
+            for label, count in images.items()
+            if label not in admitted
+        }
+        train_counts = Counter(
+            r.label for r in records if not in_holdout(r.sample_id, s.holdout_percent)
+        )
+        for label in sorted(admitted):
+            if train_counts[label] < s.min_samples_per_class:
+                waiting[label] = (
+                    f"{train_counts[label]} of {s.min_samples_per_class} training samples"
+                )
+        records = [r for r in records if r.label not in waiting]
         labels = sorted({r.label for r in records})
+        record.dataset = {"waiting": dict(sorted(waiting.items()))}
         if len(labels) < 2:
-            raise NotEnoughData(f"need labeled samples of at least 2 classes, have {labels}")
+            waits = "; ".join(f"{label}: {why}" for label, why in sorted(waiting.items()))
+            raise NotEnoughData(
+                f"need labeled samples of at least 2 classes that can train, have {labels}"
+                + (f" (waiting: {waits})" if waits else "")
+            )
+        if waiting:
+            log.info("classes waiting, training without them: %s", waiting)
         record.label_seq = max(r.seq for r in records)
         record.newest_label_at = max(r.created_at for r in records)
         train = [r for r in records if not in_holdout(r.sample_id, s.holdout_percent)]
         holdout = [r for r in records if in_holdout(r.sample_id, s.holdout_percent)]
-        train_counts = {label: sum(r.label == label for r in train) for label in labels}
-        short = {label: n for label, n in train_counts.items() if n < s.min_samples_per_class}
-        if short:
-            raise NotEnoughData(
-                f"classes need at least {s.min_samples_per_class} training samples: "
-                + ", ".join(f"{label} has {n}" for label, n in sorted(short.items()))
-            )
-        record.dataset = {
+        train_counts = Counter({label: train_counts[label] for label in labels})
+        record.dataset |= {
             "labels": labels,
             "train": len(train),
             "holdout": len(holdout),
-            "train_per_class": train_counts,
+            "train_per_class": dict(train_counts),
             "fingerprint": _fingerprint(records),
             "label_seq": record.label_seq,
             # Lets every server measure label-acknowledged -> this version answering.
@@ -437,3 +473,7 @@ def _progress(what: str, done: int, total: int) -> None:
     if done >= total:
         sys.stderr.write("\n")
     sys.stderr.flush()
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]

@@ -112,5 +112,15 @@ class TrainerSettings(DeploymentSettings):
     metrics_port: int | None = Field(default=9465, ge=0, le=65535)
     """Prometheus /metrics port of the trainer; `none` disables it."""
 
+    metrics_host: str = "127.0.0.1"
+    """Address the trainer's /metrics endpoint binds to (0.0.0.0 in a pod, for Prometheus)."""
+
+    train_principals: str = ""
+    """Train only on labels from these principals (comma-separated, e.g.
+    `token:labeling-app,cert:alice`); empty: every principal."""
+
+    exclude_principals: str = ""
+    """Never train on labels from these principals (comma-separated)."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the trainer process."""

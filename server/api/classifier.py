@@ -22,6 +22,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
     ) -> pb.PredictResponse:
         result = await self.core.predict(
+            codec.presented(context),
             codec.images_from_proto(request.images),
             request.top_k,
             keep=not request.do_not_keep,
@@ -31,7 +32,9 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     async def SubmitFeedback(
         self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitFeedbackResponse:
-        stored = await self.core.submit_feedback(codec.feedback_from_proto(request))
+        stored = await self.core.submit_feedback(
+            codec.presented(context), codec.feedback_from_proto(request)
+        )
         return codec.feedback_response(stored)
 
     async def StreamFeedback(
@@ -46,17 +49,20 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 except TlserveError as exc:
                     yield exc
 
-        return codec.stream_feedback_response(await self.core.stream_feedback(items()))
+        return codec.stream_feedback_response(
+            await self.core.stream_feedback(codec.presented(context), items())
+        )
 
     async def ListLabels(
         self, request: pb.ListLabelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListLabelsResponse:
-        return codec.labels_response(await self.core.label_counts())
+        return codec.labels_response(await self.core.labels(codec.presented(context)))
 
     async def SuggestLabels(
         self, request: pb.SuggestLabelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.SuggestLabelsResponse:
         suggestions = await self.core.suggest(
+            codec.presented(context),
             request.count,
             codec.suggest_strategy(request.strategy),
             with_images=not request.omit_images,
@@ -66,29 +72,29 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     async def Rollback(
         self, request: pb.RollbackRequest, context: grpc.aio.ServicerContext
     ) -> pb.RollbackResponse:
-        rollback = await self.core.rollback(request.version, authorization(context))
+        rollback = await self.core.rollback(codec.presented(context), request.version)
         return codec.rollback_response(rollback)
 
     async def TriggerTraining(
         self, request: pb.TriggerTrainingRequest, context: grpc.aio.ServicerContext
     ) -> pb.TriggerTrainingResponse:
-        request_id = await self.core.trigger_training(request.reason, authorization(context))
+        request_id = await self.core.trigger_training(codec.presented(context), request.reason)
         return pb.TriggerTrainingResponse(request_id=request_id)
+
+    async def ApproveLabels(
+        self, request: pb.ApproveLabelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApproveLabelsResponse:
+        labels = await self.core.approve_labels(codec.presented(context), request.labels)
+        return pb.ApproveLabelsResponse(labels=labels)
 
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:
-        return codec.model_info(await self.core.model_info(request.version))
+        return codec.model_info(
+            await self.core.model_info(codec.presented(context), request.version)
+        )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return codec.list_models_response(await self.core.list_models())
-
-
-def authorization(context: grpc.aio.ServicerContext) -> str | None:
-    """The `authorization` metadata as sent (the core checks its scheme and token)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            return value
-    return None
+        return codec.list_models_response(await self.core.list_models(codec.presented(context)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
+import grpc
 import numpy as np
 
 from tlserve.proto import classifier_pb2 as pb
@@ -20,8 +21,9 @@ from tlserve.server.api.tensors import (
 )
 from tlserve.server.core import LabelSuggestion, ModelInfo, ModelListing, Rollback, ServedSignature
 from tlserve.server.errors import InvalidInput
-from tlserve.server.feedback import FeedbackInput, ItemResult
+from tlserve.server.feedback import FeedbackInput, ItemResult, LabelInfo
 from tlserve.server.prediction import ImageInput, LabelScore, PredictResult
+from tlserve.server.security import Presented
 from tlserve.server.store.base import StoredLabel, SuggestStrategy
 
 _TENSOR_DTYPES = {pb.UINT8: np.dtype(np.uint8), pb.FLOAT32: np.dtype("<f4")}
@@ -97,14 +99,36 @@ def stream_feedback_response(results: Sequence[ItemResult]) -> pb.StreamFeedback
     return response
 
 
-def labels_response(counts: Mapping[str, tuple[int, int]]) -> pb.ListLabelsResponse:
+def labels_response(labels: Sequence[LabelInfo]) -> pb.ListLabelsResponse:
     return pb.ListLabelsResponse(
         labels=[
-            pb.LabelCount(label=label, samples=samples, holdout=holdout)
-            for label, (samples, holdout) in counts.items()
+            pb.LabelCount(
+                label=info.label,
+                samples=info.samples,
+                holdout=info.holdout,
+                status=info.status,
+                images_needed=info.images_needed,
+            )
+            for info in labels
         ],
-        total_samples=sum(samples for samples, _ in counts.values()),
+        total_samples=sum(info.samples for info in labels),
     )
+
+
+def presented(context: grpc.aio.ServicerContext) -> Presented:
+    """The caller's credentials: `authorization` metadata as sent, and the names of a
+    client certificate that the TLS handshake verified (gRPC reports only verified ones)."""
+    authorization = None
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            authorization = value
+    auth = context.auth_context()
+    names = [
+        name.decode("utf-8", "replace")
+        for key in ("x509_common_name", "x509_subject_alternative_name")
+        for name in auth.get(key, ())
+    ]
+    return Presented(authorization, tuple(names))
 
 
 SUGGEST_STRATEGIES = {

@@ -12,13 +12,19 @@ become HTTP statuses through `status.HTTP_STATUS`, always with a JSON body
     POST /v1/predict                                    image body, or multipart `image` parts
     POST /v1/feedback                                   JSON, or multipart `image` + `label`
     GET  /v1/labels | /v1/suggestions | /v1/models[/{version}] | /v1/model
-    POST /v1/rollback | /v1/training                    admin (Authorization: Bearer ...)
+    POST /v1/rollback | /v1/training | /v1/labels/approve   admin
+
+Every route but the probes (/v2/health/*, /v2, readiness) needs a credential of its
+role when the server has credentials: `Authorization: Bearer <token>` or a client
+certificate; 401 without a valid one, 403 for a lesser role.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -31,14 +37,7 @@ from tlserve.server.api import http_codec as codec
 from tlserve.server.api.status import http_status_for
 from tlserve.server.api.tensors import EXTENSIONS, SERVER_NAME, images_from_input, infer_outputs
 from tlserve.server.core import ServingCore
-from tlserve.server.errors import (
-    InvalidInput,
-    NoModel,
-    Overloaded,
-    TlserveError,
-    Unavailable,
-    quoted,
-)
+from tlserve.server.errors import InvalidInput, TlserveError, quoted
 from tlserve.server.feedback import FeedbackInput
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.prediction import ImageInput
@@ -46,7 +45,6 @@ from tlserve.server.prediction import ImageInput
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_RETRY_AFTER_SECONDS = {Overloaded: "1", Unavailable: "1", NoModel: "5"}
 # Bodies above this are parsed in a worker thread, so a big JSON request cannot stall
 # the event loop that every other request shares.
 _THREAD_PARSE_BYTES = 256 * 1024
@@ -63,10 +61,16 @@ class HttpApi:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self, host: str, port: int, shutdown_seconds: float) -> int:
+    async def start(
+        self,
+        host: str,
+        port: int,
+        shutdown_seconds: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> int:
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=shutdown_seconds)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -100,6 +104,7 @@ class HttpApi:
             ("POST", "/v1/predict", self.predict, "Predict"),
             ("POST", "/v1/feedback", self.submit_feedback, "SubmitFeedback"),
             ("GET", "/v1/labels", self.list_labels, "ListLabels"),
+            ("POST", "/v1/labels/approve", self.approve_labels, "ApproveLabels"),
             ("GET", "/v1/suggestions", self.suggest_labels, "SuggestLabels"),
             ("GET", "/v1/models", self.list_models, "ListModels"),
             ("GET", "/v1/model", self.get_model, "GetModel"),
@@ -128,7 +133,7 @@ class HttpApi:
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         name, version = request.match_info["name"], request.match_info.get("version", "")
-        signature = self.core.served_signature(name, version)
+        signature = self.core.served_signature(codec.presented(request), name, version)
         return web.json_response(codec.model_metadata(self.core.model_name, signature))
 
     async def model_ready(self, request: web.Request) -> web.Response:
@@ -144,7 +149,7 @@ class HttpApi:
         header_length = request.headers.get(codec.HEADER_LENGTH)
         infer = await _off_loop_if_large(len(body), codec.infer_request, body, header_length)
         images = images_from_input(infer.inputs)
-        result = await self.core.predict(images, top_k=1, version=version)
+        result = await self.core.predict(codec.presented(request), images, top_k=1, version=version)
         outputs = infer_outputs(infer.outputs, result)
         payload, json_length = codec.infer_response(self.core.model_name, infer, result, outputs)
         if json_length is None:
@@ -170,7 +175,7 @@ class HttpApi:
                 "no image: POST the encoded image as the body (Content-Type image/jpeg, "
                 "image/png, ...) or as multipart/form-data parts named `image`"
             )
-        result = await self.core.predict(images, top_k, keep=keep)
+        result = await self.core.predict(codec.presented(request), images, top_k, keep=keep)
         return web.json_response(codec.predict_response(result))
 
     async def submit_feedback(self, request: web.Request) -> web.Response:
@@ -188,14 +193,23 @@ class HttpApi:
             )
         else:
             item = codec.feedback_from_json(codec.parse_json(await request.read(), "feedback"))
-        stored = await self.core.submit_feedback(item)
+        stored = await self.core.submit_feedback(codec.presented(request), item)
         return web.json_response(codec.feedback_response(stored))
 
     async def list_labels(self, request: web.Request) -> web.Response:
-        return web.json_response(codec.labels_response(await self.core.label_counts()))
+        labels = await self.core.labels(codec.presented(request))
+        return web.json_response(codec.labels_response(labels))
+
+    async def approve_labels(self, request: web.Request) -> web.Response:
+        document = codec.parse_json(await request.read(), "the request body")
+        approved = await self.core.approve_labels(
+            codec.presented(request), codec.approve_labels_request(document)
+        )
+        return web.json_response({"labels": approved})
 
     async def suggest_labels(self, request: web.Request) -> web.Response:
         suggestions = await self.core.suggest(
+            codec.presented(request),
             _int_query(request, "count", 10),
             codec.suggest_strategy(request.query.get("strategy", "")),
             with_images=_bool_query(request, "images", True),
@@ -203,15 +217,19 @@ class HttpApi:
         return web.json_response(codec.suggestions_response(suggestions))
 
     async def list_models(self, request: web.Request) -> web.Response:
-        return web.json_response(codec.list_models_response(await self.core.list_models()))
+        return web.json_response(
+            codec.list_models_response(await self.core.list_models(codec.presented(request)))
+        )
 
     async def get_model(self, request: web.Request) -> web.Response:
-        info = await self.core.model_info(request.match_info.get("version", ""))
+        info = await self.core.model_info(
+            codec.presented(request), request.match_info.get("version", "")
+        )
         return web.json_response(codec.model_info(info))
 
     async def rollback(self, request: web.Request) -> web.Response:
         version = await _optional_string_field(request, "version")
-        rollback = await self.core.rollback(version, request.headers.get("Authorization"))
+        rollback = await self.core.rollback(codec.presented(request), version)
         return web.json_response(
             {
                 "previous_version": rollback.previous_version,
@@ -221,7 +239,7 @@ class HttpApi:
 
     async def trigger_training(self, request: web.Request) -> web.Response:
         reason = await _optional_string_field(request, "reason")
-        request_id = await self.core.trigger_training(reason, request.headers.get("Authorization"))
+        request_id = await self.core.trigger_training(codec.presented(request), reason)
         return web.json_response({"request_id": request_id})
 
     # ---- every request -------------------------------------------------------------
@@ -241,9 +259,9 @@ class HttpApi:
             kind = http_status_for(exc)
             status = kind.value
             headers = {}
-            retry = _RETRY_AFTER_SECONDS.get(type(exc))
-            if retry:
-                headers["Retry-After"] = retry
+            if exc.retry_after_seconds is not None:
+                # Whole seconds (RFC 9110), rounded up so a client waiting that long succeeds.
+                headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
             return _error(kind.value, str(exc), type(exc).__name__, headers)
         except web.HTTPException as exc:
             status = exc.status

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from aiohttp import web
 
 from tlserve.server.api.tensors import (
     IMAGE_INPUT,
@@ -30,8 +31,10 @@ from tlserve.server.api.tensors import (
 )
 from tlserve.server.core import LabelSuggestion, ModelInfo, ModelListing, ServedSignature
 from tlserve.server.errors import InvalidInput, quoted
-from tlserve.server.feedback import FeedbackInput
+from tlserve.server.feedback import FeedbackInput, LabelInfo
 from tlserve.server.prediction import LabelScore, PredictResult
+from tlserve.server.security import Presented
+from tlserve.server.security.tls import certificate_names
 from tlserve.server.store.base import StoredLabel, SuggestStrategy
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -269,14 +272,35 @@ def feedback_response(stored: StoredLabel) -> dict[str, Any]:
     }
 
 
-def labels_response(counts: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
+def labels_response(labels: Sequence[LabelInfo]) -> dict[str, Any]:
     return {
         "labels": [
-            {"label": label, "samples": samples, "holdout": holdout}
-            for label, (samples, holdout) in counts.items()
+            {
+                "label": info.label,
+                "samples": info.samples,
+                "holdout": info.holdout,
+                "status": str(info.status),
+                "images_needed": info.images_needed,
+            }
+            for info in labels
         ],
-        "total_samples": sum(samples for samples, _ in counts.values()),
+        "total_samples": sum(info.samples for info in labels),
     }
+
+
+def approve_labels_request(document: Any) -> list[str]:
+    labels = document.get("labels") if isinstance(document, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise InvalidInput('the request body must be {"labels": ["<label>", ...]}')
+    return labels
+
+
+def presented(request: web.Request) -> Presented:
+    """The caller's credentials: the Authorization header as sent, and the names of a
+    client certificate that the TLS handshake verified."""
+    transport = request.transport
+    peer = transport.get_extra_info("peercert") if transport is not None else None
+    return Presented(request.headers.get("Authorization"), certificate_names(peer))
 
 
 def suggest_strategy(value: str) -> SuggestStrategy:

@@ -81,7 +81,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 return await behavior(request, context)
             except TlserveError as exc:
                 code = grpc_status_for(exc)
-                await context.abort(code, str(exc))
+                await context.abort(code, str(exc), retry_metadata(exc))
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
@@ -97,6 +97,13 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
                 metrics.observe_request("grpc", method, code.name, time.perf_counter() - started)
 
         return handle
+
+
+def retry_metadata(error: TlserveError) -> tuple[tuple[str, str], ...]:
+    """`retry-after` (seconds, as in HTTP) for errors where waiting helps."""
+    if error.retry_after_seconds is None:
+        return ()
+    return (("retry-after", f"{error.retry_after_seconds:.3f}"),)
 
 
 def _decode(decode: Callable[[bytes], Any], raw: bytes, method: str) -> Any:

@@ -42,7 +42,9 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        signature = self.core.served_signature(request.name, request.version)
+        signature = self.core.served_signature(
+            codec.presented(context), request.name, request.version
+        )
         return codec.kserve_metadata(self.core.model_name, signature)
 
     async def ModelInfer(
@@ -50,5 +52,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         self.core.check_model_name(request.model_name)
         images = images_from_input(codec.kserve_inputs(request))
-        result = await self.core.predict(images, top_k=1, version=request.model_version)
+        result = await self.core.predict(
+            codec.presented(context), images, top_k=1, version=request.model_version
+        )
         return codec.kserve_response(request, self.core.model_name, result)

@@ -19,6 +19,7 @@ GRPC_STATUS: dict[type[errors.TlserveError], grpc.StatusCode] = {
     errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     errors.TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.NoModel: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ModelRejected: grpc.StatusCode.FAILED_PRECONDITION,
@@ -33,6 +34,7 @@ HTTP_STATUS: dict[type[errors.TlserveError], HTTPStatus] = {
     errors.InvalidInput: HTTPStatus.BAD_REQUEST,
     errors.TooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     errors.Overloaded: HTTPStatus.TOO_MANY_REQUESTS,
+    errors.RateLimited: HTTPStatus.TOO_MANY_REQUESTS,
     errors.NotFound: HTTPStatus.NOT_FOUND,
     # Nothing to serve yet: the server is up but not ready, as its readiness probe says.
     errors.NoModel: HTTPStatus.SERVICE_UNAVAILABLE,

@@ -39,6 +39,7 @@ class LabelRecord:
     label: str
     source: str
     created_at: float
+    principal: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +95,13 @@ class FeedbackStore(ABC):
         image: bytes,
         label: str,
         source: str,
+        principal: str,
         idempotency_key: str | None = None,
         prediction: KeptPrediction | None = None,
     ) -> StoredLabel:
         """Store the image (content-addressed) and a new label for it; the newest label wins.
+
+        `principal` is who the server authenticated; `source` is what the client says.
 
         With a prediction, its version and answer are recorded for live accuracy and
         its features are cached for the prediction's backbone. A reused idempotency key
@@ -117,13 +121,33 @@ class FeedbackStore(ABC):
 
     @abstractmethod
     def unlabeled_predictions(
-        self, strategy: SuggestStrategy, limit: int, model_version: str | None = None
+        self,
+        strategy: SuggestStrategy,
+        limit: int,
+        model_version: str | None = None,
+        *,
+        with_pixels: bool = True,
     ) -> list[KeptPrediction]:
-        """Kept predictions nobody labeled yet, most uncertain first (of one version if given)."""
+        """Kept predictions nobody labeled yet, most uncertain first (of one version if
+        given); without pixels (an empty image) unless asked, to pick among many cheaply."""
 
     @abstractmethod
-    def current_labels(self, since_seq: int = 0) -> list[LabelRecord]:
-        """Each sample's latest label, for samples labeled (again) after `since_seq`."""
+    def current_labels(
+        self,
+        since_seq: int = 0,
+        *,
+        principals: Sequence[str] = (),
+        exclude_principals: Sequence[str] = (),
+    ) -> list[LabelRecord]:
+        """Each sample's latest label, for samples labeled (again) after `since_seq`;
+        counting only labels by `principals` (all if empty) and not by `exclude_principals`."""
+
+    @abstractmethod
+    def approve_labels(self, labels: Sequence[str], principal: str) -> None:
+        """Record that an admin let these labels into training."""
+
+    @abstractmethod
+    def approved_labels(self) -> set[str]: ...
 
     @abstractmethod
     def label_history(self, sample_id: str) -> list[LabelRecord]: ...
@@ -137,7 +161,8 @@ class FeedbackStore(ABC):
 
     @abstractmethod
     def request_training(self, reason: str) -> int:
-        """Record an on-demand training request (TriggerTraining); returns its id."""
+        """Record an on-demand training request (TriggerTraining); returns its id, or the
+        id of the request still pending, so repeated calls queue one run."""
 
     @abstractmethod
     def pending_training_requests(self) -> list[tuple[int, str]]: ...

@@ -56,6 +56,9 @@ class PostgresFeedbackStore(SqlFeedbackStore):
             "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (IDEMPOTENCY_LOCK_SPACE, key)
         )
 
+    def _lock_training_requests(self, cursor: Cursor) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock(7319004)")
+
     def _lock_for_migration(self, cursor: Cursor) -> None:
         # Replicas starting together must not both apply a migration.
         cursor.execute("SELECT pg_advisory_xact_lock(7319001)")

@@ -86,12 +86,32 @@ MIGRATIONS: list[str] = [
         run_id TEXT
     );
     """,
+    # Who labeled (the authenticated principal, never a client-claimed field), and the
+    # new labels an admin let into training.
+    """
+    ALTER TABLE labels ADD COLUMN principal TEXT NOT NULL DEFAULT 'unknown';
+    CREATE INDEX labels_by_label ON labels (label);
+    CREATE TABLE approved_labels (
+        label TEXT PRIMARY KEY,
+        approved_by TEXT NOT NULL,
+        approved_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
 
 _PREDICTION_COLUMNS = (
     "id, model_version, backbone_id, labels, probabilities, features, pixels, pixels_shape, "
     "created_at"
 )
+# The same row with an empty image, for picking among many candidates cheaply.
+_PREDICTION_COLUMNS_NO_PIXELS = _PREDICTION_COLUMNS.replace("pixels, pixels_shape", "NULL, '[0]'")
+
+
+_LABEL_COLUMNS = "l.seq, l.sample_id, l.label, l.source, l.created_at, l.principal"
+
+
+def _label_record(row: Sequence[Any]) -> LabelRecord:
+    return LabelRecord(int(row[0]), row[1], row[2], row[3], float(row[4]), row[5])
 
 
 def _vector(array: np.ndarray) -> bytes:
@@ -126,7 +146,7 @@ def _prediction_from_row(row: Sequence[Any]) -> KeptPrediction:
         labels=tuple(json.loads(row[3])),
         probabilities=np.frombuffer(bytes(row[4]), dtype="<f4"),
         features=np.frombuffer(bytes(row[5]), dtype="<f4"),
-        pixels=np.frombuffer(bytes(row[6]), dtype=np.uint8).reshape(shape),
+        pixels=np.frombuffer(bytes(row[6] or b""), dtype=np.uint8).reshape(shape),
         created_at=float(row[8]),
     )
 
@@ -155,6 +175,9 @@ class SqlFeedbackStore(FeedbackStore):
         second sees the first's row instead of racing it into the unique index (SQLite's
         BEGIN IMMEDIATE already serialises every writer)."""
 
+    def _lock_training_requests(self, cursor: Cursor) -> None:
+        """Serialise TriggerTraining's check-then-insert (SQLite: BEGIN IMMEDIATE does)."""
+
     def migrate(self) -> int:
         """Apply pending migrations; returns the schema version."""
         with self._write() as cursor:
@@ -181,6 +204,7 @@ class SqlFeedbackStore(FeedbackStore):
         image: bytes,
         label: str,
         source: str,
+        principal: str,
         idempotency_key: str | None = None,
         prediction: KeptPrediction | None = None,
     ) -> StoredLabel:
@@ -222,14 +246,15 @@ class SqlFeedbackStore(FeedbackStore):
             previous = row[0] if row else None
             cursor.execute(
                 self._sql(
-                    "INSERT INTO labels (sample_id, label, source, created_at, idempotency_key, "
-                    "payload_hash, prediction_id, model_version, predicted_label) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO labels (sample_id, label, source, principal, created_at, "
+                    "idempotency_key, payload_hash, prediction_id, model_version, "
+                    "predicted_label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
                     sample_id,
                     label,
                     source,
+                    principal,
                     now,
                     idempotency_key or None,
                     promise,
@@ -297,15 +322,21 @@ class SqlFeedbackStore(FeedbackStore):
         return removed
 
     def unlabeled_predictions(
-        self, strategy: SuggestStrategy, limit: int, model_version: str | None = None
+        self,
+        strategy: SuggestStrategy,
+        limit: int,
+        model_version: str | None = None,
+        *,
+        with_pixels: bool = True,
     ) -> list[KeptPrediction]:
         # A column name in the query below: only an enum member may get there.
         strategy = SuggestStrategy(strategy)
         version_filter = "AND p.model_version = ? " if model_version else ""
+        columns = _PREDICTION_COLUMNS if with_pixels else _PREDICTION_COLUMNS_NO_PIXELS
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
-                    f"SELECT {_PREDICTION_COLUMNS} FROM predictions p WHERE NOT EXISTS "
+                    f"SELECT {columns} FROM predictions p WHERE NOT EXISTS "
                     "(SELECT 1 FROM labels l WHERE l.prediction_id = p.id) "
                     f"{version_filter}ORDER BY {strategy} DESC, created_at DESC LIMIT ?"
                 ),
@@ -314,30 +345,59 @@ class SqlFeedbackStore(FeedbackStore):
             rows = cursor.fetchall()
         return [_prediction_from_row(row) for row in rows]
 
-    def current_labels(self, since_seq: int = 0) -> list[LabelRecord]:
+    def current_labels(
+        self,
+        since_seq: int = 0,
+        *,
+        principals: Sequence[str] = (),
+        exclude_principals: Sequence[str] = (),
+    ) -> list[LabelRecord]:
+        conditions, params = [], []
+        if principals:
+            conditions.append(f"principal IN ({', '.join('?' * len(principals))})")
+            params.extend(principals)
+        if exclude_principals:
+            conditions.append(f"principal NOT IN ({', '.join('?' * len(exclude_principals))})")
+            params.extend(exclude_principals)
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
-                    "SELECT l.seq, l.sample_id, l.label, l.source, l.created_at FROM labels l "
-                    "JOIN (SELECT sample_id, MAX(seq) AS seq FROM labels GROUP BY sample_id) "
-                    "latest ON latest.seq = l.seq WHERE l.seq > ? ORDER BY l.seq"
+                    f"SELECT {_LABEL_COLUMNS} FROM labels l "
+                    "JOIN (SELECT sample_id, MAX(seq) AS seq FROM labels "
+                    f"{where}GROUP BY sample_id) latest ON latest.seq = l.seq "
+                    "WHERE l.seq > ? ORDER BY l.seq"
                 ),
-                (since_seq,),
+                (*params, since_seq),
             )
             rows = cursor.fetchall()
-        return [LabelRecord(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]
+        return [_label_record(row) for row in rows]
 
     def label_history(self, sample_id: str) -> list[LabelRecord]:
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
-                    "SELECT seq, sample_id, label, source, created_at FROM labels "
-                    "WHERE sample_id = ? ORDER BY seq"
+                    f"SELECT {_LABEL_COLUMNS} FROM labels l WHERE sample_id = ? ORDER BY seq"
                 ),
                 (sample_id,),
             )
             rows = cursor.fetchall()
-        return [LabelRecord(int(r[0]), r[1], r[2], r[3], float(r[4])) for r in rows]
+        return [_label_record(row) for row in rows]
+
+    def approve_labels(self, labels: Sequence[str], principal: str) -> None:
+        with self._write() as cursor:
+            cursor.executemany(
+                self._sql(
+                    "INSERT INTO approved_labels (label, approved_by, approved_at) "
+                    "VALUES (?, ?, ?) ON CONFLICT (label) DO NOTHING"
+                ),
+                [(label, principal, time.time()) for label in labels],
+            )
+
+    def approved_labels(self) -> set[str]:
+        with self._read() as cursor:
+            cursor.execute("SELECT label FROM approved_labels")
+            return {row[0] for row in cursor.fetchall()}
 
     def last_label_seq(self) -> int:
         with self._read() as cursor:
@@ -351,6 +411,11 @@ class SqlFeedbackStore(FeedbackStore):
 
     def request_training(self, reason: str) -> int:
         with self._write() as cursor:
+            self._lock_training_requests(cursor)
+            cursor.execute("SELECT MIN(id) FROM training_requests WHERE handled_at IS NULL")
+            pending = cursor.fetchone()[0]
+            if pending is not None:
+                return int(pending)
             cursor.execute(
                 self._sql(
                     "INSERT INTO training_requests (reason, requested_at) VALUES (?, ?) "

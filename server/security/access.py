@@ -1,0 +1,129 @@
+"""Roles, principals and the one decision every use case asks for: may this caller do it?
+
+Roles nest: `admin` may do everything `label` may, and `label` everything `predict`
+may. A caller is identified by a bearer token, else by a verified client certificate,
+else is anonymous; anonymous callers get `anonymous_role` (by default `label` when the
+server has no credentials configured at all, which only a loopback or explicitly
+insecure server allows, and nothing otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from tlserve.server.errors import PermissionDenied, Unauthenticated
+from tlserve.server.security.errors import SecurityConfigError
+
+if TYPE_CHECKING:
+    from tlserve.server.security.tokens import TokenTable
+
+ANONYMOUS = "anonymous"
+
+
+class Role(IntEnum):
+    NONE = 0
+    PREDICT = 1
+    LABEL = 2
+    ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str, where: str = "role") -> Role:
+        try:
+            return cls[value.strip().upper()]
+        except KeyError:
+            raise SecurityConfigError(
+                f"{where}: unknown role {value!r}; roles are none, predict, label, admin"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as recorded on their feedback: `anonymous`, `token:<name>` or
+    `cert:<name>`."""
+
+    name: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """What a caller presented, whatever the protocol: the Authorization value as sent,
+    and the names (CN, then SANs) of a client certificate the TLS layer verified."""
+
+    authorization: str | None = None
+    certificate_names: Sequence[str] = ()
+
+
+LOCAL = Presented()
+
+
+class AccessControl:
+    def __init__(
+        self,
+        tokens: TokenTable,
+        *,
+        anonymous_role: Role,
+        certificate_roles: Mapping[str, Role] | None = None,
+        certificate_default_role: Role = Role.NONE,
+    ) -> None:
+        self.tokens = tokens
+        self.anonymous_role = anonymous_role
+        self.certificate_roles = dict(certificate_roles or {})
+        self.certificate_default_role = certificate_default_role
+
+    def authenticate(self, presented: Presented) -> Principal:
+        """The caller's principal; Unauthenticated for a malformed or unknown token."""
+        if presented.authorization is not None:
+            return self._token_principal(presented.authorization)
+        if presented.certificate_names:
+            return self._certificate_principal(presented.certificate_names)
+        return Principal(ANONYMOUS, self.anonymous_role)
+
+    def require(self, presented: Presented, role: Role) -> Principal:
+        """The caller's principal if its role allows `role`; else Unauthenticated (no or a
+        bad credential) or PermissionDenied (a valid credential of a lesser role)."""
+        principal = self.authenticate(presented)
+        if principal.role >= role:
+            return principal
+        if principal.name != ANONYMOUS:
+            raise PermissionDenied(
+                f"{principal.name} has the `{principal.role.label}` role; this call needs "
+                f"`{role.label}`"
+            )
+        if role == Role.ADMIN and not self._admin_configured():
+            raise Unauthenticated(
+                "admin calls are refused: this server has no admin credential; set "
+                "TLSERVE_ADMIN_TOKENS or add an `admin` line to TLSERVE_TOKENS_FILE"
+            )
+        raise Unauthenticated(
+            f"this call needs a credential with the `{role.label}` role: send "
+            "`authorization: Bearer <token>` or a client certificate the server trusts"
+        )
+
+    def _admin_configured(self) -> bool:
+        return self.tokens.has_role(Role.ADMIN) or Role.ADMIN in (
+            self.certificate_default_role,
+            *self.certificate_roles.values(),
+        )
+
+    def _token_principal(self, authorization: str) -> Principal:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("the authorization header must be `Bearer <token>`")
+        entry = self.tokens.lookup(token.strip())
+        if entry is None:
+            raise Unauthenticated("the bearer token is not valid on this server")
+        return Principal(f"token:{entry.name}", entry.role)
+
+    def _certificate_principal(self, names: Sequence[str]) -> Principal:
+        for name in names:
+            if name in self.certificate_roles:
+                return Principal(f"cert:{name}", self.certificate_roles[name])
+        return Principal(f"cert:{names[0]}", self.certificate_default_role)

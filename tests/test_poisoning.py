@@ -1,0 +1,152 @@
+"""Poisoning and leaks, tried as an unprivileged client would against a real server: no
+relabeling, no reading others' images or labels, no new class slipping into training,
+no short class stopping everyone's training, no huge images kept."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from examples.colour_model import publish_colour_version
+from tests.support import ServerThread, label_samples, solid_image
+from tests.test_security import ADMIN, LABEL, PREDICT
+from tlserve.clients import TlserveClient, errors
+from tlserve.server.registry import Registry
+
+
+def _server(tmp_path: Path, **settings: object) -> ServerThread:
+    publish_colour_version(Registry.local(tmp_path / "registry"))
+    return ServerThread(
+        tmp_path, predict_tokens=PREDICT, label_tokens=LABEL, admin_tokens=ADMIN, **settings
+    ).start()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServerThread]:
+    server = _server(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_an_unprivileged_client_can_neither_relabel_nor_read(served: ServerThread) -> None:
+    with TlserveClient(served.target, token=LABEL) as labeler:
+        prediction = labeler.predict_one(solid_image("red"))
+        stored = labeler.submit_feedback("red", image=solid_image("red"))
+    for token, refused in (("", errors.Unauthenticated), (PREDICT, errors.PermissionDenied)):
+        with TlserveClient(served.target, token=token) as outsider:
+            with pytest.raises(refused):
+                outsider.submit_feedback("blue", image=solid_image("red"))  # relabel
+            with pytest.raises(refused):
+                outsider.submit_feedback("blue", prediction_id=prediction.prediction_id)
+            with pytest.raises(refused):
+                outsider.suggest_labels(5)  # others' images
+            with pytest.raises(refused):
+                outsider.list_labels()
+    assert served.server is not None
+    history = served.server.store.label_history(stored.sample_id)
+    assert [record.label for record in history] == ["red"]
+
+
+def test_a_new_class_stays_quarantined_until_enough_images_or_approval(
+    served: ServerThread,
+) -> None:
+    """Default policy: quarantine with a quorum of 5 distinct images."""
+    with TlserveClient(served.target, token=LABEL) as labeler:
+        for shade in range(3):
+            labeler.submit_feedback("purple", image=solid_image("red", (20 + shade, 20)))
+        purple = {c.label: c for c in labeler.list_labels()}["purple"]
+        assert (purple.status, purple.images_needed, purple.samples) == ("quarantined", 2, 3)
+        with pytest.raises(errors.PermissionDenied):
+            labeler.approve_labels(["purple"])
+        labeler.submit_feedback("red", image=solid_image("red"))
+        known = {c.label: c for c in labeler.list_labels()}["red"]
+        assert known.status == "known"
+    with TlserveClient(served.target, token=ADMIN) as admin:
+        assert admin.approve_labels([" Purple "]) == ["Purple"]
+        assert admin.approve_labels(["purple"]) == ["purple"]
+        statuses = {c.label: c.status for c in admin.list_labels()}
+    assert statuses["purple"] == "approved"
+
+
+def test_closed_policy_refuses_new_labels_until_approved(tmp_path: Path) -> None:
+    server = _server(tmp_path, new_class_policy="closed")
+    try:
+        with TlserveClient(server.target, token=LABEL) as labeler:
+            labeler.submit_feedback("green", image=solid_image("green"))
+            with pytest.raises(errors.InvalidArgument) as refused:
+                labeler.submit_feedback("teal", image=solid_image("blue"))
+            assert "new_class_policy=closed" in refused.value.message
+            assert "blue, green, red" in refused.value.message
+        with TlserveClient(server.target, token=ADMIN) as admin:
+            admin.approve_labels(["teal"])
+        with TlserveClient(server.target, token=LABEL) as labeler:
+            labeler.submit_feedback("teal", image=solid_image("blue"))
+            assert label_samples(labeler.list_labels()) == {"green": 1, "teal": 1}
+    finally:
+        server.stop()
+
+
+def test_big_feedback_images_are_stored_at_the_size_training_needs(served: ServerThread) -> None:
+    """The colour model takes 32x32: a 2000x1000 photo is kept as 64x32 (covering 32x32
+    at its own aspect ratio), not as the megapixels that were sent."""
+    noise = np.random.default_rng(0).integers(0, 255, (1000, 2000, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")
+    with TlserveClient(served.target, token=LABEL) as labeler:
+        receipt = labeler.submit_feedback("red", image=buffer.getvalue())
+        small = labeler.submit_feedback("blue", image=solid_image("blue", (20, 10)))
+    assert served.server is not None
+    stored = served.server.store.images([receipt.sample_id, small.sample_id])
+    with Image.open(io.BytesIO(stored[receipt.sample_id])) as kept:
+        assert kept.size == (64, 32)
+    assert len(stored[receipt.sample_id]) < len(buffer.getvalue()) / 100
+    assert stored[small.sample_id] == solid_image("blue", (20, 10))  # small ones as sent
+
+
+def test_feedback_images_over_the_byte_cap_are_refused(tmp_path: Path) -> None:
+    server = _server(tmp_path, max_feedback_image_bytes=2048)
+    try:
+        noise = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(noise).save(buffer, "PNG")
+        with (
+            TlserveClient(server.target, token=LABEL) as labeler,
+            pytest.raises(errors.ResourceExhausted, match="at most 2048"),
+        ):
+            labeler.submit_feedback("red", image=buffer.getvalue())
+    finally:
+        server.stop()
+
+
+def test_suggestions_are_capped_in_count_and_reply_size(tmp_path: Path) -> None:
+    # 64 KiB replies hold a few 32x32 images (3 KiB each, raw) and no more.
+    server = _server(tmp_path, max_suggestions=20, max_message_bytes=16 * 1024)
+    try:
+        with TlserveClient(server.target, token=LABEL) as labeler:
+            for shade in range(30):
+                labeler.predict_one(solid_image("red", (10 + shade, 10)))
+            with pytest.raises(errors.InvalidArgument, match=r"1\.\.20"):
+                labeler.suggest_labels(21)
+            suggestions = labeler.suggest_labels(20)
+        assert 1 <= len(suggestions) < 20
+        assert sum(len(s.image_png) for s in suggestions) < 16 * 1024
+    finally:
+        server.stop()
+
+
+def test_repeated_training_requests_queue_one_run(served: ServerThread) -> None:
+    with TlserveClient(served.target, token=ADMIN) as admin:
+        first = admin.trigger_training("one")
+        assert admin.trigger_training("two") == first
+        with pytest.raises(errors.ResourceExhausted) as limited:
+            for _ in range(5):
+                admin.trigger_training("flood")
+        assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert served.server is not None
+    assert len(served.server.store.pending_training_requests()) == 1
