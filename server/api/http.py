@@ -45,6 +45,9 @@ from tlserve.server.prediction import ImageInput
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The probes (the Kubernetes manifests point at them): open without credentials.
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"
 # Bodies above this are parsed in a worker thread, so a big JSON request cannot stall
 # the event loop that every other request shares.
 _THREAD_PARSE_BYTES = 256 * 1024
@@ -92,8 +95,8 @@ class HttpApi:
         model = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
         routes: list[tuple[str, str, Handler, str]] = [
-            ("GET", "/v2/health/live", self.server_live, "ServerLive"),
-            ("GET", "/v2/health/ready", self.server_ready, "ServerReady"),
+            ("GET", LIVE_PATH, self.server_live, "ServerLive"),
+            ("GET", READY_PATH, self.server_ready, "ServerReady"),
             ("GET", "/v2", self.server_metadata, "ServerMetadata"),
             ("GET", model, self.model_metadata, "ModelMetadata"),
             ("GET", versioned, self.model_metadata, "ModelMetadata"),
