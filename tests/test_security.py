@@ -19,11 +19,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from examples.colour_model import publish_colour_version
 from tests.certs import Authority, Issued
 from tests.support import HttpReply, ServerThread, http_call, solid_image
+from tests.test_cli import tlserve
 from tests.test_kserve import PROBE
 from tlserve.clients import FeedbackItem, TlserveClient, errors, tls_credentials
 from tlserve.proto import classifier_pb2 as pb
@@ -272,6 +274,26 @@ def test_mutual_tls_identities(mtls_server: ServerThread, pki: Pki, protocol: st
     assert with_cert(pki.bob, "feedback").ok
     assert not with_cert(pki.bob, "training").ok
     assert with_cert(pki.alice, "training").ok
+
+
+def test_probes_stay_open_and_the_cli_speaks_tls(tls_server: ServerThread, pki: Pki) -> None:
+    context = ssl.create_default_context(cafile=pki.ca.cert)
+    ready = http_call(f"{tls_server.http_url}/v2/health/ready", context=context)
+    assert ready.status == 200 and ready.json() == {"ready": True}
+    with grpc.secure_channel(tls_server.target, tls_credentials(pki.ca.cert)) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+    tls = ("--ca-file", str(pki.ca.cert))
+    listed = tlserve(*tls, "--token", LABEL, "labels", target=tls_server.target)
+    assert listed.returncode == 0 and "samples in all" in listed.stdout
+    refused = tlserve(*tls, "--token", PREDICT, "labels", target=tls_server.target)
+    assert refused.returncode == 1
+    assert (
+        refused.stderr.startswith("tlserve: PERMISSION_DENIED")
+        and "Traceback" not in refused.stderr
+    )
+    missing = tlserve("--ca-file", "/nonexistent/ca.pem", "labels", target=tls_server.target)
+    assert missing.returncode == 2 and "TLS settings" in missing.stderr
 
 
 def test_the_principal_is_recorded_with_each_label(tls_server: ServerThread, pki: Pki) -> None:
