@@ -28,12 +28,13 @@ from tlserve.server.core import ServingCore
 from tlserve.server.feedback import FeedbackLimits, FeedbackService
 from tlserve.server.imaging import ImageLimits
 from tlserve.server.keeper import PredictionKeeper
+from tlserve.server.loop_lag import LoopLagMonitor
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.model_slot import LoadedModel, ModelLoader, ModelSlot
 from tlserve.server.prediction import PredictionService
 from tlserve.server.registry import Registry
 from tlserve.server.runtime import SessionFactory
-from tlserve.server.security.setup import build_security
+from tlserve.server.security.setup import build_security, is_loopback
 from tlserve.server.settings import ServerSettings
 from tlserve.server.store import open_store
 
@@ -83,13 +84,12 @@ class TlserveServer:
                 max_image_bytes=settings.max_feedback_image_bytes,
                 fallback_side=settings.feedback_image_side,
                 max_suggestions=settings.max_suggestions,
+                max_stream_items=settings.max_stream_items,
                 # Room for the reply's other fields: ids, scores, labels.
                 suggestion_bytes=settings.max_message_bytes * 9 // 10,
             ),
             holdout_percent=settings.holdout_percent,
-            class_policy=ClassPolicy(
-                NewClassPolicy(settings.new_class_policy), settings.new_class_quorum
-            ),
+            class_policy=ClassPolicy(_new_class_policy(settings), settings.new_class_quorum),
         )
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
@@ -117,6 +117,7 @@ class TlserveServer:
         )
         self.http = HttpApi(self.core, self.metrics, max_body_bytes=settings.max_message_bytes)
         self.health = health.aio.HealthServicer()
+        self.loop_lag = LoopLagMonitor(self.metrics.loop_lag_seconds)
         self._grpc: grpc.aio.Server | None = None
         self._metrics_http: WSGIServer | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -136,6 +137,7 @@ class TlserveServer:
         self._background = [
             asyncio.create_task(self.slot.watch(settings.registry_poll_seconds), name="registry"),
             asyncio.create_task(self.keeper.run(), name="keeper"),
+            asyncio.create_task(self.loop_lag.run(), name="loop-lag"),
         ]
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -233,3 +235,11 @@ class TlserveServer:
         )
         for service in ("", CLASSIFIER_SERVICE, KSERVE_SERVICE):
             await self.health.set(service, status)
+
+
+def _new_class_policy(settings: ServerSettings) -> NewClassPolicy:
+    if settings.new_class_policy != "auto":
+        return NewClassPolicy(settings.new_class_policy)
+    hosts = [settings.host, *([settings.http_host or settings.host] if settings.http_port else [])]
+    local = all(is_loopback(host) for host in hosts)
+    return NewClassPolicy.OPEN if local else NewClassPolicy.QUARANTINE

@@ -1,9 +1,10 @@
 """Which labels training may use: the new-class policy, shared by server and trainer.
 
 A label the served model already has is `known`; one an admin approved is `approved`.
-Any other label is new: `open` admits it at once, `quarantine` once `quorum` distinct
-images carry it, `closed` never (the server refuses such feedback). A label that is not
-admitted simply waits: training goes on with the others.
+Any other label is new. Servers apply their policy as feedback arrives: `open` approves
+it (as `policy:open`), `closed` refuses it unless approved, `quarantine` lets it wait.
+The trainer admits known and approved labels, and new ones once `quorum` distinct images
+carry them. A label that is not admitted simply waits: training goes on with the others.
 """
 
 from __future__ import annotations

@@ -131,6 +131,11 @@ class ServingCore:
 
     # ---- models --------------------------------------------------------------------
 
+    @property
+    def max_images(self) -> int:
+        """Most images one request may carry; adapters check it before converting any."""
+        return self.predictions.max_images_per_request
+
     def check_model_name(self, name: str) -> None:
         """The Open Inference Protocol names the model; this server serves one."""
         if name != self.model_name:

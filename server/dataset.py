@@ -97,7 +97,8 @@ def _extract_checked(archive: tarfile.TarFile, target: Path) -> None:
 
 
 def import_data(store: FeedbackStore, source: Path, limits: ImageLimits) -> ImportReport:
-    """Load a folder or tar written by `export_data` (or any labels.csv of path,label)."""
+    """Load a folder or tar written by `export_data` (or any labels.csv of path,label).
+    The operator runs it, so its labels are approved for training."""
     if source.is_file():
         with (
             tempfile.TemporaryDirectory(prefix="tlserve-import-") as scratch,
@@ -109,6 +110,7 @@ def import_data(store: FeedbackStore, source: Path, limits: ImageLimits) -> Impo
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest} does not exist; expected a folder with labels.csv")
     report = ImportReport()
+    imported: set[str] = set()
     with open(manifest, newline="", encoding="utf-8") as handle:
         for line, row in enumerate(csv.DictReader(handle), start=2):
             where = f"labels.csv line {line}"
@@ -134,6 +136,8 @@ def import_data(store: FeedbackStore, source: Path, limits: ImageLimits) -> Impo
                 report.duplicates += 1
             else:
                 report.accepted += 1
+            imported.add(label)
+    store.approve_labels(sorted(imported), "import-data")
     return report
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tlserve.server.classes import ClassPolicy, LabelStatus
+from tlserve.server.classes import ClassPolicy, LabelStatus, NewClassPolicy
 from tlserve.server.errors import InvalidInput, NotFound, TlserveError, TooLarge, quoted
 from tlserve.server.imaging import ImageLimits, downscale_to_cover, encode_png, validate_pixels
 from tlserve.server.keeper import PredictionKeeper
@@ -66,6 +66,8 @@ class FeedbackLimits:
     # Stored images cover the served model's input; this square before any is served.
     fallback_side: int
     max_suggestions: int
+    # StreamFeedback reads at most this many items (one reply holds all their results).
+    max_stream_items: int
     # SuggestLabels stops adding images beyond this many bytes of PNG (one reply).
     suggestion_bytes: int
 
@@ -89,6 +91,7 @@ class FeedbackService:
         self.limits = limits
         self.holdout_percent = holdout_percent
         self.class_policy = class_policy
+        self._approved_here: set[str] = set()
 
     async def submit(self, item: FeedbackInput, principal: str) -> StoredLabel:
         """Validate, store and commit one label; returns only after the durable commit.
@@ -111,6 +114,21 @@ class FeedbackService:
         results = []
         index = 0
         async for item in items:
+            if index == self.limits.max_stream_items:
+                # Stop reading: the reply (one result per item) stays bounded, and every
+                # item before this one keeps its result.
+                results.append(
+                    ItemResult(
+                        index,
+                        None,
+                        TooLarge(
+                            f"the stream has more than {self.limits.max_stream_items} items; "
+                            "this one and any after it were not read: send them in another "
+                            "stream"
+                        ),
+                    )
+                )
+                break
             if isinstance(item, TlserveError):
                 self.metrics.feedback.labels(result="rejected").inc()
                 results.append(ItemResult(index, None, item))
@@ -132,7 +150,8 @@ class FeedbackService:
         label = normalize_label(item.label)
         served = self.slot.current
         known = served.labels if served is not None else ()
-        if label not in known and self.class_policy.policy == "closed":
+        new_class = label not in known
+        if new_class and self.class_policy.policy == NewClassPolicy.CLOSED:
             approved = await asyncio.to_thread(self.store.approved_labels)
             self.class_policy.check_submission(label, known, approved)
         source = item.source.strip()[:200] or "api"
@@ -181,6 +200,8 @@ class FeedbackService:
             idempotency_key=key,
             prediction=prediction,
         )
+        if new_class and self.class_policy.policy == NewClassPolicy.OPEN:
+            await self._approve_once(label)
         if prediction is not None and not stored.duplicate:
             outcome = "correct" if prediction.top_label == label else "wrong"
             version = prediction.model_version
@@ -188,6 +209,14 @@ class FeedbackService:
             correct, total = await asyncio.to_thread(self.store.live_accuracy, version)
             self.metrics.live_accuracy.labels(version=version).set(correct / total)
         return stored
+
+    async def _approve_once(self, label: str) -> None:
+        """Under `open`, a new label is approved as it arrives (the trainer admits known,
+        approved and quorate labels whatever the server's policy)."""
+        if label in self._approved_here:
+            return
+        await asyncio.to_thread(self.store.approve_labels, [label], "policy:open")
+        self._approved_here.add(label)
 
     def _stored_size(self) -> tuple[int, int]:
         served = self.slot.current

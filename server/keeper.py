@@ -87,13 +87,37 @@ class PredictionKeeper:
         return await asyncio.to_thread(self.store.prediction, prediction_id)
 
     async def flush(self) -> None:
+        """Write what is pending. A batch the store refuses is retried row by row, and a
+        row it still cannot store is dropped and counted: kept predictions are a cache,
+        and one bad row must never jam the ones behind it."""
         async with self._flush_lock:
             if not self._pending:
                 return
             batch = list(self._pending.values())
-            await asyncio.to_thread(self.store.keep_predictions, batch)
+            try:
+                await asyncio.to_thread(self.store.keep_predictions, batch)
+            except Exception as exc:
+                dropped = await asyncio.to_thread(self._keep_one_by_one, batch)
+                if dropped:
+                    log.warning(
+                        "dropped %d of %d kept predictions the store refused: %s",
+                        dropped,
+                        len(batch),
+                        exc,
+                    )
             for prediction in batch:
                 self._pending.pop(prediction.prediction_id, None)
+
+    def _keep_one_by_one(self, batch: list[KeptPrediction]) -> int:
+        dropped = 0
+        for prediction in batch:
+            try:
+                self.store.keep_predictions([prediction])
+            except Exception:
+                dropped += 1
+        if dropped:
+            self.metrics.dropped_predictions.labels(reason="unstorable").inc(dropped)
+        return dropped
 
     @property
     def max_count(self) -> int:

@@ -135,8 +135,16 @@ class ServerMetrics:
         )
         self.dropped_predictions = Counter(
             "tlserve_kept_predictions_dropped",
-            "Predictions not kept, by reason: rate_limit (keep_max_per_second), store_behind.",
+            "Predictions not kept, by reason: rate_limit (keep_max_per_second), store_behind, "
+            "unstorable (the store refused the row).",
             ["reason"],
+            registry=registry,
+        )
+
+        self.loop_lag_seconds = Histogram(
+            "tlserve_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time during which no request was served.",
+            buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
 

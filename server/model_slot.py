@@ -23,7 +23,7 @@ import onnxruntime as ort
 from tlserve.server.errors import ModelRejected, NoModel, NotFound, TlserveError
 from tlserve.server.imaging import InputSpec
 from tlserve.server.metrics import ServerMetrics
-from tlserve.server.registry import BackboneManifest, ModelManifest, Registry
+from tlserve.server.registry import BackboneManifest, HeadScores, ModelManifest, Registry
 from tlserve.server.runtime import SessionFactory
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,12 @@ class LoadedModel:
         return list(self.backbone.session.get_providers())
 
     def head_probabilities(self, features: np.ndarray) -> np.ndarray:
-        (probabilities,) = self.head.run(
-            [self.manifest.head_output], {self.manifest.head_input: features}
-        )
-        return np.asarray(probabilities, dtype=np.float32)
+        (scores,) = self.head.run([self.manifest.head_output], {self.manifest.head_input: features})
+        scores = np.asarray(scores, dtype=np.float32)
+        if self.manifest.head_scores == HeadScores.LOGITS:
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+            return shifted / shifted.sum(axis=1, keepdims=True)
+        return scores
 
     def acquire(self) -> bool:
         with self._lock:
@@ -107,6 +109,12 @@ class LoadedModel:
     @property
     def leases(self) -> int:
         return self._leases
+
+
+# Rows of a probability head sum to 1 within float32 rounding; more is not probabilities.
+PROBABILITY_TOLERANCE = 1e-3
+# One warm-up batch holds each kind of image once: noise, black, white, a gradient.
+WARM_UP_KINDS = 4
 
 
 class ModelLoader:
@@ -149,9 +157,12 @@ class ModelLoader:
         return BackboneRuntime(manifest=manifest, session=session)
 
     def _warm_up(self, model: LoadedModel) -> None:
+        """Run every batch size the server will use on varied images (black, white, noise,
+        gradients: a head that breaks only on non-zero input shows here); the scores must
+        be finite probabilities, each row summing to 1."""
         spec = model.input_spec
-        for batch in sorted({1, self.warmup_batch}):
-            pixels = np.zeros((batch, spec.height, spec.width, 3), dtype=np.uint8)
+        for batch in sorted({1, WARM_UP_KINDS, self.warmup_batch}):
+            pixels = _warm_up_images(batch, spec.height, spec.width)
             try:
                 features = model.backbone.features(pixels)
                 probabilities = model.head_probabilities(features)
@@ -166,6 +177,32 @@ class ModelLoader:
                 )
             if not np.isfinite(probabilities).all():
                 raise ModelRejected(f"version {model.version}: warm-up produced non-finite scores")
+            sums = probabilities.sum(axis=1)
+            if probabilities.min() < -PROBABILITY_TOLERANCE or not np.allclose(
+                sums, 1.0, atol=PROBABILITY_TOLERANCE
+            ):
+                raise ModelRejected(
+                    f"version {model.version}: the head's scores are not probabilities (rows sum "
+                    f"to {sums.min():.4g}..{sums.max():.4g}); a head that outputs logits must "
+                    'say so in model.json (head.scores = "logits") and the server applies softmax'
+                )
+
+
+def _warm_up_images(batch: int, height: int, width: int) -> np.ndarray:
+    """Noise first (so even batch 1 is not all zeros), then black, white, a gradient,
+    then more noise."""
+    rng = np.random.default_rng(batch)
+    gradient = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    fixed = [
+        np.zeros((height, width, 3), np.uint8),
+        np.full((height, width, 3), 255, np.uint8),
+        np.broadcast_to(gradient, (height, width, 3)).astype(np.uint8),
+    ]
+    images = [
+        fixed[i - 1] if 1 <= i <= len(fixed) else rng.integers(0, 256, (height, width, 3), np.uint8)
+        for i in range(batch)
+    ]
+    return np.stack(images)
 
 
 def _dims(node: ort.NodeArg) -> list[int | str | None]:
@@ -205,6 +242,14 @@ def _check_head_signature(
     manifest: ModelManifest, backbone: BackboneManifest, head: ort.InferenceSession
 ) -> None:
     what = f"version {manifest.version}"
+    claimed = (manifest.input_height, manifest.input_width, manifest.feature_dim)
+    actual = (backbone.height, backbone.width, backbone.feature_dim)
+    if claimed != actual:
+        raise ModelRejected(
+            f"{what}: model.json says input {claimed[0]}x{claimed[1]} and {claimed[2]} "
+            f"features, its backbone {backbone.id[:12]} takes {actual[0]}x{actual[1]} and "
+            f"gives {actual[2]}"
+        )
     inputs, outputs = head.get_inputs(), head.get_outputs()
     if len(inputs) != 1 or inputs[0].name != manifest.head_input:
         raise ModelRejected(

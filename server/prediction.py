@@ -101,13 +101,7 @@ class PredictionService:
 
         A pinned `version` is checked under the same lease that answers, so a swap in
         between can only turn the answer into NotFound, never into another version's."""
-        if not images:
-            raise InvalidInput("the request has no images; send at least one")
-        if len(images) > self.max_images_per_request:
-            raise TooLarge(
-                f"the request has {len(images)} images; at most "
-                f"{self.max_images_per_request} are accepted per request"
-            )
+        check_image_count(len(images), self.max_images_per_request)
         with self.slot.lease() as model:
             check_pinned_version(version, model)
             k = self._resolve_top_k(top_k, model)
@@ -199,6 +193,14 @@ class PredictionService:
             time.perf_counter() - backbone_done
         )
         return [_Scored(f, p) for f, p in zip(features, probabilities, strict=True)]
+
+
+def check_image_count(count: int, limit: int) -> None:
+    """Adapters call this on the count a request declares, before converting any image."""
+    if count == 0:
+        raise InvalidInput("the request has no images; send at least one")
+    if count > limit:
+        raise TooLarge(f"the request has {count} images; at most {limit} are accepted per request")
 
 
 def top_indices(probabilities: np.ndarray, k: int) -> np.ndarray:

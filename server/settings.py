@@ -70,11 +70,6 @@ class DeploymentSettings(FileSettings):
     holdout_percent: float = Field(default=20.0, ge=0.0, le=90.0)
     """Share of samples in the stable holdout split (by content hash), for counts and evaluation."""
 
-    new_class_policy: NewClassPolicy = "quarantine"
-    """Labels the served model does not know yet: `open` (train on them at once),
-    `quarantine` (train once `new_class_quorum` distinct images carry the label or an admin
-    approves it) or `closed` (refused unless an admin approved the label)."""
-
     new_class_quorum: int = Field(default=5, ge=1)
     """Distinct images a new label needs before it joins training under `quarantine`."""
 
@@ -97,6 +92,12 @@ class ServerSettings(DeploymentSettings):
         env_parse_none_str="none",
     )
 
+    new_class_policy: NewClassPolicy | Literal["auto"] = "auto"
+    """Labels the served model does not know yet: `open` (approved as they arrive),
+    `quarantine` (they train once `new_class_quorum` distinct images carry them or an admin
+    approves them) or `closed` (refused unless an admin approved them); `auto`: `open`
+    on a loopback-only server, `quarantine` otherwise."""
+
     keep_predictions: bool = True
     """Keep recent predictions (scores, features, image) for feedback by id and SuggestLabels."""
 
@@ -115,6 +116,9 @@ class ServerSettings(DeploymentSettings):
     max_suggestions: int = Field(default=100, ge=1, le=1000)
     """Most suggestions one SuggestLabels call returns (fewer when their images would not
     fit in one reply of `max_message_bytes`)."""
+
+    max_stream_items: int = Field(default=10_000, ge=1)
+    """Most items one StreamFeedback call reads; the rest are reported as not read."""
 
     max_feedback_image_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest encoded image accepted as feedback, in bytes."""

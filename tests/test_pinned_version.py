@@ -43,7 +43,7 @@ def pinned_infer(server: ServerThread, protocol: str, version: str) -> tuple[str
                 )
             except grpc.RpcError as error:
                 return error.code().name, ""
-        (label,) = decode_bytes_elements(response.raw_output_contents[0])
+        (label,) = decode_bytes_elements(response.raw_output_contents[0], 1)
         return "OK", f"{response.model_version}:{label.decode()}"
     header = json.dumps(
         {

@@ -29,7 +29,8 @@ def _server(tmp_path: Path, **settings: object) -> ServerThread:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[ServerThread]:
-    server = _server(tmp_path)
+    # What a non-loopback server does by default (on loopback `auto` is `open`).
+    server = _server(tmp_path, new_class_policy="quarantine")
     yield server
     server.stop()
 
@@ -56,7 +57,7 @@ def test_an_unprivileged_client_can_neither_relabel_nor_read(served: ServerThrea
 def test_a_new_class_stays_quarantined_until_enough_images_or_approval(
     served: ServerThread,
 ) -> None:
-    """Default policy: quarantine with a quorum of 5 distinct images."""
+    """Quarantine, with the default quorum of 5 distinct images."""
     with TlserveClient(served.target, token=LABEL) as labeler:
         for shade in range(3):
             labeler.submit_feedback("purple", image=solid_image("red", (20 + shade, 20)))
@@ -72,6 +73,16 @@ def test_a_new_class_stays_quarantined_until_enough_images_or_approval(
         assert admin.approve_labels(["purple"]) == ["purple"]
         statuses = {c.label: c.status for c in admin.list_labels()}
     assert statuses["purple"] == "approved"
+
+
+def test_a_loopback_server_approves_new_labels_as_they_arrive(tmp_path: Path) -> None:
+    server = _server(tmp_path)  # `auto` on loopback: open
+    try:
+        with TlserveClient(server.target, token=LABEL) as labeler:
+            labeler.submit_feedback("purple", image=solid_image("red"))
+            assert {c.label: c.status for c in labeler.list_labels()} == {"purple": "approved"}
+    finally:
+        server.stop()
 
 
 def test_closed_policy_refuses_new_labels_until_approved(tmp_path: Path) -> None:

@@ -91,9 +91,9 @@ class Trainer:
         self.gate = PromotionGate(
             settings.min_accuracy, settings.max_regression, settings.min_samples_per_class
         )
-        self.class_policy = ClassPolicy(
-            NewClassPolicy(settings.new_class_policy), settings.new_class_quorum
-        )
+        # The servers apply their own policy as labels arrive (approving them under
+        # `open`, refusing them under `closed`); what is left for training is quarantine.
+        self.class_policy = ClassPolicy(NewClassPolicy.QUARANTINE, settings.new_class_quorum)
 
     def _served_labels(self, version: str | None) -> tuple[str, ...]:
         if version is None:

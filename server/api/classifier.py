@@ -23,7 +23,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     ) -> pb.PredictResponse:
         result = await self.core.predict(
             codec.presented(context),
-            codec.images_from_proto(request.images),
+            codec.images_from_proto(request.images, self.core.max_images),
             request.top_k,
             keep=not request.do_not_keep,
         )

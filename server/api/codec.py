@@ -22,7 +22,12 @@ from tlserve.server.api.tensors import (
 from tlserve.server.core import LabelSuggestion, ModelInfo, ModelListing, Rollback, ServedSignature
 from tlserve.server.errors import InvalidInput
 from tlserve.server.feedback import FeedbackInput, ItemResult, LabelInfo
-from tlserve.server.prediction import ImageInput, LabelScore, PredictResult
+from tlserve.server.prediction import (
+    ImageInput,
+    LabelScore,
+    PredictResult,
+    check_image_count,
+)
 from tlserve.server.security import Presented
 from tlserve.server.store.base import StoredLabel, SuggestStrategy
 
@@ -32,7 +37,8 @@ _TENSOR_DTYPES = {pb.UINT8: np.dtype(np.uint8), pb.FLOAT32: np.dtype("<f4")}
 # ---- tlserve.v1 ------------------------------------------------------------------
 
 
-def images_from_proto(images: Sequence[pb.Image]) -> list[ImageInput]:
+def images_from_proto(images: Sequence[pb.Image], max_images: int) -> list[ImageInput]:
+    check_image_count(len(images), max_images)
     converted = []
     for index, image in enumerate(images):
         source = image.WhichOneof("source")
@@ -71,7 +77,7 @@ def feedback_from_proto(request: pb.SubmitFeedbackRequest) -> FeedbackInput:
     if subject == "prediction_id":
         return FeedbackInput(prediction_id=request.prediction_id, **common)
     if subject == "image":
-        (image,) = images_from_proto([request.image])
+        (image,) = images_from_proto([request.image], 1)
         return FeedbackInput(encoded=image.encoded, pixels=image.pixels, **common)
     raise InvalidInput("feedback names no image: set prediction_id or image")
 

@@ -34,10 +34,11 @@ from aiohttp import BodyPartReader, web
 
 from tlserve.server import __version__
 from tlserve.server.api import http_codec as codec
+from tlserve.server.api.common import OFF_LOOP_BYTES, request_id_of
 from tlserve.server.api.status import http_status_for
 from tlserve.server.api.tensors import EXTENSIONS, SERVER_NAME, images_from_input, infer_outputs
 from tlserve.server.core import ServingCore
-from tlserve.server.errors import InvalidInput, TlserveError, quoted
+from tlserve.server.errors import InvalidInput, TlserveError, TooLarge, quoted
 from tlserve.server.feedback import FeedbackInput
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.prediction import ImageInput
@@ -45,12 +46,10 @@ from tlserve.server.prediction import ImageInput
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_FEEDBACK_PARTS = ("image", "label", "idempotency_key", "source")
 # The probes (the Kubernetes manifests point at them): open without credentials.
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
-# Bodies above this are parsed in a worker thread, so a big JSON request cannot stall
-# the event loop that every other request shares.
-_THREAD_PARSE_BYTES = 256 * 1024
 
 
 class HttpApi:
@@ -151,7 +150,7 @@ class HttpApi:
         body = await request.read()
         header_length = request.headers.get(codec.HEADER_LENGTH)
         infer = await _off_loop_if_large(len(body), codec.infer_request, body, header_length)
-        images = images_from_input(infer.inputs)
+        images = images_from_input(infer.inputs, self.core.max_images)
         result = await self.core.predict(codec.presented(request), images, top_k=1, version=version)
         outputs = infer_outputs(infer.outputs, result)
         payload, json_length = codec.infer_response(self.core.model_name, infer, result, outputs)
@@ -169,7 +168,8 @@ class HttpApi:
         top_k = _int_query(request, "top_k", 0)
         keep = _bool_query(request, "keep", True)
         if request.content_type.startswith("multipart/"):
-            fields = await _multipart(request)
+            # Each image is a part; a few more for nothing else is allowed.
+            fields = await _multipart(request, self.core.max_images + 1)
             images = [ImageInput(encoded=data) for key, data in fields if key == "image"]
         else:
             images = [ImageInput(encoded=await request.read())]
@@ -184,7 +184,7 @@ class HttpApi:
     async def submit_feedback(self, request: web.Request) -> web.Response:
         item: FeedbackInput
         if request.content_type.startswith("multipart/"):
-            fields = dict(await _multipart(request))
+            fields = dict(await _multipart(request, len(_FEEDBACK_PARTS)))
             image = fields.get("image")
             if not image:
                 raise InvalidInput("multipart feedback needs an `image` part and a `label` field")
@@ -195,7 +195,9 @@ class HttpApi:
                 source=fields.get("source", b"").decode("utf-8", "replace"),
             )
         else:
-            item = codec.feedback_from_json(codec.parse_json(await request.read(), "feedback"))
+            body = await request.read()
+            document = await _off_loop_if_large(len(body), codec.parse_json, body, "feedback")
+            item = codec.feedback_from_json(document)
         stored = await self.core.submit_feedback(codec.presented(request), item)
         return web.json_response(codec.feedback_response(stored))
 
@@ -261,7 +263,9 @@ class HttpApi:
         except TlserveError as exc:
             kind = http_status_for(exc)
             status = kind.value
-            headers = {}
+            request_id = request_id_of([("x-request-id", request.headers.get("X-Request-Id"))])
+            log.info("request %s HTTP %s refused: %d: %s", request_id, method, status, exc)
+            headers = {"X-Request-Id": request_id}
             if exc.retry_after_seconds is not None:
                 # Whole seconds (RFC 9110), rounded up so a client waiting that long succeeds.
                 headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
@@ -285,7 +289,7 @@ def _error(
 
 
 async def _off_loop_if_large(size: int, parse: Callable[..., Any], *args: Any) -> Any:
-    if size > _THREAD_PARSE_BYTES:
+    if size > OFF_LOOP_BYTES:
         return await asyncio.to_thread(parse, *args)
     return parse(*args)
 
@@ -304,12 +308,14 @@ async def _optional_string_field(request: web.Request, name: str) -> str:
     return value
 
 
-async def _multipart(request: web.Request) -> list[tuple[str, bytes]]:
-    fields = []
+async def _multipart(request: web.Request, max_parts: int) -> list[tuple[str, bytes]]:
+    fields: list[tuple[str, bytes]] = []
     reader = await request.multipart()
     async for part in reader:
         if not isinstance(part, BodyPartReader):
             raise InvalidInput("nested multipart bodies are not accepted")
+        if len(fields) == max_parts:
+            raise TooLarge(f"the multipart body has more than {max_parts} parts")
         fields.append((part.name or "", bytes(await part.read(decode=True))))
     return fields
 

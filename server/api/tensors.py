@@ -21,7 +21,7 @@ import numpy as np
 
 from tlserve.server.core import ServedSignature
 from tlserve.server.errors import InvalidInput, quoted
-from tlserve.server.prediction import ImageInput, PredictResult, top_indices
+from tlserve.server.prediction import ImageInput, PredictResult, check_image_count, top_indices
 
 IMAGE_INPUT = "IMAGE"
 PIXELS_INPUT = "PIXELS"
@@ -93,8 +93,9 @@ class OutputTensor:
         return np.ascontiguousarray(self.array, dtype="<f4").tobytes()
 
 
-def images_from_input(inputs: Sequence[InferInput]) -> list[ImageInput]:
-    """The one input tensor of a ModelInfer request, as images."""
+def images_from_input(inputs: Sequence[InferInput], max_images: int) -> list[ImageInput]:
+    """The one input tensor of a ModelInfer request, as images; the batch size its shape
+    declares is checked against `max_images` before any element is read."""
     if len(inputs) != 1:
         names = [t.name[:64] for t in inputs[:8]]
         raise InvalidInput(
@@ -106,24 +107,25 @@ def images_from_input(inputs: Sequence[InferInput]) -> list[ImageInput]:
     if any(d < 0 for d in shape):
         raise InvalidInput(f"input {tensor.name[:64]}: shape {shape[:8]} has a negative dimension")
     if tensor.name == IMAGE_INPUT:
-        return _encoded_images(tensor, shape)
+        return _encoded_images(tensor, shape, max_images)
     if tensor.name == PIXELS_INPUT:
-        return _pixel_images(tensor, shape)
+        return _pixel_images(tensor, shape, max_images)
     raise InvalidInput(
         f"unknown input {quoted(tensor.name)}; this model takes {IMAGE_INPUT} (BYTES: encoded "
         f"JPEG/PNG/WebP/BMP) or {PIXELS_INPUT} (UINT8 or FP32 [batch, height, width, 3])"
     )
 
 
-def _encoded_images(tensor: InferInput, shape: list[int]) -> list[ImageInput]:
+def _encoded_images(tensor: InferInput, shape: list[int], max_images: int) -> list[ImageInput]:
     if tensor.datatype != "BYTES":
         raise InvalidInput(f"input {IMAGE_INPUT} must be BYTES, got {tensor.datatype[:16]}")
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
         raise InvalidInput(
             f"input {IMAGE_INPUT} shape {shape[:8]} is not accepted; expected [batch] or [batch, 1]"
         )
+    check_image_count(shape[0], max_images)
     if tensor.raw is not None:
-        elements = decode_bytes_elements(tensor.raw)
+        elements = decode_bytes_elements(tensor.raw, shape[0])
     elif tensor.elements is not None:
         elements = list(tensor.elements)
     else:
@@ -135,7 +137,7 @@ def _encoded_images(tensor: InferInput, shape: list[int]) -> list[ImageInput]:
     return [ImageInput(encoded=element) for element in elements]
 
 
-def _pixel_images(tensor: InferInput, shape: list[int]) -> list[ImageInput]:
+def _pixel_images(tensor: InferInput, shape: list[int], max_images: int) -> list[ImageInput]:
     dtype = PIXEL_DTYPES.get(tensor.datatype)
     if dtype is None:
         raise InvalidInput(
@@ -147,6 +149,7 @@ def _pixel_images(tensor: InferInput, shape: list[int]) -> list[ImageInput]:
             f"input {PIXELS_INPUT} shape {shape[:8]} is not accepted; "
             "expected [batch, height, width, 3]"
         )
+    check_image_count(shape[0], max_images)
     if tensor.raw is not None:
         batch = dense_array(tensor.raw, shape, dtype, f"input {PIXELS_INPUT}")
     elif tensor.values is not None:
@@ -185,10 +188,16 @@ def dense_array(data: bytes, shape: Sequence[int], dtype: np.dtype, what: str) -
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
-def decode_bytes_elements(raw: bytes) -> list[bytes]:
-    """KServe's raw BYTES layout: each element is a 4-byte little-endian length + data."""
+def decode_bytes_elements(raw: bytes, expected: int) -> list[bytes]:
+    """KServe's raw BYTES layout: each element is a 4-byte little-endian length + data.
+    Reading stops past `expected` elements, so a buffer of millions of tiny elements
+    costs no more than the shape allows."""
     elements, offset = [], 0
     while offset < len(raw):
+        if len(elements) == expected:
+            raise InvalidInput(
+                f"raw BYTES input holds more than the {expected} elements its shape declares"
+            )
         if offset + 4 > len(raw):
             raise InvalidInput("raw BYTES input is truncated inside an element length prefix")
         (length,) = struct.unpack_from("<I", raw, offset)

@@ -4,6 +4,7 @@ local folder (`local`) as the default storage."""
 from tlserve.server.registry.format import (
     ANY,
     BackboneManifest,
+    HeadScores,
     ModelManifest,
     Registry,
     new_version_id,
@@ -14,6 +15,7 @@ from tlserve.server.registry.storage import RegistryStorage
 __all__ = [
     "ANY",
     "BackboneManifest",
+    "HeadScores",
     "LocalFolderStorage",
     "ModelManifest",
     "Registry",

@@ -21,10 +21,11 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tlserve.server.errors import Conflict, ModelRejected, NotFound, quoted
+from tlserve.server.errors import Conflict, InvalidInput, ModelRejected, NotFound, quoted
 from tlserve.server.imaging import InputSpec, ResizePolicy
 from tlserve.server.registry.local import LocalFolderStorage
 from tlserve.server.registry.storage import (
@@ -32,6 +33,7 @@ from tlserve.server.registry.storage import (
     PointerChanged,
     RegistryStorage,
 )
+from tlserve.server.store.labels import normalize_label
 
 M = TypeVar("M")
 MODEL_FORMAT = "tlserve.model/v1"
@@ -105,6 +107,13 @@ class BackboneManifest:
         )
 
 
+class HeadScores(StrEnum):
+    """What a head outputs: probabilities (rows sum to 1), or logits the server softmaxes."""
+
+    PROBABILITIES = "probabilities"
+    LOGITS = "logits"
+
+
 @dataclass(frozen=True, slots=True)
 class ModelManifest:
     """A version's model.json: the head, its labels, its backbone and its card."""
@@ -114,6 +123,12 @@ class ModelManifest:
     backbone_id: str
     head_input: str
     head_output: str
+    head_scores: HeadScores
+    # What model.json claims about the input and the features; the loader checks these
+    # against the backbone, so a manifest that disagrees with its graphs is refused.
+    input_height: int
+    input_width: int
+    feature_dim: int
     files: Mapping[str, str]
     created_at: str
     parent: str | None
@@ -127,14 +142,32 @@ class ModelManifest:
             )
         labels = tuple(str(label) for label in data["labels"])
         if len(labels) < 2 or len(set(labels)) != len(labels):
-            raise ValueError(f"labels must be at least 2 distinct names, got {list(labels)}")
+            raise ValueError(f"labels must be at least 2 distinct names, got {list(labels)[:20]}")
+        for label in labels:
+            # The same rules as feedback: printable, normalised, no control or bidi
+            # characters, so a label never garbles a log line, a CSV or a terminal.
+            try:
+                clean = normalize_label(label)
+            except InvalidInput as exc:
+                raise ValueError(str(exc)) from None
+            if clean != label:
+                raise ValueError(f"label {label!r} is not in normal form (it would be {clean!r})")
         head = data["head"]
+        scores = str(head.get("scores", HeadScores.PROBABILITIES))
+        if scores not in set(HeadScores):
+            raise ValueError(
+                f"head.scores is {scores[:32]!r}; expected one of {', '.join(HeadScores)}"
+            )
         return cls(
             version=str(data["version"]),
             labels=labels,
             backbone_id=str(data["backbone_id"]),
             head_input=str(head["input"]),
             head_output=str(head["output"]),
+            head_scores=HeadScores(scores),
+            input_height=int(data["input"]["height"]),
+            input_width=int(data["input"]["width"]),
+            feature_dim=int(head["feature_dim"]),
             files={str(k): str(v) for k, v in data["files"].items()},
             created_at=str(data.get("created_at", "")),
             parent=data.get("parent"),
@@ -282,6 +315,7 @@ class Registry:
         backbone: BackboneManifest,
         head_input: str,
         head_output: str,
+        head_scores: HeadScores = HeadScores.PROBABILITIES,
         card: Mapping[str, Any] | None = None,
         card_files: Mapping[str, bytes] | None = None,
         parent: str | None = None,
@@ -314,6 +348,7 @@ class Registry:
                 "input": head_input,
                 "output": head_output,
                 "feature_dim": backbone.feature_dim,
+                "scores": head_scores,
             },
             **dict(card or {}),
             "files": hashes,
