@@ -95,6 +95,7 @@ def _model_summary(info: pb.ModelInfo) -> ModelSummary:
         card=json.loads(info.card_json) if info.card_json else {},
         live_accuracy=info.live_accuracy,
         live_feedback_count=info.live_feedback_count,
+        error=info.error,
     )
 
 

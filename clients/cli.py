@@ -204,12 +204,15 @@ def _models(client: TlserveClient, args: argparse.Namespace) -> int:
         return 0
     print(f"{'':2}{'version':<26}{'labels':>7}  {'backbone':<14}{'created':<27}")
     for model in models:
+        if model.error:
+            print(f"! {model.version:<26}unreadable: {model.error}")
+            continue
         marker = "* " if model.serving else ("> " if model.version == current else "  ")
         print(
             f"{marker}{model.version:<26}{len(model.labels):>7}  "
             f"{model.backbone_id[:12]:<14}{model.created_at:<27}"
         )
-    print("* serving   > CURRENT (not yet loaded)")
+    print("* serving   > CURRENT (not yet loaded)   ! cannot be read")
     return 0
 
 

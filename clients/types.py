@@ -102,3 +102,5 @@ class ModelSummary:
     card: dict[str, Any]
     live_accuracy: float
     live_feedback_count: int
+    # ListModels: why the version cannot be read (its other fields are then empty).
+    error: str = ""

@@ -85,7 +85,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, version: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json", "live_accuracy", "live_feedback_count")
+    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json", "live_accuracy", "live_feedback_count", "error")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class ModelInfo(_message.Message):
     CARD_JSON_FIELD_NUMBER: _ClassVar[int]
     LIVE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     LIVE_FEEDBACK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     version: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     backbone_id: str
@@ -112,7 +113,8 @@ class ModelInfo(_message.Message):
     card_json: str
     live_accuracy: float
     live_feedback_count: int
-    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ..., live_accuracy: _Optional[float] = ..., live_feedback_count: _Optional[int] = ...) -> None: ...
+    error: str
+    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ..., live_accuracy: _Optional[float] = ..., live_feedback_count: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

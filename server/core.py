@@ -60,6 +60,8 @@ class ModelInfo:
 class ModelListing:
     models: list[ModelInfo]
     current: str | None
+    # Versions that cannot be read, with why (listed, not hidden, and never an error).
+    unreadable: list[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,15 +191,15 @@ class ServingCore:
             current = await asyncio.to_thread(self.registry.current)
         except ModelRejected:
             current = None  # the model slot reports an unusable CURRENT (once per change)
-        models = []
+        models, unreadable = [], []
         for version in versions:
             try:
                 models.append(await self._model_info(version))
             except NotFound:
                 continue  # removed by retention between the listing and the read
             except ModelRejected as exc:
-                log.warning("ListModels skips unreadable version %s: %s", version, exc)
-        return ModelListing(models, current)
+                unreadable.append((version, str(exc)))
+        return ModelListing(models, current, unreadable)
 
     async def rollback(self, caller: Presented, version: str) -> Rollback:
         """Admin: point CURRENT at `version` (default: the served version's parent) and

@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tlserve.server.errors import AlreadyExists, InvalidInput
+from tlserve.server.keeper import PredictionKeeper
+from tlserve.server.metrics import ServerMetrics
 from tlserve.server.store.base import FeedbackStore, KeptPrediction, sample_id_of
 from tlserve.server.store.labels import in_holdout, normalize_label
 from tlserve.server.store.postgres import PostgresFeedbackStore
@@ -270,3 +273,22 @@ def test_concurrent_submissions_of_one_idempotency_key(store: FeedbackStore) -> 
     for index in range(len(keys)):
         assert sorted(outcome[index] for outcome in outcomes) == [False] + [True] * 7
     assert store.label_counts(0.0) == {"cat": (40, 0)}
+
+
+async def test_the_keeper_drops_rows_the_store_refuses_and_keeps_going(
+    store: FeedbackStore,
+) -> None:
+    """A NaN-scored prediction (SQLite stores NaN as NULL, which NOT NULL refuses) must
+    not jam the keeper: it is dropped and counted, and the good rows are stored."""
+    metrics = ServerMetrics(CollectorRegistry())
+    keeper = PredictionKeeper(store, metrics, retention_count=100, retention_seconds=3600.0)
+    keeper.keep([prediction("good-1", [0.7, 0.3]), prediction("nan", [float("nan"), 0.5])])
+    await keeper.flush()
+    keeper.keep([prediction("good-2", [0.6, 0.4])])
+    await keeper.flush()
+    assert store.prediction("good-1") is not None and store.prediction("good-2") is not None
+    dropped = metrics.registry.get_sample_value(
+        "tlserve_kept_predictions_dropped_total", {"reason": "unstorable"}
+    )
+    nan_stored = store.prediction("nan") is not None  # PostgreSQL can store NaN
+    assert (dropped or 0) == (0 if nan_stored else 1)

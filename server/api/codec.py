@@ -204,7 +204,9 @@ def model_info(info: ModelInfo) -> pb.ModelInfo:
 
 def list_models_response(listing: ModelListing) -> pb.ListModelsResponse:
     return pb.ListModelsResponse(
-        models=[model_info(m) for m in listing.models], current_version=listing.current or ""
+        models=[model_info(m) for m in listing.models]
+        + [pb.ModelInfo(version=version, error=error) for version, error in listing.unreadable],
+        current_version=listing.current or "",
     )
 
 

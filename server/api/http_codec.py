@@ -346,6 +346,7 @@ def model_info(info: ModelInfo) -> dict[str, Any]:
 
 def list_models_response(listing: ModelListing) -> dict[str, Any]:
     return {
-        "models": [model_info(m) for m in listing.models],
+        "models": [model_info(m) for m in listing.models]
+        + [{"version": version, "error": error} for version, error in listing.unreadable],
         "current_version": listing.current or "",
     }
