@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from wsgiref.simple_server import WSGIServer
 
@@ -25,6 +26,7 @@ from tlserve.server.api.interceptor import ServingInterceptor
 from tlserve.server.api.kserve import KServeServicer
 from tlserve.server.classes import ClassPolicy, NewClassPolicy
 from tlserve.server.core import ServingCore
+from tlserve.server.drain import InFlight
 from tlserve.server.feedback import FeedbackLimits, FeedbackService
 from tlserve.server.imaging import ImageLimits
 from tlserve.server.keeper import PredictionKeeper
@@ -44,6 +46,8 @@ CLASSIFIER_SERVICE = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].fu
 KSERVE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 # Kubernetes' liveness probe asks for this service: alive even before a model exists.
 LIVENESS_SERVICE = "liveness"
+# The drain closes the listeners once no request has been in flight for this long.
+_QUIET_SECONDS = 0.1
 
 
 class TlserveServer:
@@ -115,7 +119,10 @@ class TlserveServer:
             self.security.limits,
             model_name=settings.model_name,
         )
-        self.http = HttpApi(self.core, self.metrics, max_body_bytes=settings.max_message_bytes)
+        self.in_flight = InFlight()
+        self.http = HttpApi(
+            self.core, self.metrics, self.in_flight, max_body_bytes=settings.max_message_bytes
+        )
         self.health = health.aio.HealthServicer()
         self.loop_lag = LoopLagMonitor(self.metrics.loop_lag_seconds)
         self._grpc: grpc.aio.Server | None = None
@@ -144,7 +151,9 @@ class TlserveServer:
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(interceptors=[ServingInterceptor(self.metrics)], options=options)
+        server = grpc.aio.server(
+            interceptors=[ServingInterceptor(self.metrics, self.in_flight)], options=options
+        )
         classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(self.core), server)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             KServeServicer(self.core), server
@@ -199,13 +208,20 @@ class TlserveServer:
         )
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain: report NOT_SERVING, let in-flight requests finish, then close."""
+        """Drain: report NOT_SERVING and refuse new work (UNAVAILABLE, which clients retry)
+        while the listeners stay open, let what was admitted finish, then close them.
+
+        Closing first would let gRPC cancel calls it had received but not yet handed to
+        a handler (see `drain.py`)."""
         grace = self.settings.drain_seconds if grace is None else grace
+        started = time.monotonic()
         await self._set_readiness(False)
         self.core.draining = True
+        await self.in_flight.wait_quiet(_QUIET_SECONDS, grace)
+        remaining = max(0.0, grace - (time.monotonic() - started))
         stopping = [self.http.stop()]
         if self._grpc is not None:
-            stopping.append(self._grpc.stop(grace))
+            stopping.append(self._grpc.stop(remaining))
         await asyncio.gather(*stopping)
         for task in self._background:
             task.cancel()

@@ -13,7 +13,14 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from tlserve.server.errors import InvalidInput, ModelRejected, NotFound, TlserveError, quoted
+from tlserve.server.errors import (
+    InvalidInput,
+    ModelRejected,
+    NotFound,
+    TlserveError,
+    Unavailable,
+    quoted,
+)
 from tlserve.server.feedback import (
     FeedbackInput,
     FeedbackService,
@@ -32,7 +39,7 @@ from tlserve.server.prediction import (
     top_labels,
 )
 from tlserve.server.registry import ModelManifest, Registry
-from tlserve.server.security import AccessControl, Action, Presented, RateLimits, Role
+from tlserve.server.security import AccessControl, Action, Presented, Principal, RateLimits, Role
 from tlserve.server.store.base import StoredLabel
 
 log = logging.getLogger(__name__)
@@ -116,6 +123,14 @@ class ServingCore:
         # Set when shutdown begins: readiness turns false before the listeners close.
         self.draining = False
 
+    def _admit(self, caller: Presented, role: Role) -> Principal:
+        """The caller's principal, once the server still takes work and the role allows it.
+        Requests that arrive once the drain began are UNAVAILABLE, which clients retry
+        (on another replica); the ones already admitted finish."""
+        if self.draining:
+            raise Unavailable("the server is shutting down; retry (another replica answers)")
+        return self.access.require(caller, role)
+
     # ---- predictions ---------------------------------------------------------------
 
     async def predict(
@@ -127,7 +142,7 @@ class ServingCore:
         keep: bool = True,
         version: str = "",
     ) -> PredictResult:
-        principal = self.access.require(caller, Role.PREDICT)
+        principal = self._admit(caller, Role.PREDICT)
         self.limits.take(principal.name, Action.PREDICT, len(images))
         return await self.predictions.predict(images, top_k, keep=keep, version=version)
 
@@ -161,7 +176,7 @@ class ServingCore:
         return False
 
     def served_signature(self, caller: Presented, name: str, version: str = "") -> ServedSignature:
-        self.access.require(caller, Role.PREDICT)
+        self._admit(caller, Role.PREDICT)
         self.check_model_name(name)
         with self.slot.lease() as model:
             check_pinned_version(version, model)
@@ -170,7 +185,7 @@ class ServingCore:
 
     async def model_info(self, caller: Presented, version: str = "") -> ModelInfo:
         """A version (default: the served one) with its card and live accuracy."""
-        self.access.require(caller, Role.PREDICT)
+        self._admit(caller, Role.PREDICT)
         return await self._model_info(version)
 
     async def _model_info(self, version: str) -> ModelInfo:
@@ -185,7 +200,7 @@ class ServingCore:
         return ModelInfo(manifest, serving, providers, correct, total)
 
     async def list_models(self, caller: Presented) -> ModelListing:
-        self.access.require(caller, Role.PREDICT)
+        self._admit(caller, Role.PREDICT)
         versions = await asyncio.to_thread(self.registry.versions)
         try:
             current = await asyncio.to_thread(self.registry.current)
@@ -204,7 +219,7 @@ class ServingCore:
     async def rollback(self, caller: Presented, version: str) -> Rollback:
         """Admin: point CURRENT at `version` (default: the served version's parent) and
         return once it is serving here; other replicas follow CURRENT on their next poll."""
-        principal = self.access.require(caller, Role.ADMIN)
+        principal = self._admit(caller, Role.ADMIN)
         served = self.slot.require()
         target = version or served.manifest.parent
         if not target:
@@ -229,20 +244,20 @@ class ServingCore:
     async def trigger_training(self, caller: Presented, reason: str) -> int:
         """Admin: ask the trainer for a run now; returns the request id (the pending
         request's, when one is still waiting)."""
-        principal = self.access.require(caller, Role.ADMIN)
+        principal = self._admit(caller, Role.ADMIN)
         self.limits.take(principal.name, Action.TRAINING)
         reason = reason.strip()[:MAX_TRAINING_REASON] or "TriggerTraining"
         return await self.feedback.request_training(f"{reason} ({principal.name})")
 
     async def approve_labels(self, caller: Presented, labels: Sequence[str]) -> list[str]:
         """Admin: let these labels into training (and into feedback, under `closed`)."""
-        principal = self.access.require(caller, Role.ADMIN)
+        principal = self._admit(caller, Role.ADMIN)
         return await self.feedback.approve_labels(list(labels), principal.name)
 
     # ---- feedback ------------------------------------------------------------------
 
     async def submit_feedback(self, caller: Presented, item: FeedbackInput) -> StoredLabel:
-        principal = self.access.require(caller, Role.LABEL)
+        principal = self._admit(caller, Role.LABEL)
         self.limits.take(principal.name, Action.FEEDBACK)
         return await self.feedback.submit(item, principal.name)
 
@@ -251,7 +266,7 @@ class ServingCore:
     ) -> list[ItemResult]:
         """Each item is rate-limited on its own: items over the limit are reported as
         such (with a retry hint) and the rest of the stream goes on."""
-        principal = self.access.require(caller, Role.LABEL)
+        principal = self._admit(caller, Role.LABEL)
 
         async def submit(item: FeedbackInput) -> StoredLabel:
             self.limits.take(principal.name, Action.FEEDBACK)
@@ -260,7 +275,7 @@ class ServingCore:
         return await self.feedback.submit_stream(items, submit)
 
     async def labels(self, caller: Presented) -> list[LabelInfo]:
-        self.access.require(caller, Role.LABEL)
+        self._admit(caller, Role.LABEL)
         return await self.feedback.labels()
 
     async def suggest(
@@ -272,7 +287,7 @@ class ServingCore:
         with_images: bool = True,
     ) -> list[LabelSuggestion]:
         """The kept predictions most worth labeling, best first, as PNGs unless omitted."""
-        self.access.require(caller, Role.LABEL)
+        self._admit(caller, Role.LABEL)
         served = self.slot.current
         picked = await self.feedback.suggest(count, strategy, served.version if served else None)
         if with_images:

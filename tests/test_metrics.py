@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import urllib.request
 
 import grpc
@@ -38,7 +39,15 @@ def test_metrics_endpoint_reports_the_serving_path(served: ServerThread) -> None
             client.predict([solid_image("red"), solid_image("blue")])
         with contextlib.suppress(grpc.RpcError):
             client.stub.Predict(pb.PredictRequest(images=[pb.Image(encoded=b"junk")]), timeout=5)
-    samples = scrape(served)
+    # A request is counted as its handler finishes, which may be just after the client
+    # has its answer: wait for all four.
+    deadline = time.monotonic() + 5
+    while True:
+        samples = scrape(served)
+        counted = value(samples, "tlserve_request_duration_seconds_count", method="Predict")
+        if counted >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert (
         value(samples, "tlserve_requests_total", protocol="grpc", method="Predict", code="OK") == 3
     )

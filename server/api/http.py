@@ -38,6 +38,7 @@ from tlserve.server.api.common import OFF_LOOP_BYTES, request_id_of
 from tlserve.server.api.status import http_status_for
 from tlserve.server.api.tensors import EXTENSIONS, SERVER_NAME, images_from_input, infer_outputs
 from tlserve.server.core import ServingCore
+from tlserve.server.drain import InFlight
 from tlserve.server.errors import InvalidInput, TlserveError, TooLarge, quoted
 from tlserve.server.feedback import FeedbackInput
 from tlserve.server.metrics import ServerMetrics
@@ -53,9 +54,17 @@ READY_PATH = "/v2/health/ready"
 
 
 class HttpApi:
-    def __init__(self, core: ServingCore, metrics: ServerMetrics, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        core: ServingCore,
+        metrics: ServerMetrics,
+        in_flight: InFlight,
+        *,
+        max_body_bytes: int,
+    ) -> None:
         self.core = core
         self.metrics = metrics
+        self.in_flight = in_flight
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._middleware])
         # The metrics' `method` label per handler: the same names the gRPC services use.
         self._method_names: dict[Handler, str] = {}
@@ -251,6 +260,10 @@ class HttpApi:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        with self.in_flight.track():
+            return await self._measured(request, handler)
+
+    async def _measured(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         method = self._method_names.get(request.match_info.route.handler, "unmatched")
         in_flight = self.metrics.in_flight.labels(protocol="http", method=method)
         in_flight.inc()

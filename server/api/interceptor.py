@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 
 from tlserve.server.api.common import OFF_LOOP_BYTES, request_id_of
 from tlserve.server.api.status import grpc_status_for
+from tlserve.server.drain import InFlight
 from tlserve.server.errors import InvalidInput, TlserveError
 from tlserve.server.metrics import ServerMetrics
 
@@ -32,8 +33,9 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 class ServingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, metrics: ServerMetrics) -> None:
+    def __init__(self, metrics: ServerMetrics, in_flight: InFlight) -> None:
         self.metrics = metrics
+        self.in_flight = in_flight
 
     async def intercept_service(
         self,
@@ -75,9 +77,13 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
-        metrics = self.metrics
+        metrics, tracker = self.metrics, self.in_flight
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with tracker.track():
+                return await measured(request, context)
+
+        async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             in_flight = metrics.in_flight.labels(protocol="grpc", method=method)
