@@ -31,6 +31,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tlserve.server import __version__
 from tlserve.server.api import http_codec as codec
@@ -322,6 +323,16 @@ async def _optional_string_field(request: web.Request, name: str) -> str:
 
 
 async def _multipart(request: web.Request, max_parts: int) -> list[tuple[str, bytes]]:
+    try:
+        return await _read_parts(request, max_parts)
+    except (ValueError, HttpProcessingError) as exc:  # no boundary, a bad part header, cut short
+        raise InvalidInput(
+            f"the multipart/form-data body is malformed ({quoted(str(exc), 120)}); send parts "
+            "separated by the boundary its Content-Type names"
+        ) from None
+
+
+async def _read_parts(request: web.Request, max_parts: int) -> list[tuple[str, bytes]]:
     fields: list[tuple[str, bytes]] = []
     reader = await request.multipart()
     async for part in reader:
