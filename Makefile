@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/feedback.py
 	$(BIN)/python benchmarks/feedback_to_serve.py
+	$(BIN)/python benchmarks/stress.py
 
 # Regenerate the stubs in proto/ (tlserve.proto) with the oldest supported grpcio-tools,
 # so the committed stubs run on protobuf 5.27 through 7.x.

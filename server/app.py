@@ -24,6 +24,7 @@ from tlserve.server.api.classifier import ClassifierServicer
 from tlserve.server.api.http import HttpApi
 from tlserve.server.api.interceptor import ServingInterceptor
 from tlserve.server.api.kserve import KServeServicer
+from tlserve.server.api.wire import RepeatedLimit
 from tlserve.server.classes import ClassPolicy, NewClassPolicy
 from tlserve.server.core import ServingCore
 from tlserve.server.drain import InFlight
@@ -48,6 +49,7 @@ KSERVE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceS
 LIVENESS_SERVICE = "liveness"
 # The drain closes the listeners once no request has been in flight for this long.
 _QUIET_SECONDS = 0.1
+_MAX_INFER_TENSORS = 16
 
 
 class TlserveServer:
@@ -121,7 +123,11 @@ class TlserveServer:
         )
         self.in_flight = InFlight()
         self.http = HttpApi(
-            self.core, self.metrics, self.in_flight, max_body_bytes=settings.max_message_bytes
+            self.core,
+            self.metrics,
+            self.in_flight,
+            max_body_bytes=settings.max_message_bytes,
+            max_json_bytes=settings.max_json_bytes,
         )
         self.health = health.aio.HealthServicer()
         self.loop_lag = LoopLagMonitor(self.metrics.loop_lag_seconds)
@@ -152,7 +158,10 @@ class TlserveServer:
             ("grpc.so_reuseport", 0),
         ]
         server = grpc.aio.server(
-            interceptors=[ServingInterceptor(self.metrics, self.in_flight)], options=options
+            interceptors=[
+                ServingInterceptor(self.metrics, self.in_flight, self._repeated_limits())
+            ],
+            options=options,
         )
         classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(self.core), server)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -239,6 +248,23 @@ class TlserveServer:
     async def wait_for_termination(self) -> None:
         assert self._grpc is not None
         await self._grpc.wait_for_termination()
+
+    def _repeated_limits(self) -> dict[str, list[RepeatedLimit]]:
+        """What gRPC requests may repeat, counted before they are decoded."""
+        predict = classifier_pb2.PredictRequest.DESCRIPTOR.fields_by_name
+        infer = grpc_predict_v2_pb2.ModelInferRequest.DESCRIPTOR.fields_by_name
+        return {
+            "Predict": [
+                RepeatedLimit(
+                    predict["images"].number, "images", self.settings.max_images_per_request
+                )
+            ],
+            # ModelInfer takes one input; a few more are refused with a reason, not counted.
+            "ModelInfer": [
+                RepeatedLimit(infer[name].number, name, _MAX_INFER_TENSORS)
+                for name in ("inputs", "outputs", "raw_input_contents")
+            ],
+        }
 
     def _on_swap(self, model: LoadedModel) -> None:
         asyncio.get_running_loop().create_task(self._set_readiness(True))

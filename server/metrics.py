@@ -20,6 +20,7 @@ _LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -144,7 +145,7 @@ class ServerMetrics:
         self.loop_lag_seconds = Histogram(
             "tlserve_event_loop_lag_seconds",
             "How late the event loop ran a timer: time during which no request was served.",
-            buckets=_LATENCY_BUCKETS,
+            buckets=_LAG_BUCKETS,
             registry=registry,
         )
 

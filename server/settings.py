@@ -237,6 +237,10 @@ class ServerSettings(DeploymentSettings):
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent, in bytes."""
 
+    max_json_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest JSON part of an HTTP inference request: JSON tensor elements cost far more
+    to parse than their bytes suggest; larger tensors go as binary data."""
+
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     """Largest decoded image (width x height) accepted; larger ones are refused before decoding."""
 

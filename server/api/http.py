@@ -22,6 +22,7 @@ certificate; 401 without a valid one, 403 for a lesser role.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import ssl
@@ -62,8 +63,10 @@ class HttpApi:
         in_flight: InFlight,
         *,
         max_body_bytes: int,
+        max_json_bytes: int,
     ) -> None:
         self.core = core
+        self.max_json_bytes = max_json_bytes
         self.metrics = metrics
         self.in_flight = in_flight
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._middleware])
@@ -159,8 +162,10 @@ class HttpApi:
         self.core.check_model_name(name)
         body = await request.read()
         header_length = request.headers.get(codec.HEADER_LENGTH)
-        infer = await _off_loop_if_large(len(body), codec.infer_request, body, header_length)
-        images = images_from_input(infer.inputs, self.core.max_images)
+        infer, images = await _off_loop_if_large(
+            len(body), _infer_images, body, header_length, self.max_json_bytes, self.core.max_images
+        )
+        del body
         result = await self.core.predict(codec.presented(request), images, top_k=1, version=version)
         outputs = infer_outputs(infer.outputs, result)
         payload, json_length = codec.infer_response(self.core.model_name, infer, result, outputs)
@@ -300,6 +305,22 @@ def _error(
 ) -> web.Response:
     headers = {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
     return web.json_response({"error": message, "code": code}, status=status, headers=headers)
+
+
+def _infer_images(
+    body: bytes, header_length: str | None, max_json_bytes: int, max_images: int
+) -> tuple[codec.InferRequest, list[ImageInput]]:
+    """The request (without its input tensors) and its images. A big parsed document
+    (millions of JSON elements) is freed here, in the worker thread, not on the event
+    loop: a refusal carries no traceback that would keep it alive."""
+    error: TlserveError | None = None
+    try:
+        infer = codec.infer_request(body, header_length, max_json_bytes)
+        images = images_from_input(infer.inputs, max_images)
+        return dataclasses.replace(infer, inputs=[]), images
+    except TlserveError as exc:
+        error = exc.with_traceback(None)
+    raise error
 
 
 async def _off_loop_if_large(size: int, parse: Callable[..., Any], *args: Any) -> Any:

@@ -30,7 +30,7 @@ from tlserve.server.api.tensors import (
     model_tensors,
 )
 from tlserve.server.core import LabelSuggestion, ModelInfo, ModelListing, ServedSignature
-from tlserve.server.errors import InvalidInput, quoted
+from tlserve.server.errors import InvalidInput, TooLarge, quoted
 from tlserve.server.feedback import FeedbackInput, LabelInfo
 from tlserve.server.prediction import LabelScore, PredictResult
 from tlserve.server.security import Presented
@@ -46,6 +46,16 @@ class InferRequest:
     inputs: list[InferInput]
     outputs: list[RequestedOutput]
     binary_outputs: frozenset[str]
+
+
+def _header_length(value: str, body: bytes) -> int:
+    try:
+        length = int(value)
+    except ValueError:
+        raise InvalidInput(f"{HEADER_LENGTH} must be an integer") from None
+    if not 0 <= length <= len(body):
+        raise InvalidInput(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
+    return length
 
 
 def parse_json(body: bytes, what: str) -> Any:
@@ -76,19 +86,23 @@ def _integer(value: Any, what: str) -> int:
 # ---- KServe v2 REST ----------------------------------------------------------------
 
 
-def infer_request(body: bytes, header_length: str | None) -> InferRequest:
-    """Split JSON from binary buffers and read the inputs and requested outputs."""
+def infer_request(body: bytes, header_length: str | None, max_json_bytes: int) -> InferRequest:
+    """Split JSON from binary buffers and read the inputs and requested outputs.
+
+    The JSON part is capped at `max_json_bytes` before parsing: millions of JSON tensor
+    elements would hold the interpreter (and so the event loop) for hundreds of ms."""
+    json_length = len(body) if header_length is None else _header_length(header_length, body)
+    if json_length > max_json_bytes:
+        raise TooLarge(
+            f"the inference request's JSON part is {json_length} bytes; at most "
+            f"{max_json_bytes} are accepted. Send large tensors as binary data (the "
+            f"{HEADER_LENGTH} header and `binary_data_size`)"
+        )
     if header_length is None:
         document, binary = parse_json(body, "the inference request"), b""
     else:
-        try:
-            length = int(header_length)
-        except ValueError:
-            raise InvalidInput(f"{HEADER_LENGTH} must be an integer") from None
-        if not 0 <= length <= len(body):
-            raise InvalidInput(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
-        document = parse_json(body[:length], "the inference request's JSON part")
-        binary = body[length:]
+        document = parse_json(body[:json_length], "the inference request's JSON part")
+        binary = body[json_length:]
     request = _object(document, "the inference request")
     parameters = _object(request.get("parameters", {}), "parameters")
     all_binary = parameters.get("binary_data_output") is True

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -23,8 +23,9 @@ from google.protobuf.message import DecodeError
 
 from tlserve.server.api.common import OFF_LOOP_BYTES, request_id_of
 from tlserve.server.api.status import grpc_status_for
+from tlserve.server.api.wire import RepeatedLimit, count_field
 from tlserve.server.drain import InFlight
-from tlserve.server.errors import InvalidInput, TlserveError
+from tlserve.server.errors import InvalidInput, TlserveError, TooLarge
 from tlserve.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,16 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 class ServingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, metrics: ServerMetrics, in_flight: InFlight) -> None:
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        in_flight: InFlight,
+        repeated_limits: Mapping[str, Sequence[RepeatedLimit]] | None = None,
+    ) -> None:
         self.metrics = metrics
         self.in_flight = in_flight
+        # Per method name: repeated fields counted on the wire before decoding.
+        self.repeated_limits = dict(repeated_limits or {})
 
     async def intercept_service(
         self,
@@ -47,10 +55,12 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
         decode = handler.request_deserializer
+        limits = self.repeated_limits.get(method, ())
         if handler.unary_unary is not None and decode is not None:
             unary = handler.unary_unary
 
             async def decoded_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+                _check_repeated(raw, limits, method)
                 return await unary(await _decode(decode, raw, method), context)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -118,6 +128,15 @@ def retry_metadata(error: TlserveError) -> tuple[tuple[str, str], ...]:
     if error.retry_after_seconds is None:
         return ()
     return (("retry-after", f"{error.retry_after_seconds:.3f}"),)
+
+
+def _check_repeated(raw: bytes, limits: Sequence[RepeatedLimit], method: str) -> None:
+    for limit in limits:
+        if count_field(raw, limit.number, limit.limit + 1) > limit.limit:
+            raise TooLarge(
+                f"the {method} request has more than {limit.limit} {limit.name}; "
+                f"at most {limit.limit} are accepted per request"
+            )
 
 
 async def _decode(decode: Callable[[bytes], Any], raw: bytes, method: str) -> Any:

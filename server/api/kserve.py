@@ -51,7 +51,9 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         self.core.check_model_name(request.model_name)
-        images = images_from_input(codec.kserve_inputs(request), self.core.max_images)
+        images = images_from_input(
+            codec.kserve_inputs(request, self.core.max_images), self.core.max_images
+        )
         result = await self.core.predict(
             codec.presented(context), images, top_k=1, version=request.model_version
         )

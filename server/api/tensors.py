@@ -116,6 +116,14 @@ def images_from_input(inputs: Sequence[InferInput], max_images: int) -> list[Ima
     )
 
 
+def check_declared_batch(name: str, shape: Sequence[int], max_images: int) -> None:
+    """An input's batch (its first dimension, when its rank is one this model takes) is no
+    more than `max_images`; anything else is refused later with its own reason."""
+    ranks = {IMAGE_INPUT: (1, 2), PIXELS_INPUT: (4,)}.get(name, ())
+    if len(shape) in ranks and shape[0] > max_images:
+        check_image_count(int(shape[0]), max_images)
+
+
 def _encoded_images(tensor: InferInput, shape: list[int], max_images: int) -> list[ImageInput]:
     if tensor.datatype != "BYTES":
         raise InvalidInput(f"input {IMAGE_INPUT} must be BYTES, got {tensor.datatype[:16]}")

@@ -1,0 +1,254 @@
+"""Stress benchmark: the big hostile requests, against a real server process.
+
+    python benchmarks/stress.py [--output FILE]
+
+Each case is sent to a fresh `tlserve-server` (64 MB message limit, the default) while
+a probe client sends one small Predict every 20 ms. Reported per case: the answer, the
+server's peak RSS above its idle RSS (sampled from /proc every 5 ms), the worst
+event-loop lag the server measured (`tlserve_event_loop_lag_seconds`, as the bucket
+bound it fell under) and the probe's worst latency (client-side: the probe shares this
+process, and its GIL, with the code building the big request, so it is an upper bound).
+Targets: peak RSS growth within 3x the message limit, loop lag under 100 ms.
+
+Prints a table and writes JSON (default benchmarks/results/stress.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import free_port, server_process, write_report  # noqa: E402
+from examples.colour_model import publish_colour_version  # noqa: E402
+from tests.support import solid_image  # noqa: E402
+from tlserve.proto import classifier_pb2 as pb  # noqa: E402
+from tlserve.proto import grpc_predict_v2_pb2 as kpb  # noqa: E402
+from tlserve.server.registry import Registry  # noqa: E402
+
+MESSAGE_LIMIT = 64 * 1024 * 1024
+LAG_TARGET = 0.1
+
+
+@dataclass
+class Result:
+    case: str
+    answer: str
+    seconds: float
+    peak_rss_growth_mb: float
+    rss_limit_mb: float
+    loop_lag_under_s: float
+    probe_worst_ms: float
+    passed: bool
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def lag_bound(metrics_url: str) -> float:
+    """The smallest histogram bound that holds every loop-lag observation."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    buckets: list[tuple[float, float]] = []
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "tlserve_event_loop_lag_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_count"):
+                total = sample.value
+    return min(bound for bound, count in buckets if count >= total)
+
+
+def infer_many_tiny_elements(target: str) -> str:
+    count = 12_000_000  # 4-byte length + 1 byte each: 60 MB
+    raw = (b"\x01\x00\x00\x00x") * count
+    request = kpb.ModelInferRequest(model_name="tlserve")
+    request.inputs.add(name="IMAGE", datatype="BYTES", shape=[count])
+    request.raw_input_contents.append(raw)
+    return _call(target, "/inference.GRPCInferenceService/ModelInfer", request.SerializeToString())
+
+
+def predict_many_tiny_images(target: str) -> str:
+    request = pb.PredictRequest(images=[pb.Image(encoded=b"x")] * 4_000_000)
+    return _call(target, "/tlserve.v1.Classifier/Predict", request.SerializeToString())
+
+
+def stream_many_items(target: str) -> str:
+    item = pb.SubmitFeedbackRequest(label="red", prediction_id="p" * 16).SerializeToString()
+    with grpc.insecure_channel(target) as channel:
+        call = channel.stream_unary("/tlserve.v1.Classifier/StreamFeedback")
+        try:
+            reply = call((item for _ in range(1_000_000)), timeout=120)
+        except grpc.RpcError as error:
+            return error.code().name
+    response = pb.StreamFeedbackResponse.FromString(reply)
+    return f"OK: {response.rejected} items answered ({len(reply) // 1024} KB)"
+
+
+def http_json_at_the_limit(http: str) -> str:
+    return http_json_many_elements(http, 1_600_000)  # 8 MB: just under max_json_bytes
+
+
+def http_json_many_elements(http: str, count: int = 6_000_000) -> str:
+    body = (
+        b'{"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": ['
+        + str(count).encode()
+        + b'], "data": ['
+        + b",".join([b'"x"'] * count)
+        + b"]}]}"
+    )
+    request = urllib.request.Request(
+        f"{http}/v2/models/tlserve/infer",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return f"HTTP {response.status}"
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code}: {json.loads(error.read())['error'][:60]}"
+
+
+def _call(target: str, method: str, payload: bytes) -> str:
+    options = [("grpc.max_send_message_length", 2 * MESSAGE_LIMIT)]
+    with grpc.insecure_channel(target, options=options) as channel:
+        try:
+            channel.unary_unary(method)(payload, timeout=120)
+        except grpc.RpcError as error:
+            return f"{error.code().name}: {(error.details() or '')[:60]}"
+    return "OK"
+
+
+CASES: dict[str, Callable[[str], str]] = {
+    "ModelInfer, 12M one-byte BYTES elements (60 MB)": infer_many_tiny_elements,
+    "Predict, 4M one-byte images": predict_many_tiny_images,
+    "StreamFeedback, 1M items": stream_many_items,
+    "HTTP infer, JSON with 6M elements (30 MB)": http_json_many_elements,
+    "HTTP infer, JSON with 1.6M elements (8 MB)": http_json_at_the_limit,
+}
+
+
+def run_case(name: str, send: Callable[[str], str], registry_dir: Path) -> Result:
+    metrics_port, http_port = free_port(), free_port()
+    with server_process(
+        registry_dir=str(registry_dir),
+        data_dir=str(registry_dir.parent),
+        metrics_port=str(metrics_port),
+        http_port=str(http_port),
+        max_message_bytes=str(MESSAGE_LIMIT),
+    ) as (target, process):
+        probe_latencies: list[float] = []
+        _wait_ready(target)
+        time.sleep(0.5)
+        idle = rss(process.pid)
+        peak = [idle]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], rss(process.pid))
+                time.sleep(0.005)
+
+        def probe() -> None:
+            request = pb.PredictRequest(images=[pb.Image(encoded=solid_image("red"))])
+            with grpc.insecure_channel(target) as channel:
+                predict = channel.unary_unary("/tlserve.v1.Classifier/Predict")
+                while not done.is_set():
+                    started = time.perf_counter()
+                    predict(request.SerializeToString(), timeout=30)
+                    probe_latencies.append(time.perf_counter() - started)
+                    time.sleep(0.02)
+
+        threads = [threading.Thread(target=sample), threading.Thread(target=probe)]
+        for thread in threads:
+            thread.start()
+        started = time.perf_counter()
+        address = f"http://127.0.0.1:{http_port}" if name.startswith("HTTP") else target
+        answer = send(address)
+        seconds = time.perf_counter() - started
+        time.sleep(0.3)
+        done.set()
+        for thread in threads:
+            thread.join()
+        lag = lag_bound(f"http://127.0.0.1:{metrics_port}/metrics")
+    growth = (peak[0] - idle) / 2**20
+    limit = 3 * MESSAGE_LIMIT / 2**20
+    return Result(
+        case=name,
+        answer=answer,
+        seconds=round(seconds, 2),
+        peak_rss_growth_mb=round(growth, 1),
+        rss_limit_mb=limit,
+        loop_lag_under_s=lag,
+        probe_worst_ms=round(1000 * max(probe_latencies, default=0.0), 1),
+        passed=growth <= limit and lag <= LAG_TARGET,
+    )
+
+
+def _wait_ready(target: str) -> None:
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(target) as channel:
+        while True:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=1)
+                return
+            except grpc.FutureTimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/stress.json")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tlserve-stress-") as scratch:
+        registry_dir = Path(scratch) / "registry"
+        publish_colour_version(Registry.local(registry_dir))
+        for name, send in CASES.items():
+            result = run_case(name, send, registry_dir)
+            results.append(result)
+            print(
+                f"{result.case:<50} {result.answer[:44]:<46} {result.seconds:>6.2f}s "
+                f"RSS +{result.peak_rss_growth_mb:>6.1f} MB (limit {result.rss_limit_mb:.0f}) "
+                f"lag <= {result.loop_lag_under_s * 1000:>5.0f} ms  probe max "
+                f"{result.probe_worst_ms:>6.1f} ms  {'ok' if result.passed else 'FAIL'}"
+            )
+    write_report(
+        {
+            "benchmark": "stress",
+            "machine": {"platform": platform.platform(), "python": platform.python_version()},
+            "message_limit_bytes": MESSAGE_LIMIT,
+            "targets": {"peak_rss_growth": "<= 3x message limit", "loop_lag_seconds": LAG_TARGET},
+            "results": [asdict(r) for r in results],
+        },
+        args.output,
+    )
+    return 0 if all(r.passed for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
