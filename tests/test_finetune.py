@@ -7,31 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_gate import colour_png
+from tests.test_gate import colour_png, small_trainer
 from tlserve.server.model_slot import ModelLoader
-from tlserve.server.registry import Registry
 from tlserve.server.runtime import SessionFactory
-from tlserve.server.store.sqlite import SqliteFeedbackStore
 from tlserve.trainer.pipeline import Trainer
-from tlserve.trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.slow  # TensorFlow: fine-tunes a backbone
 
 
 @pytest.mark.timeout(600)
 def test_fine_tuned_run_brings_a_new_backbone(tmp_path: Path) -> None:
-    store = SqliteFeedbackStore(tmp_path / "feedback.sqlite3")
-    registry = Registry.local(tmp_path / "registry")
-    settings = TrainerSettings(
-        data_dir=tmp_path,
-        backbone="MobileNetV2",
-        backbone_weights="none",
-        input_size=32,
+    store, registry, settings = small_trainer(
+        tmp_path,
         epochs=20,
         fine_tune_layers=4,
         fine_tune_epochs=1,
         fine_tune_augment=["rotation", "zoom"],
-        metrics_port=None,
     )
     for name, rgb in {"red": (220, 30, 30), "blue": (30, 30, 220)}.items():
         for i in range(12):

@@ -54,23 +54,32 @@ def colour_png(rgb: tuple[int, int, int], jitter: int) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.timeout(600)
-def test_a_regressing_run_is_not_promoted(tmp_path: Path) -> None:
-    """Good labels give a good model; then the training split's labels are flipped (the
-    holdout keeps the truth), so the next model would be worse on the same holdout than
-    the served one: it stays unpublished, and the record says why."""
-    store = SqliteFeedbackStore(tmp_path / "feedback.sqlite3")
-    registry = Registry.local(tmp_path / "registry")
+def small_trainer(
+    tmp_path: Path, **overrides: object
+) -> tuple[SqliteFeedbackStore, Registry, TrainerSettings]:
+    """A store, a registry and settings for a small untrained MobileNetV2 at 32x32."""
     settings = TrainerSettings(
         data_dir=tmp_path,
         backbone="MobileNetV2",
         backbone_weights="none",
         input_size=32,
-        holdout_percent=40,
-        min_samples_per_class=2,
-        epochs=60,
-        max_regression=0.02,
         metrics_port=None,
+        **overrides,  # type: ignore[arg-type]
+    )
+    return (
+        SqliteFeedbackStore(tmp_path / "feedback.sqlite3"),
+        Registry.local(tmp_path / "registry"),
+        settings,
+    )
+
+
+@pytest.mark.timeout(600)
+def test_a_regressing_run_is_not_promoted(tmp_path: Path) -> None:
+    """Good labels give a good model; then the training split's labels are flipped (the
+    holdout keeps the truth), so the next model would be worse on the same holdout than
+    the served one: it stays unpublished, and the record says why."""
+    store, registry, settings = small_trainer(
+        tmp_path, holdout_percent=40, min_samples_per_class=2, epochs=60, max_regression=0.02
     )
     trainer = Trainer(settings, store, registry)
     colours = {"red": (220, 30, 30), "blue": (30, 30, 220)}
@@ -101,17 +110,11 @@ def test_a_regressing_run_is_not_promoted(tmp_path: Path) -> None:
 def test_waiting_classes_and_excluded_principals_never_stop_training(tmp_path: Path) -> None:
     """Poisoning through the trainer: a quarantined class, an approved class still too
     short, and a vandal's relabels (an excluded principal); it trains on the rest."""
-    store = SqliteFeedbackStore(tmp_path / "feedback.sqlite3")
-    registry = Registry.local(tmp_path / "registry")
-    settings = TrainerSettings(
-        data_dir=tmp_path,
-        backbone="MobileNetV2",
-        backbone_weights="none",
-        input_size=32,
+    store, registry, settings = small_trainer(
+        tmp_path,
         min_samples_per_class=3,
         max_regression=1.0,
         epochs=30,
-        metrics_port=None,
         exclude_principals="token:vandal",
     )
     red = [colour_png((220, 30, 30), i) for i in range(25)]
