@@ -258,15 +258,20 @@ class Trainer:
         )
         images = Counter(r.label for r in records)
         known = self._served_labels(record.served_before)
-        admitted = self.class_policy.admitted(images, known, self.store.approved_labels())
+        approved = self.store.approved_labels()
+        admitted = self.class_policy.admitted(images, known, approved)
         waiting = {
-            label: f"quarantined: {self.class_policy.quorum - count} more images or an approval"
+            label: (
+                f"quarantined: {self.class_policy.status(label, count, known, approved)[1]} "
+                "more images or an approval"
+            )
             for label, count in images.items()
             if label not in admitted
         }
-        train_counts = Counter(
-            r.label for r in records if not in_holdout(r.sample_id, s.holdout_percent)
-        )
+        train, holdout = [], []
+        for r in records:
+            (holdout if in_holdout(r.sample_id, s.holdout_percent) else train).append(r)
+        train_counts = Counter(r.label for r in train)
         for label in sorted(admitted):
             if train_counts[label] < s.min_samples_per_class:
                 waiting[label] = (
@@ -285,8 +290,8 @@ class Trainer:
             log.info("classes waiting, training without them: %s", waiting)
         record.label_seq = max(r.seq for r in records)
         record.newest_label_at = max(r.created_at for r in records)
-        train = [r for r in records if not in_holdout(r.sample_id, s.holdout_percent)]
-        holdout = [r for r in records if in_holdout(r.sample_id, s.holdout_percent)]
+        train = [r for r in train if r.label not in waiting]
+        holdout = [r for r in holdout if r.label not in waiting]
         train_counts = Counter({label: train_counts[label] for label in labels})
         record.dataset |= {
             "labels": labels,
