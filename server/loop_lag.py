@@ -1,9 +1,8 @@
 """Measures the event loop's lag: every request on this process shares one loop, so any
 work done on it (a large message parsed inline, a slow callback) stalls all of them.
 
-A timer asks to wake every `interval`; how late it wakes is the lag. It is observed into
-`tlserve_event_loop_lag_seconds`, and the worst since the last read is kept for tests
-and benchmarks.
+A timer asks to wake every `interval`; how late it wakes is the lag, observed into
+`tlserve_event_loop_lag_seconds`.
 """
 
 from __future__ import annotations
@@ -18,12 +17,6 @@ class LoopLagMonitor:
     def __init__(self, histogram: Histogram, interval: float = 0.05) -> None:
         self.histogram = histogram
         self.interval = interval
-        self.worst = 0.0
-
-    def take_worst(self) -> float:
-        """The worst lag since the last call, then start over."""
-        worst, self.worst = self.worst, 0.0
-        return worst
 
     async def run(self) -> None:
         """Measure until cancelled."""
@@ -32,4 +25,3 @@ class LoopLagMonitor:
             await asyncio.sleep(self.interval)
             lag = max(0.0, time.perf_counter() - started - self.interval)
             self.histogram.observe(lag)
-            self.worst = max(self.worst, lag)

@@ -61,9 +61,6 @@ class Presented:
     certificate_names: Sequence[str] = ()
 
 
-LOCAL = Presented()
-
-
 class AccessControl:
     def __init__(
         self,
