@@ -49,11 +49,12 @@ def digest_of(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def parse_token(value: str, role: Role, name: str, where: str) -> TokenEntry:
-    """One configured credential: a token of at least 16 characters or `sha256:<hex>`."""
+def configured_digest(value: str, where: str) -> bytes:
+    """The digest of one configured credential: a token of at least 16 characters, or
+    `sha256:<hex>` of one."""
     value = value.strip()
     if match := _DIGEST.match(value):
-        return TokenEntry(bytes.fromhex(match.group(1)), role, name)
+        return bytes.fromhex(match.group(1))
     if not _TOKEN.match(value):
         raise TokenConfigError(f"{where}: a token must be printable ASCII without spaces")
     if len(value) < MIN_TOKEN_CHARACTERS:
@@ -61,16 +62,21 @@ def parse_token(value: str, role: Role, name: str, where: str) -> TokenEntry:
             f"{where}: a token must have at least {MIN_TOKEN_CHARACTERS} characters "
             "(e.g. `openssl rand -hex 24`), or be given as sha256:<64 hex digits>"
         )
-    return TokenEntry(digest_of(value), role, name)
+    return digest_of(value)
+
+
+def _entry(value: str, role: Role, name: str | None, where: str) -> TokenEntry:
+    """Unnamed tokens are named by their role and digest prefix, never by the token."""
+    digest = configured_digest(value, where)
+    return TokenEntry(digest, role, name or f"{role.label}-{digest.hex()[:8]}")
 
 
 def tokens_from_list(values: str, role: Role, setting: str) -> list[TokenEntry]:
-    """A comma-separated setting; each token's name is its role and digest prefix."""
-    entries = []
-    for position, value in enumerate(v for v in values.split(",") if v.strip()):
-        entry = parse_token(value, role, "", f"{setting} entry {position + 1}")
-        entries.append(TokenEntry(entry.digest, role, f"{role.label}-{entry.digest.hex()[:8]}"))
-    return entries
+    """A comma-separated setting."""
+    return [
+        _entry(value, role, None, f"{setting} entry {position}")
+        for position, value in enumerate((v for v in values.split(",") if v.strip()), start=1)
+    ]
 
 
 def tokens_from_file(text: str, where: str) -> list[TokenEntry]:
@@ -83,9 +89,7 @@ def tokens_from_file(text: str, where: str) -> list[TokenEntry]:
         if len(fields) not in (2, 3):
             raise TokenConfigError(f"{at}: expected `<role> <token or sha256:hex> [name]`")
         role = Role.parse(fields[0], at)
-        entry = parse_token(fields[1], role, "", at)
-        name = fields[2] if len(fields) == 3 else f"{role.label}-{entry.digest.hex()[:8]}"
-        entries.append(TokenEntry(entry.digest, role, name))
+        entries.append(_entry(fields[1], role, fields[2] if len(fields) == 3 else None, at))
     return entries
 
 
@@ -97,19 +101,17 @@ class TokenTable:
     ) -> None:
         self._fixed = list(fixed)
         self._file = WatchedFile(file, check_seconds) if file is not None else None
-        self._from_file = (
-            tokens_from_file(self._file.content.decode("utf-8", "replace"), "tokens file")
-            if self._file is not None
-            else []
-        )
+        self._from_file = self._read_file() if self._file is not None else []
+
+    def _read_file(self) -> list[TokenEntry]:
+        assert self._file is not None
+        return tokens_from_file(self._file.content.decode("utf-8", "replace"), "tokens file")
 
     @property
     def entries(self) -> list[TokenEntry]:
         if self._file is not None and self._file.changed():
             try:
-                self._from_file = tokens_from_file(
-                    self._file.content.decode("utf-8", "replace"), "tokens file"
-                )
+                self._from_file = self._read_file()
                 log.info("tokens file reloaded: %d credentials", len(self._from_file))
             except TokenConfigError as exc:
                 log.error("tokens file change ignored, the previous tokens stay: %s", exc)
