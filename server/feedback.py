@@ -10,7 +10,13 @@ import numpy as np
 
 from tlserve.server.classes import ClassPolicy, LabelStatus, NewClassPolicy
 from tlserve.server.errors import InvalidInput, NotFound, TlserveError, TooLarge, quoted
-from tlserve.server.imaging import ImageLimits, downscale_to_cover, encode_png, validate_pixels
+from tlserve.server.imaging import (
+    ImageLimits,
+    downscale_to_cover,
+    encode_png,
+    pixels_to_cover,
+    validate_pixels,
+)
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.model_slot import ModelSlot
@@ -148,8 +154,7 @@ class FeedbackService:
         ):
             check_plain_text(field, value)
         label = normalize_label(item.label)
-        served = self.slot.current
-        known = served.labels if served is not None else ()
+        known = self._known_labels()
         new_class = label not in known
         if new_class and self.class_policy.policy == NewClassPolicy.CLOSED:
             approved = await asyncio.to_thread(self.store.approved_labels)
@@ -187,7 +192,7 @@ class FeedbackService:
             pixels = validate_pixels(item.pixels, self.limits.images)
             height, width = self._stored_size()
             image = await asyncio.to_thread(
-                downscale_to_cover, encode_png(pixels), height, width, self.limits.images
+                lambda: encode_png(pixels_to_cover(pixels, height, width))
             )
         else:
             raise InvalidInput("feedback names no image: set prediction_id or image")
@@ -218,6 +223,11 @@ class FeedbackService:
         await asyncio.to_thread(self.store.approve_labels, [label], "policy:open")
         self._approved_here.add(label)
 
+    def _known_labels(self) -> tuple[str, ...]:
+        """The labels of the served version: never new classes."""
+        served = self.slot.current
+        return served.labels if served is not None else ()
+
     def _stored_size(self) -> tuple[int, int]:
         served = self.slot.current
         if served is None:
@@ -229,8 +239,7 @@ class FeedbackService:
             asyncio.to_thread(self.store.label_counts, self.holdout_percent),
             asyncio.to_thread(self.store.approved_labels),
         )
-        served = self.slot.current
-        known = served.labels if served is not None else ()
+        known = self._known_labels()
         infos = []
         for label, (samples, holdout) in counts.items():
             status, needed = self.class_policy.status(label, samples, known, approved)

@@ -68,20 +68,38 @@ def downscale_to_cover(data: bytes, height: int, width: int, limits: ImageLimits
     still has the pixels it needs). Either way it is fully decoded first, to prove it is
     an accepted, intact image."""
     with _open(data, limits) as image:
-        original_width, original_height = image.size
-        scale = max(height / original_height, width / original_width)
-        if scale >= 1.0:
+        size = _cover_size(image.width, image.height, height, width)
+        if size is None:
             _load(image)
             return data
-        size = (
-            max(width, math.ceil(original_width * scale)),
-            max(height, math.ceil(original_height * scale)),
-        )
         if image.format == "JPEG":
             image.draft("RGB", size)
         _load(image)
         rgb = image if image.mode == "RGB" else _to_rgb(image)
         return encode_png(np.asarray(rgb.resize(size, Image.Resampling.BILINEAR)))
+
+
+def pixels_to_cover(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (H, W, 3) pixels, scaled down like `downscale_to_cover` when larger."""
+    size = _cover_size(int(pixels.shape[1]), int(pixels.shape[0]), height, width)
+    if size is None:
+        return pixels
+    image = Image.fromarray(np.ascontiguousarray(pixels), mode="RGB")
+    return np.asarray(image.resize(size, Image.Resampling.BILINEAR))
+
+
+def _cover_size(
+    image_width: int, image_height: int, height: int, width: int
+) -> tuple[int, int] | None:
+    """(width, height) of the smallest scaling that still covers height x width, or None
+    when the image is no larger than that."""
+    scale = max(height / image_height, width / image_width)
+    if scale >= 1.0:
+        return None
+    return (
+        max(width, math.ceil(image_width * scale)),
+        max(height, math.ceil(image_height * scale)),
+    )
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
