@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
-from typing import Any
 
 # Messages and bodies larger than this are decoded in a worker thread, so parsing one
 # never stalls the event loop that every other request shares.
@@ -14,9 +12,9 @@ OFF_LOOP_BYTES = 256 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
-def request_id_of(metadata: Sequence[tuple[str, Any]] | None) -> str:
-    """The caller's `x-request-id` when it is a short printable token, else a new id."""
-    for key, value in metadata or ():
-        if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
-            return value
+def request_id_of(sent: object) -> str:
+    """The caller's request id (`x-request-id`) when it is a short printable token, else
+    a new one."""
+    if isinstance(sent, str) and _REQUEST_ID.match(sent):
+        return sent
     return uuid.uuid4().hex[:16]

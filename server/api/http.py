@@ -183,7 +183,8 @@ class HttpApi:
         top_k = _int_query(request, "top_k", 0)
         keep = _bool_query(request, "keep", True)
         if request.content_type.startswith("multipart/"):
-            # Each image is a part; a few more for nothing else is allowed.
+            # One part per image, and one more: an over-full request is then refused by
+            # its image count, with the same message as over gRPC.
             fields = await _multipart(request, self.core.max_images + 1)
             images = [ImageInput(encoded=data) for key, data in fields if key == "image"]
         else:
@@ -266,38 +267,37 @@ class HttpApi:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        with self.in_flight.track():
-            return await self._measured(request, handler)
-
-    async def _measured(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         method = self._method_names.get(request.match_info.route.handler, "unmatched")
         in_flight = self.metrics.in_flight.labels(protocol="http", method=method)
         in_flight.inc()
         started = time.perf_counter()
         status = HTTPStatus.INTERNAL_SERVER_ERROR.value
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except TlserveError as exc:
-            kind = http_status_for(exc)
-            status = kind.value
-            request_id = request_id_of([("x-request-id", request.headers.get("X-Request-Id"))])
-            log.info("request %s HTTP %s refused: %d: %s", request_id, method, status, exc)
-            headers = {"X-Request-Id": request_id}
-            if exc.retry_after_seconds is not None:
-                # Whole seconds (RFC 9110), rounded up so a client waiting that long succeeds.
-                headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
-            return _error(kind.value, str(exc), type(exc).__name__, headers)
-        except web.HTTPException as exc:
-            status = exc.status
-            return _error(exc.status, exc.text or exc.reason, exc.reason, dict(exc.headers))
-        except Exception:
-            log.exception("unhandled error in HTTP %s %s", request.method, method)
-            return _error(status, f"internal error in {method}; see the server log", "Internal")
-        finally:
-            in_flight.dec()
-            self.metrics.observe_request("http", method, str(status), time.perf_counter() - started)
+        with self.in_flight.track():
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except TlserveError as exc:
+                kind = http_status_for(exc)
+                status = kind.value
+                request_id = request_id_of(request.headers.get("X-Request-Id"))
+                log.info("request %s HTTP %s refused: %d: %s", request_id, method, status, exc)
+                headers = {"X-Request-Id": request_id}
+                if exc.retry_after_seconds is not None:
+                    # Whole seconds (RFC 9110), rounded up so a client waiting that long succeeds.
+                    headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
+                return _error(kind.value, str(exc), type(exc).__name__, headers)
+            except web.HTTPException as exc:
+                status = exc.status
+                return _error(exc.status, exc.text or exc.reason, exc.reason, dict(exc.headers))
+            except Exception:
+                log.exception("unhandled error in HTTP %s %s", request.method, method)
+                return _error(status, f"internal error in {method}; see the server log", "Internal")
+            finally:
+                in_flight.dec()
+                self.metrics.observe_request(
+                    "http", method, str(status), time.perf_counter() - started
+                )
 
 
 def _error(

@@ -90,35 +90,36 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         metrics, tracker = self.metrics, self.in_flight
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with tracker.track():
-                return await measured(request, context)
-
-        async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             in_flight = metrics.in_flight.labels(protocol="grpc", method=method)
             in_flight.inc()
-            try:
-                return await behavior(request, context)
-            except TlserveError as exc:
-                code = grpc_status_for(exc)
-                request_id = request_id_of(context.invocation_metadata())
-                log.info("request %s %s refused: %s: %s", request_id, method, code.name, exc)
-                trailing = (("x-request-id", request_id), *retry_metadata(exc))
-                await context.abort(code, str(exc), trailing)
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                log.exception("unhandled error in %s", method)
-                code = grpc.StatusCode.INTERNAL
-                await context.abort(code, f"internal error in {method}; see the server log")
-            finally:
-                in_flight.dec()
-                metrics.observe_request("grpc", method, code.name, time.perf_counter() - started)
+            with tracker.track():
+                try:
+                    return await behavior(request, context)
+                except TlserveError as exc:
+                    code = grpc_status_for(exc)
+                    request_id = request_id_of(
+                        dict(context.invocation_metadata() or ()).get("x-request-id")
+                    )
+                    log.info("request %s %s refused: %s: %s", request_id, method, code.name, exc)
+                    trailing = (("x-request-id", request_id), *retry_metadata(exc))
+                    await context.abort(code, str(exc), trailing)
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except Exception:
+                    log.exception("unhandled error in %s", method)
+                    code = grpc.StatusCode.INTERNAL
+                    await context.abort(code, f"internal error in {method}; see the server log")
+                finally:
+                    in_flight.dec()
+                    metrics.observe_request(
+                        "grpc", method, code.name, time.perf_counter() - started
+                    )
 
         return handle
 
