@@ -37,7 +37,7 @@ from tlserve.server.model_slot import LoadedModel, ModelLoader, ModelSlot
 from tlserve.server.prediction import PredictionService
 from tlserve.server.registry import Registry
 from tlserve.server.runtime import SessionFactory
-from tlserve.server.security.setup import build_security, is_loopback
+from tlserve.server.security.setup import build_security, exposed_hosts
 from tlserve.server.settings import ServerSettings
 from tlserve.server.store import open_store
 
@@ -282,6 +282,4 @@ class TlserveServer:
 def _new_class_policy(settings: ServerSettings) -> NewClassPolicy:
     if settings.new_class_policy != "auto":
         return NewClassPolicy(settings.new_class_policy)
-    hosts = [settings.host, *([settings.http_host or settings.host] if settings.http_port else [])]
-    local = all(is_loopback(host) for host in hosts)
-    return NewClassPolicy.OPEN if local else NewClassPolicy.QUARANTINE
+    return NewClassPolicy.QUARANTINE if exposed_hosts(settings) else NewClassPolicy.OPEN

@@ -106,17 +106,16 @@ def _certificate_roles(value: str) -> dict[str, Role]:
     return roles
 
 
+def exposed_hosts(settings: ServerSettings) -> list[str]:
+    """The non-loopback addresses the API listeners (gRPC, and HTTP when on) bind."""
+    hosts = {settings.host}
+    if settings.http_port is not None:
+        hosts.add(settings.http_host or settings.host)
+    return sorted(host for host in hosts if not is_loopback(host))
+
+
 def _check_exposure(settings: ServerSettings, tls: bool, credentials: bool) -> None:
-    exposed = sorted(
-        {
-            host
-            for host, enabled in (
-                (settings.host, True),
-                (settings.http_host or settings.host, settings.http_port is not None),
-            )
-            if enabled and not is_loopback(host)
-        }
-    )
+    exposed = exposed_hosts(settings)
     if not exposed:
         return
     missing = [
