@@ -17,6 +17,18 @@ def test_defaults_and_registry_path() -> None:
     assert settings.registry_path == Path("tlserve-data/registry")
 
 
+def test_defaults_are_safe_on_an_open_network() -> None:
+    """What a user gets without configuring anything: loopback only, no open admin
+    calls, kept images for a day (not a week), bounded feedback and suggestions."""
+    settings = ServerSettings()
+    assert settings.host == "127.0.0.1" and settings.http_host is None
+    assert settings.metrics_host is None and not settings.insecure
+    assert settings.admin_tokens == "" and settings.tokens_file is None
+    assert settings.prediction_retention_seconds <= 24 * 3600
+    assert settings.feedback_rate > 0 and settings.max_suggestions <= 100
+    assert settings.max_feedback_image_bytes < 48 * 1024 * 1024
+
+
 def test_toml_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "tlserve.toml"
     config.write_text('port = 6000\nmax_batch_size = 8\nregistry_dir = "/srv/registry"\n')
