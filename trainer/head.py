@@ -20,11 +20,29 @@ class HeadResult:
     epochs_run: int = 0
 
 
+@keras.saving.register_keras_serializable(package="tlserve")
+class ScaleFreeNormalization(keras.layers.Layer):
+    """Each feature vector scaled to unit length, whatever its magnitude. Backbones differ
+    by orders of magnitude (an untrained one's features are ~1e-11, where Keras'
+    UnitNormalization's epsilon swallows them), and with few labels a head on directions
+    (a cosine classifier) learns far faster than one on raw activations."""
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        peak = tf.reduce_max(tf.abs(inputs), axis=-1, keepdims=True)
+        scaled = inputs / tf.where(peak > 0, peak, tf.ones_like(peak))
+        length = tf.sqrt(tf.reduce_sum(tf.square(scaled), axis=-1, keepdims=True))
+        return scaled / tf.where(length > 0, length, tf.ones_like(length))
+
+
 def build_head(
-    feature_dim: int, classes: int, hidden_units: list[int], dropout: float
+    feature_dim: int,
+    classes: int,
+    hidden_units: list[int],
+    dropout: float,
+    normalize: bool = True,
 ) -> keras.Model:
     features = keras.Input((feature_dim,), dtype="float32", name="features")
-    x = features
+    x = ScaleFreeNormalization(name="normalize")(features) if normalize else features
     for units in hidden_units:
         x = keras.layers.Dense(units, activation="relu")(x)
         if dropout > 0:
@@ -55,6 +73,7 @@ def train_head(
     patience: int,
     validation_percent: float,
     seed: int,
+    normalize: bool = True,
     log_dir: str | None = None,
 ) -> HeadResult:
     """Adam on sparse cross-entropy with balanced class weights; early stopping keeps the
@@ -62,7 +81,7 @@ def train_head(
     Keras' fit() spends ~90 ms per epoch building input pipelines, which for a head on
     cached features is most of the run (and of feedback-to-serve time)."""
     keras.utils.set_random_seed(seed)
-    model = build_head(x.shape[1], classes, hidden_units, dropout)
+    model = build_head(x.shape[1], classes, hidden_units, dropout, normalize)
     optimizer = keras.optimizers.Adam(learning_rate)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))

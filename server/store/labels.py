@@ -59,3 +59,12 @@ def in_holdout(sample_id: str, holdout_percent: float) -> bool:
     """Stable split from the content hash: a sample never changes side as data grows."""
     bucket = int(sample_id[:8], 16) % 10_000
     return bucket < holdout_percent * 100
+
+
+def holdout_share(samples: int, hashed: int, min_class_samples: int) -> int:
+    """How many of a class's `hashed` holdout samples it can spare for evaluation: none
+    while it has fewer than `min_class_samples` labels (a small class trains on every one
+    of them), and never so many that it keeps no training sample."""
+    if samples < min_class_samples:
+        return 0
+    return max(0, min(hashed, samples - 1))
