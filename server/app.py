@@ -95,6 +95,7 @@ class TlserveServer:
                 suggestion_bytes=settings.max_message_bytes * 9 // 10,
             ),
             holdout_percent=settings.holdout_percent,
+            holdout_min_class_samples=settings.holdout_min_class_samples,
             class_policy=ClassPolicy(_new_class_policy(settings), settings.new_class_quorum),
         )
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")

@@ -54,7 +54,11 @@ class DeploymentSettings(FileSettings):
     """Where the data lives: the same TLSERVE_* variables for the server and the trainer."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TLSERVE_", use_attribute_docstrings=True, env_parse_none_str="none"
+        env_prefix="TLSERVE_",
+        use_attribute_docstrings=True,
+        env_parse_none_str="none",
+        # An empty variable means the default, as the README's table shows it.
+        env_ignore_empty=True,
     )
 
     data_dir: Path = Path("./tlserve-data")
@@ -69,6 +73,10 @@ class DeploymentSettings(FileSettings):
 
     holdout_percent: float = Field(default=20.0, ge=0.0, le=90.0)
     """Share of samples in the stable holdout split (by content hash), for counts and evaluation."""
+
+    holdout_min_class_samples: int = Field(default=10, ge=1)
+    """A class holds samples out for evaluation only once it has this many labels; a smaller
+    class trains on all of them (reported as not evaluated), so no class is ever starved."""
 
     new_class_quorum: int = Field(default=5, ge=1)
     """Distinct images a new label needs before it joins training under `quarantine`."""
@@ -90,6 +98,7 @@ class ServerSettings(DeploymentSettings):
         use_attribute_docstrings=True,
         extra="forbid",
         env_parse_none_str="none",
+        env_ignore_empty=True,
     )
 
     new_class_policy: NewClassPolicy | Literal["auto"] = "auto"

@@ -61,3 +61,14 @@ def test_the_imagenet_example_config_loads() -> None:
     settings = TrainerSettings.load(example)
     assert settings.backbone == "MobileNetV2" and settings.backbone_weights == "imagenet"
     assert settings.resize == "center_crop" and settings.hidden_units == [256]
+
+
+def test_empty_variables_mean_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's default column shows optional settings as empty; setting them so
+    (`TLSERVE_TRAIN_EVERY_SECONDS=`) made the trainer exit 2."""
+    for name in ("TRAIN_EVERY_SECONDS", "METRICS_PORT", "REGISTRY_DIR", "TLS_CERT_FILE"):
+        monkeypatch.setenv(f"TLSERVE_{name}", "")
+    trainer = TrainerSettings.load(None)
+    assert trainer.train_every_seconds is None and trainer.metrics_port == 9465
+    server = ServerSettings.load(None)
+    assert server.registry_dir is None and server.metrics_port == ServerSettings().metrics_port

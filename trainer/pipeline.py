@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +30,7 @@ from tlserve.server.fsutil import atomic_write_bytes
 from tlserve.server.imaging import ImageLimits, decode_image
 from tlserve.server.registry import BackboneManifest, Registry, new_version_id
 from tlserve.server.store.base import FeedbackStore, LabelRecord
-from tlserve.server.store.labels import in_holdout
+from tlserve.server.store.labels import holdout_share, in_holdout
 from tlserve.trainer.backbones import Backbone, build_backbone, features_function
 from tlserve.trainer.errors import NotEnoughData, TrainerError
 from tlserve.trainer.evaluation import GateDecision, PromotionGate, evaluate
@@ -81,6 +81,36 @@ class _Snapshot:
     y_train: np.ndarray
 
 
+@dataclass(frozen=True, slots=True)
+class _ServedOnHoldout:
+    """The served version judged on this run's holdout."""
+
+    metrics: dict[str, Any]
+    right: np.ndarray  # per holdout sample: whether it answered the label
+    borrowed: frozenset[str]  # holdout samples it trained on
+
+
+def split_holdout(
+    records: list[LabelRecord], holdout_percent: float, min_class_samples: int
+) -> tuple[list[LabelRecord], list[LabelRecord], list[LabelRecord]]:
+    """(train, holdout, borrowed): the stable hash split, where each class holds out only
+    what it can spare (`holdout_share`); `borrowed` are hash-picked holdout samples that
+    train because their class could not spare them (also in `train`)."""
+    hashed: dict[str, list[LabelRecord]] = defaultdict(list)
+    sizes = Counter(r.label for r in records)
+    for r in records:
+        if in_holdout(r.sample_id, holdout_percent):
+            hashed[r.label].append(r)
+    held: set[str] = set()
+    for label, members in hashed.items():
+        share = holdout_share(sizes[label], len(members), min_class_samples)
+        held.update(r.sample_id for r in sorted(members, key=lambda r: r.sample_id)[:share])
+    train = [r for r in records if r.sample_id not in held]
+    holdout = [r for r in records if r.sample_id in held]
+    borrowed = [r for r in train if in_holdout(r.sample_id, holdout_percent)]
+    return train, holdout, borrowed
+
+
 class Trainer:
     def __init__(self, settings: TrainerSettings, store: FeedbackStore, registry: Registry) -> None:
         self.settings = settings
@@ -89,7 +119,7 @@ class Trainer:
         self.state_dir = settings.data_dir / "trainer"
         self.limits = ImageLimits()
         self.gate = PromotionGate(
-            settings.min_accuracy, settings.max_regression, settings.min_samples_per_class
+            settings.min_accuracy, settings.max_regression, settings.gate_confidence
         )
         # The servers apply their own policy as labels arrive (approving them under
         # `open`, refusing them under `closed`); what is left for training is quarantine.
@@ -248,10 +278,11 @@ class Trainer:
         record.result = RunResult.PROMOTED
 
     def _snapshot(self, record: RunRecord) -> _Snapshot:
-        """The labels as of now, split by the stable holdout hash, of the classes that can
-        train: admitted by the new-class policy and with `min_samples_per_class` training
-        samples. The others wait (recorded with why) and never hold the rest back;
-        NotEnoughData when fewer than two classes can train."""
+        """The labels as of now, of the classes that can train (admitted by the new-class
+        policy, with `min_samples_per_class` training samples), split by the stable
+        holdout hash where a class can spare samples. The others wait (recorded with
+        why) and never hold the rest back; NotEnoughData when fewer than two classes
+        can train."""
         s = self.settings
         records = self.store.current_labels(
             principals=_names(s.train_principals), exclude_principals=_names(s.exclude_principals)
@@ -268,9 +299,11 @@ class Trainer:
             for label, count in images.items()
             if label not in admitted
         }
-        train, holdout = [], []
-        for r in records:
-            (holdout if in_holdout(r.sample_id, s.holdout_percent) else train).append(r)
+        train, holdout, borrowed = split_holdout(
+            [r for r in records if r.label in admitted],
+            s.holdout_percent,
+            s.holdout_min_class_samples,
+        )
         train_counts = Counter(r.label for r in train)
         for label in sorted(admitted):
             if train_counts[label] < s.min_samples_per_class:
@@ -293,11 +326,18 @@ class Trainer:
         train = [r for r in train if r.label not in waiting]
         holdout = [r for r in holdout if r.label not in waiting]
         train_counts = Counter({label: train_counts[label] for label in labels})
+        holdout_counts = Counter(r.label for r in holdout)
         record.dataset |= {
             "labels": labels,
             "train": len(train),
             "holdout": len(holdout),
             "train_per_class": dict(train_counts),
+            "holdout_per_class": {label: holdout_counts[label] for label in labels},
+            # Trained on every sample, too small to hold any out: in the model, unjudged.
+            "not_evaluated": [label for label in labels if not holdout_counts[label]],
+            # Holdout-hashed samples this version trains on (their class was too small to
+            # spare them): a later run must not judge this version on them.
+            "borrowed_from_holdout": sorted(r.sample_id for r in borrowed if r.label in labels),
             "fingerprint": _fingerprint(records),
             "label_seq": record.label_seq,
             # Lets every server measure label-acknowledged -> this version answering.
@@ -332,6 +372,7 @@ class Trainer:
             patience=s.patience,
             validation_percent=s.validation_percent,
             seed=s.seed,
+            normalize=s.normalize_features,
             log_dir=str(run_dir / "tensorboard"),
         )
 
@@ -372,21 +413,28 @@ class Trainer:
         head_onnx: bytes,
         x_holdout: np.ndarray,
     ) -> GateDecision:
-        """The candidate and the served version on the same holdout, then the gate."""
+        """The candidate and the served version on the same holdout samples, then the gate."""
         labels = data.labels
         actual = [r.label for r in data.holdout]
-        candidate = evaluate(_predict(head_onnx, x_holdout, labels), actual, labels)
+        predicted = _predict(head_onnx, x_holdout, labels)
+        candidate = evaluate(predicted, actual, labels)
+        candidate_right = np.array([p == a for p, a in zip(predicted, actual, strict=True)], bool)
         served = self._evaluate_served(data.holdout) if record.served_before else None
+        paired = None
+        if served is not None:
+            # Only samples the served version never trained on judge it fairly.
+            unseen = np.array([r.sample_id not in served.borrowed for r in data.holdout], bool)
+            paired = candidate_right[unseen], served.right[unseen]
         record.metrics = {
             "holdout": candidate,
-            "served_version_holdout": served,
+            "served_version_holdout": served.metrics if served else None,
             "training": {"best_epoch": head.best_epoch, "epochs_run": head.epochs_run},
         }
-        return self.gate.decide(
-            candidate["accuracy"], served["accuracy"] if served else None, data.train_counts
-        )
+        decision = self.gate.decide(candidate_right, paired)
+        record.metrics["gate"] = decision.checks
+        return decision
 
-    def _evaluate_served(self, holdout: list[LabelRecord]) -> dict[str, Any] | None:
+    def _evaluate_served(self, holdout: list[LabelRecord]) -> _ServedOnHoldout | None:
         version = self.registry.current()
         if version is None or not holdout:
             return None
@@ -395,9 +443,17 @@ class Trainer:
         features = self.features(backbone, [r.sample_id for r in holdout])
         head = self.registry.read_version_file(manifest, "head.onnx")
         predicted = _predict(head, features, list(manifest.labels), manifest.head_input)
-        result = evaluate(predicted, [r.label for r in holdout], list(manifest.labels))
-        result["version"] = version
-        return result
+        actual = [r.label for r in holdout]
+        metrics = evaluate(predicted, actual, list(manifest.labels))
+        metrics["version"] = version
+        dataset = manifest.raw.get("dataset", {})
+        return _ServedOnHoldout(
+            metrics,
+            np.array([p == a for p, a in zip(predicted, actual, strict=True)], bool),
+            frozenset(
+                dataset.get("borrowed_from_holdout", ()) if isinstance(dataset, dict) else ()
+            ),
+        )
 
     def _publish(
         self,

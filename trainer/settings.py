@@ -23,6 +23,7 @@ class TrainerSettings(DeploymentSettings):
         use_attribute_docstrings=True,
         extra="ignore",
         env_parse_none_str="none",
+        env_ignore_empty=True,
     )
 
     backbone: str = "MobileNetV2"
@@ -48,6 +49,10 @@ class TrainerSettings(DeploymentSettings):
 
     hidden_units: list[int] = Field(default_factory=lambda: [128])
     """Hidden Dense layers of the head, e.g. [256, 64]; [] for a linear (softmax) head."""
+
+    normalize_features: bool = True
+    """Scale each feature vector to unit length before the head (a cosine classifier): learns
+    faster from few labels and whatever the backbone's activation scale."""
 
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     """Dropout after each hidden layer."""
@@ -86,13 +91,19 @@ class TrainerSettings(DeploymentSettings):
     """Augmentation while fine-tuning (drop `flip` where mirror images mean something else)."""
 
     min_accuracy: float = Field(default=0.0, ge=0.0, le=1.0)
-    """Promotion gate: lowest holdout accuracy a new version may have."""
+    """Promotion gate: lowest holdout accuracy a new version may have (refused only when the
+    holdout shows it is below, with `gate_confidence`)."""
 
-    max_regression: float = Field(default=0.02, ge=0.0, le=1.0)
-    """Promotion gate: most the holdout accuracy may drop against the served version."""
+    max_regression: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Promotion gate: the accuracy drop against the served version tolerated even when the
+    holdout shows it with `gate_confidence` (a drop it cannot show never blocks)."""
 
-    min_samples_per_class: int = Field(default=2, ge=1)
-    """Promotion gate (and training precondition): labeled samples each class needs."""
+    gate_confidence: float = Field(default=0.95, ge=0.5, lt=1.0)
+    """Promotion gate: how sure the paired evidence must be that a candidate is worse (below
+    `min_accuracy`, or behind the served version on the same samples) to refuse it."""
+
+    min_samples_per_class: int = Field(default=1, ge=1)
+    """Training samples a class needs to train; classes short of it wait, the rest train."""
 
     min_new_labels: int = Field(default=10, ge=1)
     """The loop trains when at least this many labels arrived since the last run."""
