@@ -17,6 +17,8 @@ from tlserve.clients.types import (
     Prediction,
     PredictResult,
     StreamReceipt,
+    TrainingRun,
+    TrainingStatus,
 )
 
 __all__ = [
@@ -33,5 +35,7 @@ __all__ = [
     "Prediction",
     "StreamReceipt",
     "TlserveClient",
+    "TrainingRun",
+    "TrainingStatus",
     "tls_credentials",
 ]

@@ -26,6 +26,8 @@ from tlserve.clients.types import (
     Prediction,
     PredictResult,
     StreamReceipt,
+    TrainingRun,
+    TrainingStatus,
 )
 from tlserve.proto import classifier_pb2 as pb
 
@@ -44,6 +46,7 @@ class Call(Generic[T]):
 
 
 STRATEGIES = {
+    "balanced": pb.BALANCED,
     "least_confidence": pb.LEAST_CONFIDENCE,
     "margin": pb.MARGIN,
     "entropy": pb.ENTROPY,
@@ -96,7 +99,36 @@ def _model_summary(info: pb.ModelInfo) -> ModelSummary:
         live_accuracy=info.live_accuracy,
         live_feedback_count=info.live_feedback_count,
         error=info.error,
+        training=_training_status(info.training) if info.HasField("training") else None,
     )
+
+
+def _training_status(status: pb.TrainingStatus) -> TrainingStatus:
+    last = status.last_run
+    return TrainingStatus(
+        state=status.state,
+        detail=status.detail,
+        updated_at=status.updated_at,
+        stale=status.stale,
+        last_run=TrainingRun(
+            last.run_id,
+            last.result,
+            tuple(last.reasons),
+            last.version,
+            last.finished_at,
+            last.labels,
+        )
+        if status.HasField("last_run")
+        else None,
+        waiting_classes=dict(status.waiting_classes),
+        new_labels=status.new_labels,
+        next_trigger=status.next_trigger,
+    )
+
+
+def training_status() -> Call[TrainingStatus]:
+    """What the trainer is doing or waiting for, its last run, and what starts the next."""
+    return Call("GetTrainingStatus", pb.GetTrainingStatusRequest(), _training_status)
 
 
 def _feedback_message(item: FeedbackItem) -> pb.SubmitFeedbackRequest:
@@ -208,10 +240,10 @@ def list_labels() -> Call[list[LabelCount]]:
 
 
 def suggest_labels(
-    count: int, strategy: str = "entropy", *, images: bool = True
+    count: int, strategy: str = "balanced", *, images: bool = True
 ) -> Call[list[LabelSuggestion]]:
-    """The kept predictions most worth labeling (strategy: entropy, margin or
-    least_confidence), with their images as PNG unless `images=False`."""
+    """The kept predictions most worth labeling (strategy: balanced, the server's default;
+    or entropy, margin, least_confidence), with their images as PNG unless `images=False`."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     request = pb.SuggestLabelsRequest(

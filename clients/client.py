@@ -163,6 +163,7 @@ class TlserveClient:
     rollback = _blocking(calls.rollback)
     trigger_training = _blocking(calls.trigger_training)
     approve_labels = _blocking(calls.approve_labels)
+    training_status = _blocking(calls.training_status)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until the channel connects (grpc.FutureTimeoutError after `timeout`)."""
@@ -212,6 +213,7 @@ class AsyncTlserveClient:
     rollback = _awaitable(calls.rollback)
     trigger_training = _awaitable(calls.trigger_training)
     approve_labels = _awaitable(calls.approve_labels)
+    training_status = _awaitable(calls.training_status)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the channel connects (TimeoutError after `timeout`)."""

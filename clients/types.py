@@ -90,6 +90,34 @@ class LabelSuggestion:
 
 
 @dataclass(frozen=True, slots=True)
+class TrainingRun:
+    run_id: str
+    # promoted, rejected (by the promotion gate), skipped (not enough data) or failed
+    result: str
+    reasons: tuple[str, ...]
+    version: str
+    finished_at: float
+    labels: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingStatus:
+    """What the trainer is doing or waiting for (GetTrainingStatus)."""
+
+    # unknown (no trainer reported), training, idle or waiting
+    state: str
+    # One sentence for people.
+    detail: str
+    updated_at: float
+    # The trainer has not reported for minutes: it may not be running.
+    stale: bool
+    last_run: TrainingRun | None
+    waiting_classes: dict[str, str]
+    new_labels: int
+    next_trigger: str
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSummary:
     version: str
     labels: tuple[str, ...]
@@ -104,3 +132,5 @@ class ModelSummary:
     live_feedback_count: int
     # ListModels: why the version cannot be read (its other fields are then empty).
     error: str = ""
+    # GetModel of the served version: the trainer's status.
+    training: TrainingStatus | None = None

@@ -18,6 +18,7 @@ class SuggestStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEAST_CONFIDENCE: _ClassVar[SuggestStrategy]
     MARGIN: _ClassVar[SuggestStrategy]
     ENTROPY: _ClassVar[SuggestStrategy]
+    BALANCED: _ClassVar[SuggestStrategy]
 DATA_TYPE_UNSPECIFIED: DataType
 UINT8: DataType
 FLOAT32: DataType
@@ -25,6 +26,7 @@ SUGGEST_STRATEGY_UNSPECIFIED: SuggestStrategy
 LEAST_CONFIDENCE: SuggestStrategy
 MARGIN: SuggestStrategy
 ENTROPY: SuggestStrategy
+BALANCED: SuggestStrategy
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -85,7 +87,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, version: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json", "live_accuracy", "live_feedback_count", "error")
+    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json", "live_accuracy", "live_feedback_count", "error", "training")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,7 @@ class ModelInfo(_message.Message):
     LIVE_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     LIVE_FEEDBACK_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
     version: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     backbone_id: str
@@ -114,7 +117,8 @@ class ModelInfo(_message.Message):
     live_accuracy: float
     live_feedback_count: int
     error: str
-    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ..., live_accuracy: _Optional[float] = ..., live_feedback_count: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    training: TrainingStatus
+    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ..., live_accuracy: _Optional[float] = ..., live_feedback_count: _Optional[int] = ..., error: _Optional[str] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -271,3 +275,50 @@ class ApproveLabelsResponse(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetTrainingStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TrainingRun(_message.Message):
+    __slots__ = ("run_id", "result", "reasons", "version", "finished_at", "labels")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    result: str
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    version: str
+    finished_at: float
+    labels: int
+    def __init__(self, run_id: _Optional[str] = ..., result: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., finished_at: _Optional[float] = ..., labels: _Optional[int] = ...) -> None: ...
+
+class TrainingStatus(_message.Message):
+    __slots__ = ("state", "detail", "updated_at", "stale", "last_run", "waiting_classes", "new_labels", "next_trigger")
+    class WaitingClassesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    LAST_RUN_FIELD_NUMBER: _ClassVar[int]
+    WAITING_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    NEW_LABELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    detail: str
+    updated_at: float
+    stale: bool
+    last_run: TrainingRun
+    waiting_classes: _containers.ScalarMap[str, str]
+    new_labels: int
+    next_trigger: str
+    def __init__(self, state: _Optional[str] = ..., detail: _Optional[str] = ..., updated_at: _Optional[float] = ..., stale: bool = ..., last_run: _Optional[_Union[TrainingRun, _Mapping]] = ..., waiting_classes: _Optional[_Mapping[str, str]] = ..., new_labels: _Optional[int] = ..., next_trigger: _Optional[str] = ...) -> None: ...

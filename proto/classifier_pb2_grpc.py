@@ -84,6 +84,11 @@ class ClassifierStub(object):
                 request_serializer=tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsRequest.SerializeToString,
                 response_deserializer=tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsResponse.FromString,
                 _registered_method=True)
+        self.GetTrainingStatus = channel.unary_unary(
+                '/tlserve.v1.Classifier/GetTrainingStatus',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.GetTrainingStatusRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.TrainingStatus.FromString,
+                _registered_method=True)
 
 
 class ClassifierServicer(object):
@@ -166,6 +171,13 @@ class ClassifierServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrainingStatus(self, request, context):
+        """What the trainer is doing or waiting for, its last run, and what starts the next.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +230,11 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.ApproveLabels,
                     request_deserializer=tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsRequest.FromString,
                     response_serializer=tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsResponse.SerializeToString,
+            ),
+            'GetTrainingStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainingStatus,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.GetTrainingStatusRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.TrainingStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -490,6 +507,33 @@ class Classifier(object):
             '/tlserve.v1.Classifier/ApproveLabels',
             tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsRequest.SerializeToString,
             tlserve_dot_v1_dot_classifier__pb2.ApproveLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainingStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.v1.Classifier/GetTrainingStatus',
+            tlserve_dot_v1_dot_classifier__pb2.GetTrainingStatusRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.TrainingStatus.FromString,
             options,
             channel_credentials,
             insecure,

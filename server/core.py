@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from tlserve.server.errors import (
     InvalidInput,
     ModelRejected,
+    NoModel,
     NotFound,
     TlserveError,
     Unavailable,
@@ -41,6 +42,7 @@ from tlserve.server.prediction import (
 from tlserve.server.registry import ModelManifest, Registry
 from tlserve.server.security import AccessControl, Action, Presented, Principal, RateLimits, Role
 from tlserve.server.store.base import StoredLabel
+from tlserve.server.training_status import TrainingStatus
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class ModelInfo:
     providers: tuple[str, ...]
     live_correct: int
     live_total: int
+    # The served version's only: what the trainer does next.
+    training: TrainingStatus | None = None
 
     @property
     def live_accuracy(self) -> float:
@@ -144,7 +148,20 @@ class ServingCore:
     ) -> PredictResult:
         principal = self._admit(caller, Role.PREDICT)
         self.limits.take(principal.name, Action.PREDICT, len(images))
-        return await self.predictions.predict(images, top_k, keep=keep, version=version)
+        try:
+            return await self.predictions.predict(images, top_k, keep=keep, version=version)
+        except NoModel as exc:
+            raise await self._explained(exc) from None
+
+    async def _explained(self, exc: NoModel, advice: str = "") -> NoModel:
+        """NoModel that says what the trainer is doing or waiting for."""
+        status = await self.feedback.training_status()
+        return NoModel(f"{exc}{advice}. The trainer: {status.detail}")
+
+    async def training_status(self, caller: Presented) -> TrainingStatus:
+        """What the trainer is doing or waiting for, its last run, what starts the next."""
+        self._admit(caller, Role.PREDICT)
+        return await self.feedback.training_status()
 
     # ---- models --------------------------------------------------------------------
 
@@ -190,14 +207,19 @@ class ServingCore:
 
     async def _model_info(self, version: str) -> ModelInfo:
         served = self.slot.current
-        version = version or self.slot.require().version
+        if not version:
+            if served is None:
+                raise await self._explained(NoModel("no model version is being served yet"))
+            version = served.version
+        training = None
         if served is not None and served.version == version:
             manifest, serving, providers = served.manifest, True, tuple(served.providers)
+            training = await self.feedback.training_status()
         else:  # NotFound for an unknown or malformed id, before the store sees it
             manifest = await asyncio.to_thread(self.registry.model_manifest, version)
             serving, providers = False, ()
         correct, total = await self.feedback.live_accuracy(version)
-        return ModelInfo(manifest, serving, providers, correct, total)
+        return ModelInfo(manifest, serving, providers, correct, total, training)
 
     async def list_models(self, caller: Presented) -> ModelListing:
         self._admit(caller, Role.PREDICT)
@@ -290,6 +312,14 @@ class ServingCore:
         self._admit(caller, Role.LABEL)
         served = self.slot.current
         picked = await self.feedback.suggest(count, strategy, served.version if served else None)
+        if not picked and served is None:
+            raise await self._explained(
+                NoModel("nothing to suggest yet: no model version is being served"),
+                advice=(
+                    ", so no predictions are kept to choose from; label images of at least two "
+                    "classes with SubmitFeedback to start"
+                ),
+            )
         if with_images:
             pngs = await asyncio.gather(
                 *(asyncio.to_thread(encode_png, s.prediction.pixels) for s in picked)

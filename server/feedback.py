@@ -12,21 +12,34 @@ from tlserve.server.classes import ClassPolicy, LabelStatus, NewClassPolicy
 from tlserve.server.errors import InvalidInput, NotFound, TlserveError, TooLarge, quoted
 from tlserve.server.imaging import (
     ImageLimits,
+    InputSpec,
+    decode_image,
     downscale_to_cover,
     encode_png,
     pixels_to_cover,
+    prepare_pixels,
     validate_pixels,
 )
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.model_slot import ModelSlot
-from tlserve.server.store.base import FeedbackStore, KeptPrediction, StoredLabel, SuggestStrategy
-from tlserve.server.store.labels import check_plain_text, normalize_label
+from tlserve.server.selection import Candidate, balanced_selection, diverse_selection
+from tlserve.server.store.base import (
+    FeedbackStore,
+    KeptPrediction,
+    StoredLabel,
+    SuggestStrategy,
+    content_id_of,
+)
+from tlserve.server.store.labels import check_plain_text, holdout_share, normalize_label
+from tlserve.server.training_status import TrainingStatus
 
 MAX_PREDICTION_ID = 128
 MAX_APPROVALS = 1000
-# Suggestions are picked for diversity among this many times as many uncertain candidates.
+# Single-score strategies pick for diversity among this many times as many candidates.
 CANDIDATE_FACTOR = 5
+# `balanced` judges typicality against this many recent unlabeled predictions.
+BALANCED_POOL = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +101,7 @@ class FeedbackService:
         *,
         limits: FeedbackLimits,
         holdout_percent: float,
+        holdout_min_class_samples: int,
         class_policy: ClassPolicy,
     ) -> None:
         self.store = store
@@ -96,6 +110,7 @@ class FeedbackService:
         self.slot = slot
         self.limits = limits
         self.holdout_percent = holdout_percent
+        self.holdout_min_class_samples = holdout_min_class_samples
         self.class_policy = class_policy
         self._approved_here: set[str] = set()
 
@@ -178,21 +193,27 @@ class FeedbackService:
                     "of them); send the image itself instead"
                 )
             image = await asyncio.to_thread(encode_png, prediction.pixels)
+            content_id = prediction.content
         elif item.encoded is not None:
             if len(item.encoded) > self.limits.max_image_bytes:
                 raise TooLarge(
                     f"the feedback image is {len(item.encoded)} bytes; at most "
                     f"{self.limits.max_image_bytes} are accepted"
                 )
-            height, width = self._stored_size()
-            image = await asyncio.to_thread(
-                downscale_to_cover, item.encoded, height, width, self.limits.images
+            encoded = item.encoded
+            image, content_id = await asyncio.to_thread(
+                lambda: (
+                    downscale_to_cover(encoded, *self._stored_size(), self.limits.images),
+                    self._content_id(lambda spec: decode_image(encoded, spec, self.limits.images)),
+                )
             )
         elif item.pixels is not None:
             pixels = validate_pixels(item.pixels, self.limits.images)
-            height, width = self._stored_size()
-            image = await asyncio.to_thread(
-                lambda: encode_png(pixels_to_cover(pixels, height, width))
+            image, content_id = await asyncio.to_thread(
+                lambda: (
+                    encode_png(pixels_to_cover(pixels, *self._stored_size())),
+                    self._content_id(lambda spec: prepare_pixels(pixels, spec, self.limits.images)),
+                )
             )
         else:
             raise InvalidInput("feedback names no image: set prediction_id or image")
@@ -204,6 +225,7 @@ class FeedbackService:
             principal=principal,
             idempotency_key=key,
             prediction=prediction,
+            content_id=content_id,
         )
         if new_class and self.class_policy.policy == NewClassPolicy.OPEN:
             await self._approve_once(label)
@@ -228,6 +250,12 @@ class FeedbackService:
         served = self.slot.current
         return served.labels if served is not None else ()
 
+    def _content_id(self, as_input: Callable[[InputSpec], np.ndarray]) -> str | None:
+        """The content id a Predict of this image would give under the served version, so
+        an image labeled as a file is not suggested when it is predicted later."""
+        served = self.slot.current
+        return content_id_of(as_input(served.input_spec)) if served is not None else None
+
     def _stored_size(self) -> tuple[int, int]:
         served = self.slot.current
         if served is None:
@@ -236,12 +264,12 @@ class FeedbackService:
 
     async def labels(self) -> list[LabelInfo]:
         counts, approved = await asyncio.gather(
-            asyncio.to_thread(self.store.label_counts, self.holdout_percent),
-            asyncio.to_thread(self.store.approved_labels),
+            self._label_counts(), asyncio.to_thread(self.store.approved_labels)
         )
         known = self._known_labels()
         infos = []
-        for label, (samples, holdout) in counts.items():
+        for label, (samples, hashed) in counts.items():
+            holdout = holdout_share(samples, hashed, self.holdout_min_class_samples)
             status, needed = self.class_policy.status(label, samples, known, approved)
             infos.append(LabelInfo(label, samples, holdout, status, needed))
         return infos
@@ -256,35 +284,43 @@ class FeedbackService:
     async def suggest(
         self, count: int, strategy: SuggestStrategy, served_version: str | None = None
     ) -> list[Suggestion]:
-        """The most useful kept predictions to label, diverse, with their pixels; fewer
-        than `count` when their images would not fit in one reply."""
+        """The kept predictions most worth labeling, never an image labeled already and no
+        image twice, with their pixels; fewer than `count` when their images would not
+        fit in one reply."""
         if not 1 <= count <= self.limits.max_suggestions:
             raise InvalidInput(
                 f"count={count} is out of range; accepted 1..{self.limits.max_suggestions}"
             )
         await self.keeper.flush()
-        # Candidates come without pixels (5x as many rows as asked for); only the chosen
-        # ones are read whole. The served version's own uncertainty is what counts; older
-        # versions' kept predictions are used only when it has none yet.
-        candidates = await asyncio.to_thread(
-            self.store.unlabeled_predictions,
-            strategy,
-            count * CANDIDATE_FACTOR,
-            served_version,
-            with_pixels=False,
+        # Candidates come without pixels; only the chosen ones are read whole. The served
+        # version's own predictions are what counts; older versions' kept predictions
+        # are used only when it has none yet.
+        pool = BALANCED_POOL if strategy == SuggestStrategy.BALANCED else count * CANDIDATE_FACTOR
+        kept = await asyncio.to_thread(
+            self.store.unlabeled_predictions, strategy, pool, served_version, with_pixels=False
         )
-        if not candidates and served_version:
-            candidates = await asyncio.to_thread(
-                self.store.unlabeled_predictions,
-                strategy,
-                count * CANDIDATE_FACTOR,
-                with_pixels=False,
+        if not kept and served_version:
+            kept = await asyncio.to_thread(
+                self.store.unlabeled_predictions, strategy, pool, with_pixels=False
             )
-        scores = np.array([c.uncertainty(strategy) for c in candidates])
+        if not kept:
+            return []
+        candidates = [Candidate(k.content, k.features, k.probabilities) for k in kept]
+        if (
+            strategy == SuggestStrategy.BALANCED
+            and len({c.features.shape for c in candidates}) == 1
+        ):
+            labeled = sum(samples for samples, _ in (await self._label_counts()).values())
+            order, scores = await asyncio.to_thread(
+                balanced_selection, candidates, count, labeled=labeled
+            )
+        else:
+            scores = np.array([k.uncertainty(strategy) for k in kept])
+            order = await asyncio.to_thread(diverse_selection, candidates, scores, count)
         chosen = []
         budget = self.limits.suggestion_bytes
-        for index in diverse_selection(candidates, scores, count):
-            whole = await self.keeper.lookup(candidates[index].prediction_id)
+        for index in order:
+            whole = await self.keeper.lookup(kept[index].prediction_id)
             if whole is None:
                 continue  # pruned since it was listed
             # Raw pixels bound the PNG's size from above (plus a little framing).
@@ -294,38 +330,15 @@ class FeedbackService:
             chosen.append(Suggestion(whole, float(scores[index])))
         return chosen
 
+    async def _label_counts(self) -> dict[str, tuple[int, int]]:
+        return await asyncio.to_thread(self.store.label_counts, self.holdout_percent)
+
+    async def training_status(self) -> TrainingStatus:
+        return await asyncio.to_thread(TrainingStatus.of, self.store)
+
     async def request_training(self, reason: str) -> int:
         """Ask the trainer for a run now (it polls the store); returns the request id."""
         return await asyncio.to_thread(self.store.request_training, reason)
 
     async def live_accuracy(self, version: str) -> tuple[int, int]:
         return await asyncio.to_thread(self.store.live_accuracy, version)
-
-
-def diverse_selection(
-    candidates: list[KeptPrediction], scores: np.ndarray, count: int
-) -> list[int]:
-    """Greedy: uncertainty times distance to what is already chosen, so a batch of
-    suggestions covers different kinds of images rather than n near-copies of one."""
-    if not candidates:
-        return []
-    if len({c.features.shape for c in candidates}) > 1:
-        # Predictions of versions with different backbones: their features don't compare.
-        return [int(i) for i in np.argsort(-scores, kind="stable")[:count]]
-    features = np.stack([c.features for c in candidates]).astype(np.float64)
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    unit = features / np.where(norms == 0, 1, norms)
-    weight = scores / scores.max() if scores.max() > 0 else np.ones_like(scores)
-    chosen = [int(np.argmax(scores))]
-    distance = 1.0 - unit @ unit[chosen[0]]
-    while len(chosen) < min(count, len(candidates)):
-        value = weight * np.maximum(distance, 0)
-        value[chosen] = -1
-        best = int(np.argmax(value))
-        if value[best] <= 0:  # everything left is a duplicate: fall back to uncertainty
-            remaining = [i for i in np.argsort(-scores) if i not in chosen]
-            chosen.extend(int(i) for i in remaining[: count - len(chosen)])
-            break
-        chosen.append(best)
-        distance = np.minimum(distance, 1.0 - unit @ unit[best])
-    return chosen

@@ -302,12 +302,11 @@ class ModelSlot:
         self._on_swap.append(callback)
 
     def require(self) -> LoadedModel:
-        """The served version, or NoModel saying how to publish one."""
+        """The served version, or NoModel (the core adds what the trainer waits for)."""
         model = self._current
         if model is None:
             raise NoModel(
-                "no model version is being served yet: the registry has no CURRENT version. "
-                "Publish one with `tlserve-trainer once` (or `make demo`), then retry"
+                "no model version is being served yet: the registry has no CURRENT version"
             )
         return model
 

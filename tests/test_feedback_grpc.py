@@ -222,3 +222,34 @@ def test_concurrent_submitters_and_a_reader(served: ServerThread) -> None:
     assert errors == []
     with TlserveClient(served.target) as client:
         assert sum(label_samples(client.list_labels()).values()) == 8 * 15
+
+
+def test_suggestions_never_offer_an_image_labeled_already(served: ServerThread) -> None:
+    """The issue's 21 of 25: an image labeled through one prediction (or sent as a file)
+    was suggested again through another prediction of it; and one image predicted twice
+    filled two places in one reply."""
+    mixes = [(0.5, 0.5, 0.0), (0.0, 0.5, 0.5), (0.34, 0.33, 0.33), (0.5, 0.0, 0.5)]
+    images = [mixed_image(*mix) for mix in mixes]
+    with TlserveClient(served.target) as client:
+        first = [client.predict_one(image) for image in images]
+        again = [client.predict_one(image) for image in images]  # real traffic repeats
+        for strategy in ("balanced", "entropy", "margin", "least_confidence"):
+            reply = client.suggest_labels(8, strategy, images=False)
+            ids = {s.prediction_id for s in reply}
+            for one, other in zip(first, again, strict=True):
+                assert len(ids & {one.prediction_id, other.prediction_id}) <= 1, strategy
+        # Labeled through the first prediction: neither prediction of it is offered.
+        client.submit_feedback("yellow", prediction_id=first[0].prediction_id)
+        # Labeled as a file (never through a prediction): not offered either.
+        client.submit_feedback("teal", image=images[1])
+        for strategy in ("balanced", "entropy", "margin", "least_confidence"):
+            offered = {s.prediction_id for s in client.suggest_labels(8, strategy, images=False)}
+            labeled = {p.prediction_id for p in (first[0], again[0], first[1], again[1])}
+            assert not offered & labeled, strategy
+            assert len(offered) == 2, strategy  # the two unlabeled images, once each
+        # A file labeled before it is ever predicted is not offered once predicted.
+        late = mixed_image(0.2, 0.4, 0.4)
+        client.submit_feedback("teal", image=late)
+        predicted = client.predict_one(late)
+        offered = {s.prediction_id for s in client.suggest_labels(8, images=False)}
+        assert predicted.prediction_id not in offered

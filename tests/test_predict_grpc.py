@@ -107,7 +107,9 @@ def test_no_model_yet_then_first_publication(empty_server: ServerThread) -> None
     with TlserveClient(empty_server.target) as client:
         code, details = status_of(lambda: client.predict([solid_image("red")]))
         assert code == grpc.StatusCode.FAILED_PRECONDITION
-        assert "tlserve-trainer once" in details and "no CURRENT version" in details
+        assert "no CURRENT version" in details
+        # Nothing has trained on this store: the message says to start the trainer.
+        assert "start `tlserve-trainer run`" in details
         assert (
             health.Check(health_pb2.HealthCheckRequest()).status
             == health_pb2.HealthCheckResponse.NOT_SERVING

@@ -1,16 +1,24 @@
 """The trainer loop: train when enough new labels arrived, on a timer, or on request;
-one run at a time, across processes and pods (the store's training lock)."""
+one run at a time, across processes and pods (the store's training lock). It reports
+what it does and waits for into the store (tlserve.server.training_status), where
+every server reads it; a run that was skipped or failed is not retried until the
+labels change or someone asks for a run."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
-from tlserve.server.fsutil import atomic_write_bytes
 from tlserve.server.registry import Registry
 from tlserve.server.store.base import FeedbackStore
+from tlserve.server.training_status import (
+    HEARTBEAT_SECONDS,
+    RunSummary,
+    TrainerReport,
+    TrainerState,
+)
 from tlserve.trainer.metrics import TrainerMetrics
 from tlserve.trainer.pipeline import RunRecord, RunResult, Trainer
 from tlserve.trainer.settings import TrainerSettings
@@ -31,40 +39,79 @@ class TrainerLoop:
         self.store = store
         self.registry = registry
         self.trainer = Trainer(settings, store, registry)
-        self.state_path = settings.data_dir / "trainer" / "state.json"
         self._last_run_at = 0.0
+        self._reported_at = 0.0
 
-    def state(self) -> dict[str, Any]:
-        if self.state_path.is_file():
-            return json.loads(self.state_path.read_text())  # type: ignore[no-any-return]
-        return {"trained_label_seq": 0}
+    def report(self) -> TrainerReport:
+        """The last report on this store (any trainer replica's), or a fresh one."""
+        stored = TrainerReport.read(self.store)
+        if stored is not None:
+            return stored[0]
+        return TrainerReport(TrainerState.WAITING, "started; no run yet")
+
+    def _write(self, report: TrainerReport) -> None:
+        report = replace(
+            report,
+            min_new_labels=self.settings.min_new_labels,
+            train_every_seconds=self.settings.train_every_seconds,
+        )
+        self.store.put_trainer_status(report.to_json())
+        self._reported_at = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.report(report)
 
     def due(self) -> str | None:
         """Why a run is due now, or None."""
         requests = self.store.pending_training_requests()
         if requests:
             return "requested: " + "; ".join(reason for _, reason in requests)
-        trained = int(self.state().get("trained_label_seq", 0))
+        report = self.report()
         newest = self.store.last_label_seq()
-        new_labels = self.store.labels_since(trained)
+        if newest <= report.attempted_label_seq:
+            return None  # the last run saw exactly these labels, whatever came of it
+        new_labels = self.store.labels_since(report.trained_label_seq)
         if new_labels >= self.settings.min_new_labels:
             return f"{new_labels} new labels"
         every = self.settings.train_every_seconds
-        if every and newest > trained and time.monotonic() - self._last_run_at >= every:
+        if every and time.monotonic() - self._last_run_at >= every:
             return f"timer ({every:.0f}s) with {new_labels} new labels"
         return None
 
     def run_once(self, reason: str) -> RunRecord:
         with self.store.training_lock():
+            before = self.report()
             requests = [request_id for request_id, _ in self.store.pending_training_requests()]
+            newest = self.store.last_label_seq()
+            self._write(
+                replace(before, state=TrainerState.TRAINING, activity=f"training ({reason})")
+            )
             record = self.trainer.run_once(reason)
             self.store.mark_training_requests(requests, record.run_id)
             if self.metrics is not None:
                 self.metrics.observe(record)
             self._last_run_at = time.monotonic()
+            trained = before.trained_label_seq
             if record.result in (RunResult.PROMOTED, RunResult.REJECTED):
-                state = {**self.state(), "trained_label_seq": record.label_seq}
-                atomic_write_bytes(self.state_path, json.dumps(state, indent=2).encode())
+                trained = record.label_seq
+            self._write(
+                TrainerReport(
+                    state=_state_after(record),
+                    activity=_outcome(record),
+                    last_run=RunSummary(
+                        run_id=record.run_id,
+                        result=record.result.value,
+                        reasons=tuple(record.reasons),
+                        version=record.version,
+                        finished_at=time.time(),
+                        labels=int(
+                            record.dataset.get("train", 0) + record.dataset.get("holdout", 0)
+                        ),
+                    ),
+                    waiting_classes=record.dataset.get("waiting", {}),
+                    trained_label_seq=trained,
+                    attempted_label_seq=max(newest, record.label_seq),
+                )
+            )
             if record.result == RunResult.PROMOTED:
                 self.registry.retain(self.settings.keep_versions)
         return record
@@ -76,9 +123,30 @@ class TrainerLoop:
                 reason = self.due()
                 if reason:
                     self.run_once(reason)
+                elif time.monotonic() - self._reported_at >= HEARTBEAT_SECONDS:
+                    self._write(self.report())  # the heartbeat: "still here"
             except Exception:
                 log.exception("trainer loop iteration failed; retrying")
             if stop is not None:
                 stop.wait(self.settings.poll_seconds)
             else:
                 time.sleep(self.settings.poll_seconds)
+
+
+def _state_after(record: RunRecord) -> TrainerState:
+    if record.result in (RunResult.PROMOTED, RunResult.REJECTED):
+        return TrainerState.IDLE
+    return TrainerState.WAITING
+
+
+def _outcome(record: RunRecord) -> str:
+    why = "; ".join(record.reasons)
+    match record.result:
+        case RunResult.PROMOTED:
+            return f"idle: run {record.run_id} promoted {record.version} ({why})"
+        case RunResult.REJECTED:
+            return f"idle: run {record.run_id} was refused by the promotion gate ({why})"
+        case RunResult.SKIPPED:
+            return f"waiting for labels: {why}"
+        case _:
+            return f"waiting after a failed run {record.run_id}: {why}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from tlserve.server.training_status import TrainerReport, TrainerState
 from tlserve.trainer.pipeline import RunRecord, RunResult
 
 
@@ -35,6 +36,23 @@ class TrainerMetrics:
             buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=registry,
         )
+        self.state = Gauge(
+            "tlserve_trainer_state",
+            "1 for the state the trainer is in (training, idle, waiting), 0 for the others.",
+            ["state"],
+            registry=registry,
+        )
+        self.waiting_classes = Gauge(
+            "tlserve_trainer_waiting_classes",
+            "Labeled classes that do not train yet (quarantined or too few samples).",
+            registry=registry,
+        )
+
+    def report(self, report: TrainerReport) -> None:
+        for state in TrainerState:
+            if state != TrainerState.UNKNOWN:
+                self.state.labels(state=state.value).set(1 if state == report.state else 0)
+        self.waiting_classes.set(len(report.waiting_classes))
 
     def observe(self, record: RunRecord) -> None:
         self.runs.labels(result=record.result).inc()

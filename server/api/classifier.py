@@ -87,6 +87,11 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         labels = await self.core.approve_labels(codec.presented(context), request.labels)
         return pb.ApproveLabelsResponse(labels=labels)
 
+    async def GetTrainingStatus(
+        self, request: pb.GetTrainingStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TrainingStatus:
+        return codec.training_status(await self.core.training_status(codec.presented(context)))
+
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:

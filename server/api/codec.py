@@ -31,6 +31,7 @@ from tlserve.server.prediction import (
 )
 from tlserve.server.security import Presented
 from tlserve.server.store.base import StoredLabel, SuggestStrategy
+from tlserve.server.training_status import TrainingStatus
 
 _TENSOR_DTYPES = {pb.UINT8: np.dtype(np.uint8), pb.FLOAT32: np.dtype("<f4")}
 
@@ -139,7 +140,8 @@ def presented(context: grpc.aio.ServicerContext) -> Presented:
 
 
 SUGGEST_STRATEGIES = {
-    pb.SUGGEST_STRATEGY_UNSPECIFIED: SuggestStrategy.ENTROPY,
+    pb.SUGGEST_STRATEGY_UNSPECIFIED: SuggestStrategy.BALANCED,
+    pb.BALANCED: SuggestStrategy.BALANCED,
     pb.LEAST_CONFIDENCE: SuggestStrategy.LEAST_CONFIDENCE,
     pb.MARGIN: SuggestStrategy.MARGIN,
     pb.ENTROPY: SuggestStrategy.ENTROPY,
@@ -149,7 +151,7 @@ SUGGEST_STRATEGIES = {
 def suggest_strategy(strategy: int) -> SuggestStrategy:
     if strategy not in SUGGEST_STRATEGIES:
         raise InvalidInput(
-            f"unknown strategy {strategy}; accepted LEAST_CONFIDENCE, MARGIN, ENTROPY"
+            f"unknown strategy {strategy}; accepted BALANCED, LEAST_CONFIDENCE, MARGIN, ENTROPY"
         )
     return SUGGEST_STRATEGIES[strategy]
 
@@ -200,6 +202,30 @@ def model_info(info: ModelInfo) -> pb.ModelInfo:
         card_json=json.dumps(manifest.raw, sort_keys=True),
         live_accuracy=info.live_accuracy,
         live_feedback_count=info.live_total,
+        training=training_status(info.training) if info.training else None,
+    )
+
+
+def training_status(status: TrainingStatus) -> pb.TrainingStatus:
+    last = status.last_run
+    return pb.TrainingStatus(
+        state=status.state.value,
+        detail=status.detail,
+        updated_at=status.updated_at,
+        stale=status.stale,
+        last_run=pb.TrainingRun(
+            run_id=last.run_id,
+            result=last.result,
+            reasons=list(last.reasons),
+            version=last.version or "",
+            finished_at=last.finished_at,
+            labels=last.labels,
+        )
+        if last
+        else None,
+        waiting_classes=dict(status.waiting_classes),
+        new_labels=status.new_labels,
+        next_trigger=status.next_trigger,
     )
 
 

@@ -126,6 +126,7 @@ class HttpApi:
             ("GET", "/v1/models/{version}", self.get_model, "GetModel"),
             ("POST", "/v1/rollback", self.rollback, "Rollback"),
             ("POST", "/v1/training", self.trigger_training, "TriggerTraining"),
+            ("GET", "/v1/training", self.training_status, "GetTrainingStatus"),
         ]
         for method, path, handler, name in routes:
             router.add_route(method, path, handler)
@@ -247,6 +248,10 @@ class HttpApi:
             codec.presented(request), request.match_info.get("version", "")
         )
         return web.json_response(codec.model_info(info))
+
+    async def training_status(self, request: web.Request) -> web.Response:
+        status = await self.core.training_status(codec.presented(request))
+        return web.json_response(codec.training_status(status))
 
     async def rollback(self, request: web.Request) -> web.Response:
         version = await _optional_string_field(request, "version")

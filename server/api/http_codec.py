@@ -36,6 +36,7 @@ from tlserve.server.prediction import LabelScore, PredictResult
 from tlserve.server.security import Presented
 from tlserve.server.security.tls import certificate_names
 from tlserve.server.store.base import StoredLabel, SuggestStrategy
+from tlserve.server.training_status import TrainingStatus
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -319,7 +320,7 @@ def presented(request: web.Request) -> Presented:
 
 def suggest_strategy(value: str) -> SuggestStrategy:
     try:
-        return SuggestStrategy(value or SuggestStrategy.ENTROPY)
+        return SuggestStrategy(value or SuggestStrategy.BALANCED)
     except ValueError:
         raise InvalidInput(
             f"unknown strategy {quoted(value)}; accepted {', '.join(SuggestStrategy)}"
@@ -355,6 +356,20 @@ def model_info(info: ModelInfo) -> dict[str, Any]:
         "live_accuracy": info.live_accuracy,
         "live_feedback_count": info.live_total,
         "card": dict(manifest.raw),
+        "training": training_status(info.training) if info.training else None,
+    }
+
+
+def training_status(status: TrainingStatus) -> dict[str, Any]:
+    return {
+        "state": status.state.value,
+        "detail": status.detail,
+        "updated_at": status.updated_at,
+        "stale": status.stale,
+        "last_run": status.last_run.to_json() if status.last_run else None,
+        "waiting_classes": dict(status.waiting_classes),
+        "new_labels": status.new_labels,
+        "next_trigger": status.next_trigger,
     }
 
 

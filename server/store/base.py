@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +16,10 @@ from tlserve.server.store.labels import in_holdout
 
 
 class SuggestStrategy(StrEnum):
-    """How uncertain a kept prediction is, as a score where higher is more worth labeling."""
+    """How kept predictions are picked for labeling (tlserve.server.selection)."""
 
+    # Typical samples first, then the margin, spread over clusters (the default).
+    BALANCED = "balanced"
     LEAST_CONFIDENCE = "least_confidence"
     MARGIN = "margin"
     ENTROPY = "entropy"
@@ -54,6 +57,13 @@ class KeptPrediction:
     features: np.ndarray
     pixels: np.ndarray
     created_at: float
+    # content_id_of(pixels): the same image predicted twice has one content id. Filled in
+    # when read back from a store (rows are read without pixels to pick suggestions).
+    content_id: str = ""
+
+    @property
+    def content(self) -> str:
+        return self.content_id or content_id_of(self.pixels)
 
     @property
     def top_label(self) -> str:
@@ -65,7 +75,7 @@ class KeptPrediction:
         match SuggestStrategy(strategy):
             case SuggestStrategy.LEAST_CONFIDENCE:
                 return float(1.0 - p[0])
-            case SuggestStrategy.MARGIN:
+            case SuggestStrategy.MARGIN | SuggestStrategy.BALANCED:
                 return float(1.0 - (p[0] - p[1]))
             case SuggestStrategy.ENTROPY:
                 nonzero = p[p > 0]
@@ -74,6 +84,14 @@ class KeptPrediction:
 
 def sample_id_of(image: bytes) -> str:
     return hashlib.sha256(image).hexdigest()
+
+
+def content_id_of(pixels: np.ndarray) -> str:
+    """The identity of an image as a model input (decoded and resized the serving way): two
+    predictions of the same image, or a label sent as a file and a prediction of it, share it."""
+    digest = hashlib.sha256(repr(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels, dtype=np.uint8).data)
+    return digest.hexdigest()
 
 
 def payload_hash(sample_id: str, label: str, prediction_id: str | None) -> str:
@@ -98,10 +116,13 @@ class FeedbackStore(ABC):
         principal: str,
         idempotency_key: str | None = None,
         prediction: KeptPrediction | None = None,
+        content_id: str | None = None,
     ) -> StoredLabel:
         """Store the image (content-addressed) and a new label for it; the newest label wins.
 
         `principal` is who the server authenticated; `source` is what the client says.
+        `content_id` identifies the image as the served model sees it (a prediction's own
+        when labeled through one), so suggestions never offer an image labeled already.
 
         With a prediction, its version and answer are recorded for live accuracy and
         its features are cached for the prediction's backbone. A reused idempotency key
@@ -182,6 +203,14 @@ class FeedbackStore(ABC):
 
     @abstractmethod
     def put_features(self, backbone_id: str, vectors: Mapping[str, np.ndarray]) -> None: ...
+
+    @abstractmethod
+    def put_trainer_status(self, status: Mapping[str, Any]) -> None:
+        """Replace what the trainer reports about itself (a JSON document)."""
+
+    @abstractmethod
+    def trainer_status(self) -> tuple[dict[str, Any], float] | None:
+        """The trainer's last report and when it was stored, or None if it never reported."""
 
     @abstractmethod
     def live_accuracy(self, model_version: str) -> tuple[int, int]:

@@ -97,11 +97,27 @@ MIGRATIONS: list[str] = [
         approved_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # The image as the model saw it, on kept predictions and labels: an image labeled once
+    # (through any prediction of it, or sent as a file) is never suggested again.
+    """
+    ALTER TABLE predictions ADD COLUMN content_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE labels ADD COLUMN content_id TEXT;
+    CREATE INDEX predictions_by_content ON predictions (content_id);
+    CREATE INDEX labels_by_content ON labels (content_id);
+    """,
+    # What the trainer last reported (one row), for every server replica to show.
+    """
+    CREATE TABLE trainer_status (
+        id INTEGER PRIMARY KEY,
+        document TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
 
 _PREDICTION_COLUMNS = (
     "id, model_version, backbone_id, labels, probabilities, features, pixels, pixels_shape, "
-    "created_at"
+    "created_at, content_id"
 )
 # The same row with an empty image, for picking among many candidates cheaply.
 _PREDICTION_COLUMNS_NO_PIXELS = _PREDICTION_COLUMNS.replace("pixels, pixels_shape", "NULL, '[0]'")
@@ -134,6 +150,7 @@ def _prediction_row(p: KeptPrediction) -> tuple[Any, ...]:
         p.uncertainty("margin"),
         p.uncertainty("entropy"),
         p.created_at,
+        p.content,
     )
 
 
@@ -148,6 +165,7 @@ def _prediction_from_row(row: Sequence[Any]) -> KeptPrediction:
         features=np.frombuffer(bytes(row[5]), dtype="<f4"),
         pixels=np.frombuffer(bytes(row[6] or b""), dtype=np.uint8).reshape(shape),
         created_at=float(row[8]),
+        content_id=row[9],
     )
 
 
@@ -207,8 +225,11 @@ class SqlFeedbackStore(FeedbackStore):
         principal: str,
         idempotency_key: str | None = None,
         prediction: KeptPrediction | None = None,
+        content_id: str | None = None,
     ) -> StoredLabel:
         sample_id = sample_id_of(image)
+        if content_id is None and prediction is not None:
+            content_id = prediction.content
         prediction_id = prediction.prediction_id if prediction else None
         promise = payload_hash(sample_id, label, prediction_id)
         now = time.time()
@@ -248,7 +269,7 @@ class SqlFeedbackStore(FeedbackStore):
                 self._sql(
                     "INSERT INTO labels (sample_id, label, source, principal, created_at, "
                     "idempotency_key, payload_hash, prediction_id, model_version, "
-                    "predicted_label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "predicted_label, content_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
                     sample_id,
@@ -261,6 +282,7 @@ class SqlFeedbackStore(FeedbackStore):
                     prediction_id,
                     prediction.model_version if prediction else None,
                     prediction.top_label if prediction else None,
+                    content_id,
                 ),
             )
             if prediction is not None:
@@ -292,7 +314,8 @@ class SqlFeedbackStore(FeedbackStore):
                 self._sql(
                     "INSERT INTO predictions (id, model_version, backbone_id, labels, "
                     "probabilities, features, pixels, pixels_shape, least_confidence, margin, "
-                    "entropy, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "entropy, created_at, content_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (id) DO NOTHING"
                 ),
                 rows,
@@ -329,16 +352,19 @@ class SqlFeedbackStore(FeedbackStore):
         *,
         with_pixels: bool = True,
     ) -> list[KeptPrediction]:
-        # A column name in the query below: only an enum member may get there.
+        # A column name in the query below: only an enum member may get there. `balanced`
+        # scores above the store, over the most recent candidates.
         strategy = SuggestStrategy(strategy)
+        order = "created_at" if strategy == SuggestStrategy.BALANCED else strategy
         version_filter = "AND p.model_version = ? " if model_version else ""
         columns = _PREDICTION_COLUMNS if with_pixels else _PREDICTION_COLUMNS_NO_PIXELS
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
                     f"SELECT {columns} FROM predictions p WHERE NOT EXISTS "
-                    "(SELECT 1 FROM labels l WHERE l.prediction_id = p.id) "
-                    f"{version_filter}ORDER BY {strategy} DESC, created_at DESC LIMIT ?"
+                    "(SELECT 1 FROM labels l WHERE l.prediction_id = p.id) AND NOT EXISTS "
+                    "(SELECT 1 FROM labels l WHERE l.content_id = p.content_id) "
+                    f"{version_filter}ORDER BY {order} DESC, created_at DESC LIMIT ?"
                 ),
                 (model_version, limit) if model_version else (limit,),
             )
@@ -480,6 +506,23 @@ class SqlFeedbackStore(FeedbackStore):
                 ),
                 [(sample, backbone_id, _vector(vector)) for sample, vector in vectors.items()],
             )
+
+    def put_trainer_status(self, status: Mapping[str, Any]) -> None:
+        with self._write() as cursor:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO trainer_status (id, document, updated_at) VALUES (1, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET document = excluded.document, "
+                    "updated_at = excluded.updated_at"
+                ),
+                (json.dumps(dict(status)), time.time()),
+            )
+
+    def trainer_status(self) -> tuple[dict[str, Any], float] | None:
+        with self._read() as cursor:
+            cursor.execute("SELECT document, updated_at FROM trainer_status WHERE id = 1")
+            row = cursor.fetchone()
+        return (json.loads(row[0]), float(row[1])) if row else None
 
     def live_accuracy(self, model_version: str) -> tuple[int, int]:
         with self._read() as cursor:
