@@ -102,8 +102,6 @@ def processes(data_dir: Path, model: Path) -> Iterator[tuple[dict[str, int], Cal
         "TLSERVE_MIN_NEW_LABELS": "10",
         "TLSERVE_TRAIN_EVERY_SECONDS": "2",
         "TLSERVE_POLL_SECONDS": "0.2",
-        # A holdout of a few dozen hard, suggested digits is too noisy for a regression gate.
-        "TLSERVE_MAX_REGRESSION": "1.0",
     }
     server = subprocess.Popen([sys.executable, "-m", "tlserve.server.main"], cwd=ROOT, env=env)
     trainer_env = {**env, "TLSERVE_METRICS_PORT": str(ports["trainer_metrics"])}

@@ -4,6 +4,7 @@ graph, so the exported ONNX takes exactly what the server sends."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -59,6 +60,11 @@ class Backbone:
     source: dict[str, Any] = field(default_factory=dict)
 
 
+def card_path(model_file: Path) -> Path:
+    """The JSON card beside a model file that says what it was trained on."""
+    return model_file.with_name(model_file.name + ".card.json")
+
+
 def build_backbone(
     name: str,
     *,
@@ -79,6 +85,9 @@ def build_backbone(
         base = keras.models.load_model(path, compile=False)
         preprocess = _scale_to_unit
         source = {"kind": "model_file", "path": str(path), "name": path.name}
+        card = card_path(path)
+        if card.is_file():  # what the file was trained on (e.g. `tlserve-trainer pretrain`'s)
+            source["card"] = json.loads(card.read_text())
     else:
         raise TrainerError(
             f"unknown backbone {name!r}: use one of {', '.join(APPLICATION_NAMES)} "
