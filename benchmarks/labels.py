@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from sklearn.datasets import load_digits as load_uci
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -78,8 +79,6 @@ def load_tasks(seed: int) -> dict[str, Callable[[], Task]]:
         return Task(name, images, labels, order[:1000], order[1000:], checkpoints)
 
     def uci(name: str, target: Callable[[int], str], checkpoints: tuple[int, ...]) -> Task:
-        from sklearn.datasets import load_digits as load_uci
-
         scans = load_uci()
         # 8x8 scans of 0..16 ink: MNIST-sized (20x20 inside a 28x28 frame), 0..255.
         images = np.zeros((len(scans.images), 28, 28), np.uint8)
@@ -130,8 +129,8 @@ def wait_trained(client: TlserveClient, since: float, timeout: float = 300) -> s
             try:
                 if client.get_model().version == run.version:
                     return run.result
-            except Exception:  # noqa: BLE001 - no version served yet: keep waiting
-                pass
+            except Exception:
+                pass  # no version served yet: keep waiting
         time.sleep(0.2)
     raise TimeoutError(f"the trainer did not run on every label within {timeout:.0f}s")
 
@@ -161,31 +160,35 @@ def run(task: Task, strategy: str, seed: int, model: Path) -> dict[str, Any]:
     shutil.rmtree(data_dir, ignore_errors=True)
     rng = np.random.default_rng(seed)
     curve: list[dict[str, Any]] = []
-    with processes(data_dir, model) as (ports, alive):
-        with TlserveClient(f"127.0.0.1:{ports['grpc']}", timeout=60) as client:
-            labeled: set[int] = set()
-            batch = [(int(i), "") for i in rng.permutation(task.pool)[: task.checkpoints[0]]]
-            for round_index, checkpoint in enumerate(task.checkpoints):
-                alive()
-                if round_index > 0:
-                    batch = pick(client, task, labeled, strategy, checkpoint - len(labeled), rng)
-                sent = time.time()
-                for index, prediction_id in batch:
-                    label = task.targets[index]
-                    if prediction_id:
-                        client.submit_feedback(label, prediction_id=prediction_id)
-                    else:
-                        client.submit_feedback(label, image=task.png(index))
-                    labeled.add(index)
-                result = wait_trained(client, sent)
-                curve.append(
-                    {
-                        "labels": len(labeled),
-                        "accuracy": accuracy(client, task),
-                        "run": result,
-                        "duplicates": len(batch) - len({i for i, _ in batch}),
-                    }
-                )
+    with (
+        processes(data_dir, model) as (ports, alive),
+        TlserveClient(f"127.0.0.1:{ports['grpc']}", timeout=60) as client,
+    ):
+        labeled: set[int] = set()
+        batch = [(int(i), "") for i in rng.permutation(task.pool)[: task.checkpoints[0]]]
+        for round_index, checkpoint in enumerate(task.checkpoints):
+            alive()
+            if round_index > 0:
+                batch = pick(client, task, labeled, strategy, checkpoint - len(labeled), rng)
+            # Suggestions of an image labeled before, or twice in one reply (must stay 0).
+            repeats = sum(i in labeled for i, _ in batch) + len(batch) - len(dict(batch))
+            sent = time.time()
+            for index, prediction_id in batch:
+                label = task.targets[index]
+                if prediction_id:
+                    client.submit_feedback(label, prediction_id=prediction_id)
+                else:
+                    client.submit_feedback(label, image=task.png(index))
+                labeled.add(index)
+            result = wait_trained(client, sent)
+            curve.append(
+                {
+                    "labels": len(labeled),
+                    "accuracy": accuracy(client, task),
+                    "run": result,
+                    "repeated_images": repeats,
+                }
+            )
     shutil.rmtree(data_dir, ignore_errors=True)
     return {"task": task.name, "strategy": strategy, "seed": seed, "curve": curve}
 

@@ -6,7 +6,8 @@
     tlserve feedback IMAGE --label LABEL     one image
     tlserve feedback FOLDER                  FOLDER/<label>/<image> (Keras directory layout)
     tlserve feedback --csv FILE              rows of path,label (paths relative to the CSV)
-    tlserve labels                           labels, sample counts, whether training uses them
+    tlserve labels [--json]                  labels, sample counts, whether training uses them
+    tlserve status [--json]                  the served version and what the trainer is doing
     tlserve labels approve LABEL...          admin: let new labels into training
     tlserve models rollback [VERSION]        admin: serve an earlier version (default: the previous)
     tlserve train [--reason TEXT]            admin: ask the trainer for a run now
@@ -25,6 +26,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,7 +34,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tlserve.clients.client import DEFAULT_TARGET, TlserveClient, tls_credentials
-from tlserve.clients.types import FeedbackItem
+from tlserve.clients.types import FeedbackItem, ModelSummary
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     feedback.add_argument("--csv", type=Path, help="CSV of path,label rows")
     feedback.add_argument("--source", default="cli", help="recorded as who labeled")
     labels = commands.add_parser("labels", help="the label set with sample counts")
+    labels.add_argument("--json", action="store_true", help="print JSON")
+    status = commands.add_parser(
+        "status", help="the served version and what the trainer is doing or waiting for"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
     labels_commands = labels.add_subparsers(dest="labels_command")
     approve = labels_commands.add_parser("approve", help="admin: let new labels into training")
     approve.add_argument("labels", nargs="+")
@@ -166,11 +173,54 @@ def _labels(client: TlserveClient, args: argparse.Namespace) -> int:
         print(f"approved for training: {', '.join(approved)}")
         return 0
     counts = client.list_labels()
+    if args.json:
+        print(json.dumps({"labels": [asdict(c) for c in counts]}, indent=2))
+        return 0
     print(f"{'samples':>8} {'holdout':>8}  {'status':<12} label")
     for count in counts:
         waiting = f" ({count.images_needed} more images)" if count.images_needed else ""
         print(f"{count.samples:>8} {count.holdout:>8}  {count.status:<12} {count.label}{waiting}")
     print(f"{sum(c.samples for c in counts):>8} samples in all")
+    return 0
+
+
+def _status(client: TlserveClient, args: argparse.Namespace) -> int:
+    training = client.training_status()
+    try:
+        served: ModelSummary | None = client.get_model()
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        served = None
+    if args.json:
+        document = {
+            "served_version": served.version if served else None,
+            "live_accuracy": served.live_accuracy if served else None,
+            "live_feedback_count": served.live_feedback_count if served else 0,
+            "training": asdict(training),
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    if served is None:
+        print("serving: nothing yet")
+    else:
+        live = (
+            f"live accuracy {served.live_accuracy:.3f} on {served.live_feedback_count} labels"
+            if served.live_feedback_count
+            else "no live feedback yet"
+        )
+        print(f"serving: {served.version} ({', '.join(served.labels)}); {live}")
+    print(f"trainer: {training.state}{' (stale)' if training.stale else ''}: {training.detail}")
+    run = training.last_run
+    if run is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.finished_at))
+        print(f"last run: {run.run_id} {run.result} at {when} on {run.labels} labels")
+        for reason in run.reasons:
+            print(f"  {reason}")
+    for label, why in sorted(training.waiting_classes.items()):
+        print(f"waiting class {label}: {why}")
+    print(f"new labels since the last run: {training.new_labels}")
+    print(f"next run: {training.next_trigger}")
     return 0
 
 
@@ -261,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _feedback(client, args)
             if args.command == "labels":
                 return _labels(client, args)
+            if args.command == "status":
+                return _status(client, args)
             return _health(client.channel, args.timeout)
     except grpc.RpcError as exc:
         print(f"tlserve: {exc.code().name}: {exc.details()}", file=sys.stderr)

@@ -57,6 +57,28 @@ def test_errors_are_reported_not_raised(served: ServerThread, tmp_path: Path) ->
     assert missing.returncode == 2 and "no such file" in missing.stderr
 
 
+def test_status_and_labels_as_text_and_json(served: ServerThread, tmp_path: Path) -> None:
+    """`tlserve status` with no trainer yet: the served version, and what to start."""
+    status = tlserve("status", target=served.target)
+    assert status.returncode == 0, status.stderr
+    assert f"serving: {served.registry.current()}" in status.stdout
+    assert "trainer: unknown (stale)" in status.stdout and "tlserve-trainer run" in status.stdout
+    document = json.loads(tlserve("status", "--json", target=served.target).stdout)
+    assert document["served_version"] == served.registry.current()
+    assert document["training"]["state"] == "unknown" and document["training"]["stale"]
+    red = tmp_path / "red.png"
+    red.write_bytes(solid_image("red"))
+    assert tlserve("feedback", str(red), "--label", "red", target=served.target).returncode == 0
+    labels = json.loads(tlserve("labels", "--json", target=served.target).stdout)
+    assert [(c["label"], c["samples"]) for c in labels["labels"]] == [("red", 1)]
+
+
+def test_status_of_a_server_without_a_model(empty_server: ServerThread) -> None:
+    status = tlserve("status", target=empty_server.target)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("serving: nothing yet")
+
+
 def test_health_of_a_server_without_a_model(empty_server: ServerThread) -> None:
     result = tlserve("health", target=empty_server.target)
     assert result.returncode == 1 and result.stdout.strip() == "NOT_SERVING"

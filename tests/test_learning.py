@@ -5,6 +5,7 @@ published to the registry and hot-swapped by the server; measured through Predic
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.support import ServerThread
 from tlserve.clients import TlserveClient
 from tlserve.server.registry import Registry
 from tlserve.server.store.sqlite import SqliteFeedbackStore
+from tlserve.trainer.backbones import card_path
 from tlserve.trainer.loop import TrainerLoop
 from tlserve.trainer.metrics import TrainerMetrics
 from tlserve.trainer.pretrain import CUT_LAYER, pretrain_digits
@@ -54,6 +56,8 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("pretrained") / "mnist_convnet.keras"
     report = pretrain_digits(target)
     assert report["source_validation_accuracy"] > 0.9
+    card = json.loads(card_path(target).read_text())
+    assert card["digits"] == list(range(10)) and card["source_rows"] == 2500
     return target
 
 
@@ -71,10 +75,7 @@ def system(tmp_path: Path, pretrained: Path) -> Iterator[tuple[ServerThread, Loo
         # Labels that arrive while a run trains are picked up by the timer.
         train_every_seconds=2.0,
         poll_seconds=0.2,
-        # Holdouts of a few dozen deliberately hard (suggested) samples are too noisy to
-        # gate on regression; tests/test_gate.py covers the gate.
-        max_regression=1.0,
-        metrics_port=None,
+        metrics_port=None,  # and the default promotion gate
     )
     try:
         with Loop(settings) as loop:
@@ -93,6 +94,9 @@ def test_odd_even_from_100_suggested_labels(system: tuple[ServerThread, Loop]) -
     first, final = rounds[0], rounds[-1]
     assert sum(count.samples for count in labeled) == final.labels <= 100
     assert final.version != first.version
+    with TlserveClient(server.target) as client:
+        card = client.get_model().card["backbone_source"]["card"]
+    assert card["split"].startswith("split_halves") and card["digits"] == list(range(10))
     print(
         f"\nodd/even on {len(task.evaluation)} never-labeled digits: "
         + ", ".join(f"{r.holdout_accuracy:.3f} at {r.labels} labels" for r in rounds)
