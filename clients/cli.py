@@ -5,7 +5,10 @@
     tlserve health
     tlserve feedback IMAGE --label LABEL     one image
     tlserve feedback FOLDER                  FOLDER/<label>/<image> (Keras directory layout)
-    tlserve feedback --csv FILE              rows of path,label (paths relative to the CSV)
+    tlserve feedback --csv FILE              rows of path,label[,prediction_id] (paths relative
+                                             to the CSV; rows without a label are skipped)
+    tlserve suggest FOLDER [--count N]       the images most worth labeling, into FOLDER, with
+                                             FOLDER/labels.csv to fill in and send with --csv
     tlserve labels [--json]                  labels, sample counts, whether training uses them
     tlserve status [--json]                  the served version and what the trainer is doing
     tlserve labels approve LABEL...          admin: let new labels into training
@@ -27,18 +30,37 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tlserve.clients.client import DEFAULT_TARGET, TlserveClient, tls_credentials
+from tlserve.clients.command import OneLineErrors, version_string
 from tlserve.clients.types import FeedbackItem, ModelSummary
 
 
+def non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{number} is negative; use 0 (server default) or more")
+    return number
+
+
+def positive(value: str) -> int:
+    number = non_negative(value)
+    if number == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tlserve", description="tlserve command-line client")
+    parser = OneLineErrors(prog="tlserve", description="tlserve command-line client")
+    parser.add_argument("--version", action="version", version=version_string())
     parser.add_argument(
         "--target",
         default=os.environ.get("TLSERVE_TARGET", DEFAULT_TARGET),
@@ -74,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument("images", nargs="+", type=Path)
     predict.add_argument(
-        "--top-k", type=int, default=0, help="labels per image (0: server default)"
+        "--top-k", type=non_negative, default=0, help="labels per image (0: server default)"
     )
     predict.add_argument("--json", action="store_true", help="print JSON")
     models = commands.add_parser("models", help="list the registry's model versions")
@@ -88,8 +110,21 @@ def _parser() -> argparse.ArgumentParser:
     feedback = commands.add_parser("feedback", help="send labeled images")
     feedback.add_argument("path", nargs="?", type=Path, help="an image, or a label/image folder")
     feedback.add_argument("--label", help="label of a single image")
-    feedback.add_argument("--csv", type=Path, help="CSV of path,label rows")
+    feedback.add_argument(
+        "--csv", type=Path, help="CSV of path,label[,prediction_id] rows (as `suggest` writes)"
+    )
     feedback.add_argument("--source", default="cli", help="recorded as who labeled")
+    suggest = commands.add_parser(
+        "suggest", help="save the images most worth labeling, with a CSV to fill in"
+    )
+    suggest.add_argument("folder", type=Path, help="where the images and labels.csv go")
+    suggest.add_argument("--count", type=positive, default=20, help="how many (default 20)")
+    suggest.add_argument(
+        "--strategy",
+        default="balanced",
+        choices=["balanced", "entropy", "margin", "least_confidence"],
+    )
+    suggest.add_argument("--json", action="store_true", help="print JSON")
     labels = commands.add_parser("labels", help="the label set with sample counts")
     labels.add_argument("--json", action="store_true", help="print JSON")
     status = commands.add_parser(
@@ -106,26 +141,63 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 STREAM_CHUNK = 128
 
 
-def _feedback_items(args: argparse.Namespace) -> list[tuple[Path, str]]:
+@dataclass(frozen=True)
+class Row:
+    """One image to label: a file, and the prediction it came from if known."""
+
+    path: Path
+    label: str
+    prediction_id: str = ""
+
+
+def _feedback_items(args: argparse.Namespace) -> list[Row]:
     if args.csv is not None:
-        with open(args.csv, newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.reader(handle) if row]
-        if rows and rows[0][:2] == ["path", "label"]:
-            rows = rows[1:]
-        return [(args.csv.parent / row[0], row[1]) for row in rows]
+        return _csv_rows(args.csv)
     if args.path is None:
         raise ValueError("give an image with --label, a folder, or --csv FILE")
+    if not args.path.exists():
+        raise ValueError(f"no such file or folder: {args.path}")
     if args.path.is_dir():
         if args.label:
             raise ValueError("--label is for a single image; a folder's labels are its subfolders")
         return [
-            (image, image.parent.name)
+            Row(image, image.parent.name)
             for image in sorted(args.path.glob("*/*"))
             if image.suffix.lower() in IMAGE_SUFFIXES
         ]
     if not args.label:
-        raise ValueError("a single image needs --label")
-    return [(args.path, args.label)]
+        raise ValueError(f"{args.path} is one image: give its label with --label")
+    return [Row(args.path, args.label)]
+
+
+def _csv_rows(path: Path) -> list[Row]:
+    """path,label[,prediction_id] rows (a header row is optional); rows left without a
+    label are skipped, as `tlserve suggest` leaves them for people to fill in."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path} is not a UTF-8 CSV file: {exc}") from None
+    if rows and [cell.strip().lower() for cell in rows[0][:2]] == ["path", "label"]:
+        rows = rows[1:]
+        first_line = 2
+    else:
+        first_line = 1
+    items = []
+    for line, row in enumerate(rows, start=first_line):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) < 2:
+            raise ValueError(
+                f"{path} line {line}: expected path,label[,prediction_id], got {len(row)} column"
+            )
+        image, label = row[0].strip(), row[1].strip()
+        if label:
+            prediction_id = row[2].strip() if len(row) > 2 else ""
+            items.append(Row(path.parent / image, label, prediction_id))
+    return items
 
 
 def _progress(done: int, total: int, rejected: int) -> None:
@@ -137,34 +209,88 @@ def _progress(done: int, total: int, rejected: int) -> None:
 
 
 def _feedback(client: TlserveClient, args: argparse.Namespace) -> int:
-    try:
-        items = _feedback_items(args)
-    except (ValueError, OSError, IndexError) as exc:
-        print(f"tlserve: {exc}", file=sys.stderr)
-        return 2
+    items = _feedback_items(args)
     if not items:
-        print("tlserve: no images found", file=sys.stderr)
+        print("tlserve: error: no labeled images found", file=sys.stderr)
         return 2
+    missing = [str(row.path) for row in items if not row.prediction_id and not row.path.is_file()]
+    if missing:
+        raise ValueError(f"no such file: {', '.join(missing[:5])}")
     accepted, errors = 0, []
     for start in range(0, len(items), STREAM_CHUNK):
         chunk = items[start : start + STREAM_CHUNK]
-        requests = []
-        for path, label in chunk:
-            data = path.read_bytes()
-            # Same image and label, same key: re-running an upload stores nothing twice.
-            key = f"cli:{hashlib.sha256(data).hexdigest()}:{label}"
-            requests.append(
-                FeedbackItem(label, image=data, idempotency_key=key, source=args.source)
-            )
-        receipt = client.stream_feedback(requests, timeout=max(60.0, args.timeout))
+        receipt = client.stream_feedback(
+            [_feedback_item(row, args.source) for row in chunk],
+            timeout=max(60.0, args.timeout),
+        )
         accepted += receipt.accepted
-        errors += [(chunk[index][0], code, reason) for index, code, reason in receipt.errors]
+        expired = [
+            chunk[index]
+            for index, code, _ in receipt.errors
+            if code == "NOT_FOUND" and chunk[index].prediction_id and chunk[index].path.is_file()
+        ]
+        if expired:  # the kept prediction is gone: send its image instead
+            retry = client.stream_feedback(
+                [_feedback_item(Row(row.path, row.label), args.source) for row in expired],
+                timeout=max(60.0, args.timeout),
+            )
+            accepted += retry.accepted
+            errors += [(expired[index].path, code, why) for index, code, why in retry.errors]
+        errors += [
+            (chunk[index].path, code, reason)
+            for index, code, reason in receipt.errors
+            if chunk[index] not in expired
+        ]
         _progress(start + len(chunk), len(items), len(errors))
     sys.stderr.write("\n")
     for path, code, reason in errors:
         print(f"{path}: {code}: {reason}", file=sys.stderr)
     print(f"{accepted} labels stored, {len(errors)} rejected")
     return 1 if errors else 0
+
+
+def _feedback_item(row: Row, source: str) -> FeedbackItem:
+    if row.prediction_id:
+        key = f"cli:{row.prediction_id}:{row.label}"
+        return FeedbackItem(
+            row.label, prediction_id=row.prediction_id, idempotency_key=key, source=source
+        )
+    data = row.path.read_bytes()
+    # Same image and label, same key: re-running an upload stores nothing twice.
+    key = f"cli:{hashlib.sha256(data).hexdigest()}:{row.label}"
+    return FeedbackItem(row.label, image=data, idempotency_key=key, source=source)
+
+
+def _suggest(client: TlserveClient, args: argparse.Namespace) -> int:
+    suggestions = client.suggest_labels(args.count, args.strategy)
+    args.folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for suggestion in suggestions:
+        name = f"{suggestion.prediction_id}.png"
+        (args.folder / name).write_bytes(suggestion.image_png)
+        guess = suggestion.top[0] if suggestion.top else None
+        rows.append(
+            {
+                "path": name,
+                "label": "",
+                "prediction_id": suggestion.prediction_id,
+                "model_guess": guess.label if guess else "",
+                "guess_score": f"{guess.score:.4f}" if guess else "",
+            }
+        )
+    sheet = args.folder / "labels.csv"
+    with open(sheet, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(
+            handle, ["path", "label", "prediction_id", "model_guess", "guess_score"]
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    if args.json:
+        print(json.dumps({"csv": str(sheet), "suggestions": rows}, indent=2))
+        return 0
+    print(f"{len(rows)} images in {args.folder}; fill in the label column of {sheet}, then:")
+    print(f"  tlserve feedback --csv {sheet}")
+    return 0
 
 
 def _labels(client: TlserveClient, args: argparse.Namespace) -> int:
@@ -227,7 +353,7 @@ def _status(client: TlserveClient, args: argparse.Namespace) -> int:
 def _predict(client: TlserveClient, args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
-        print(f"tlserve: no such file: {', '.join(missing)}", file=sys.stderr)
+        print(f"tlserve: error: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     result = client.predict(args.images, top_k=args.top_k)
     if args.json:
@@ -280,12 +406,12 @@ def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     return tls_credentials(args.ca_file, args.cert_file, args.key_file)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         credentials = _credentials(args)
     except (OSError, ValueError) as exc:
-        print(f"tlserve: TLS settings: {exc}", file=sys.stderr)
+        print(f"tlserve: error: TLS settings: {exc}", file=sys.stderr)
         return 2
     try:
         with TlserveClient(
@@ -313,10 +439,27 @@ def main(argv: list[str] | None = None) -> int:
                 return _labels(client, args)
             if args.command == "status":
                 return _status(client, args)
+            if args.command == "suggest":
+                return _suggest(client, args)
             return _health(client.channel, args.timeout)
     except grpc.RpcError as exc:
         print(f"tlserve: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
+    except (ValueError, OSError) as exc:  # what the user gave cannot be used
+        print(f"tlserve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`tlserve models --json | head`): not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as if killed by SIGPIPE, like other command-line tools
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

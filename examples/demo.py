@@ -85,13 +85,19 @@ def pretrain(model: Path) -> dict[str, object]:
 @contextmanager
 def processes(data_dir: Path, model: Path) -> Iterator[tuple[dict[str, int], Callable[[], None]]]:
     """tlserve-server and tlserve-trainer run, as production runs them; stopped with SIGTERM."""
-    ports = {"grpc": free_port(), "server_metrics": free_port(), "trainer_metrics": free_port()}
+    ports = {
+        "grpc": free_port(),
+        "http": free_port(),
+        "server_metrics": free_port(),
+        "trainer_metrics": free_port(),
+    }
     env = {
         **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "TLSERVE_DATA_DIR": str(data_dir),
         "TLSERVE_HOST": "127.0.0.1",
         "TLSERVE_PORT": str(ports["grpc"]),
+        "TLSERVE_HTTP_PORT": str(ports["http"]),
         "TLSERVE_METRICS_PORT": str(ports["server_metrics"]),
         "TLSERVE_REGISTRY_POLL_SECONDS": "0.2",
         "TLSERVE_KEEP_MAX_PER_SECOND": "0",
@@ -131,7 +137,7 @@ def run_strategy(strategy: str, model: Path, task: Task) -> tuple[list[Round], l
     metrics: list[str] = []
     with processes(data_dir, model) as (ports, alive):
         with TlserveClient(f"127.0.0.1:{ports['grpc']}", timeout=60) as client:
-            _wait_live(client, alive)
+            wait_live(client, alive)
             rounds = []
             print(
                 f"  {'labels':>6}  {'served version':<30}{'holdout acc':>12}{'live acc':>10}"
@@ -149,7 +155,7 @@ def run_strategy(strategy: str, model: Path, task: Task) -> tuple[list[Round], l
     return rounds, metrics
 
 
-def _wait_live(client: TlserveClient, alive: Callable[[], None], timeout: float = 120) -> None:
+def wait_live(client: TlserveClient, alive: Callable[[], None], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
         alive()

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -28,6 +31,7 @@ from tlserve.server.api.wire import RepeatedLimit
 from tlserve.server.classes import ClassPolicy, NewClassPolicy
 from tlserve.server.core import ServingCore
 from tlserve.server.drain import InFlight
+from tlserve.server.errors import StartupError
 from tlserve.server.feedback import FeedbackLimits, FeedbackService
 from tlserve.server.imaging import ImageLimits
 from tlserve.server.keeper import PredictionKeeper
@@ -164,6 +168,7 @@ class TlserveServer:
             ],
             options=options,
         )
+        self._grpc = server  # stop() closes it even if a later listener fails to start
         classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(self.core), server)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             KServeServicer(self.core), server
@@ -181,28 +186,37 @@ class TlserveServer:
             )
         tls = self.security.tls
         address = f"{settings.host}:{settings.port}"
-        self.port = (
-            server.add_secure_port(address, tls.grpc_credentials())
-            if tls is not None
-            else server.add_insecure_port(address)
-        )
-        if self.port == 0:
-            raise RuntimeError(f"could not bind gRPC to {address}")
+        with _listening("gRPC", settings.host, settings.port, "TLSERVE_PORT / --port"):
+            self.port = (
+                server.add_secure_port(address, tls.grpc_credentials())
+                if tls is not None
+                else server.add_insecure_port(address)
+            )
+            if self.port == 0:
+                raise OSError("the address is not available")
         await server.start()
-        self._grpc = server
         if settings.http_port is not None:
-            self.http_port = await self.http.start(
-                settings.http_host or settings.host,
-                settings.http_port,
-                settings.drain_seconds,
-                tls.ssl_context() if tls is not None else None,
-            )
+            host = settings.http_host or settings.host
+            with _listening(
+                "HTTP", host, settings.http_port, "TLSERVE_HTTP_PORT (`none`: no HTTP API)"
+            ):
+                self.http_port = await self.http.start(
+                    host,
+                    settings.http_port,
+                    settings.drain_seconds,
+                    tls.ssl_context() if tls is not None else None,
+                )
         if settings.metrics_port is not None:
-            http, _thread = start_http_server(
+            host = settings.metrics_host or settings.host
+            with _listening(
+                "metrics",
+                host,
                 settings.metrics_port,
-                addr=settings.metrics_host or settings.host,
-                registry=self.metrics_registry,
-            )
+                "TLSERVE_METRICS_PORT or --metrics-port (`none`: no metrics endpoint)",
+            ):
+                http, _thread = start_http_server(
+                    settings.metrics_port, addr=host, registry=self.metrics_registry
+                )
             self._metrics_http = http
             self.metrics_port = http.server_port
         log.info(
@@ -278,6 +292,26 @@ class TlserveServer:
         )
         for service in ("", CLASSIFIER_SERVICE, KSERVE_SERVICE):
             await self.health.set(service, status)
+
+
+@contextmanager
+def _listening(what: str, host: str, port: int, setting: str) -> Iterator[None]:
+    """StartupError naming the listener, address and setting when binding fails. The port
+    is tried first with a plain socket: grpc's own failure is a RuntimeError after a
+    C-core log line, and says less."""
+    try:
+        if port:
+            bare = host.strip("[]")
+            family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+            with socket.create_server((bare, port), family=family):
+                pass
+        yield
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupError(
+            f"cannot listen on {host}:{port} for {what}: {reason}; choose another port with "
+            f"{setting}"
+        ) from None
 
 
 def _new_class_policy(settings: ServerSettings) -> NewClassPolicy:

@@ -16,6 +16,11 @@ def quoted(value: str, limit: int = 64) -> str:
     return f"{value[:limit]!r}… ({len(value)} characters)"
 
 
+class StartupError(Exception):
+    """The server cannot start as configured (a port taken, an address not ours); the
+    message names the listener, the address and the setting to change."""
+
+
 class TlserveError(Exception):
     """Base of every error a client may see.
 

@@ -17,12 +17,29 @@ import signal
 import sys
 from pathlib import Path
 
-from tlserve.server.app import TlserveServer
-from tlserve.server.dataset import export_data, import_data
-from tlserve.server.imaging import ImageLimits
+from tlserve.clients.command import OneLineErrors, needs_extra, version_string
+from tlserve.server.errors import StartupError
 from tlserve.server.security.errors import SecurityConfigError
-from tlserve.server.settings import ServerSettings
-from tlserve.server.store import open_store
+
+with needs_extra("server", "tlserve-server"):
+    from tlserve.server.app import TlserveServer
+    from tlserve.server.dataset import export_data, import_data
+    from tlserve.server.imaging import ImageLimits
+    from tlserve.server.settings import ServerSettings
+    from tlserve.server.store import open_store
+
+
+def port_or_none(value: str) -> int | None:
+    """A port number, or `none` (that listener off)."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number or `none`") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0..65535; 0: any free one)")
+    return port
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,13 +47,18 @@ def _parser() -> argparse.ArgumentParser:
     # parser from resetting what was given before it.
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--config", type=Path, help="TOML settings file")
-    common.add_argument("--port", type=int, help="gRPC port (TLSERVE_PORT)")
-    common.add_argument("--metrics-port", type=int, help="metrics port (TLSERVE_METRICS_PORT)")
+    common.add_argument("--port", type=port_or_none, help="gRPC port (TLSERVE_PORT)")
+    common.add_argument(
+        "--metrics-port",
+        type=port_or_none,
+        help="metrics port, or `none` for no metrics endpoint (TLSERVE_METRICS_PORT)",
+    )
     common.add_argument("--data-dir", type=Path, help="data directory (TLSERVE_DATA_DIR)")
     common.add_argument("--registry-dir", type=Path, help="registry (TLSERVE_REGISTRY_DIR)")
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="tlserve-server", description=__doc__.split("\n")[0], parents=[common]
     )
+    parser.add_argument("--version", action="version", version=version_string())
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the server (the default)", parents=[common])
     export = commands.add_parser(
@@ -62,7 +84,11 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
 
 async def serve(settings: ServerSettings) -> None:
     server = TlserveServer(settings)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop(grace=0)  # close what did open, so nothing outlives the loop
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -92,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except SecurityConfigError as exc:
         print(f"tlserve-server: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"tlserve-server: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

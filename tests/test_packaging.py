@@ -33,6 +33,8 @@ def test_the_wheel_holds_only_the_tlserve_namespace(tmp_path: Path) -> None:
         "tlserve/proto/tlserve/v1/classifier.proto",
         "tlserve/server/registry/local.py",
         "tlserve/server/api/http.py",
+        "tlserve/server/security/access.py",
+        "tlserve/server/selection.py",
         "tlserve/clients/calls.py",
         "tlserve/trainer/pipeline.py",
     ):

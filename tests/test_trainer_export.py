@@ -100,7 +100,19 @@ def test_fused_export_of_a_version(tmp_path: Path) -> None:
     fused = onnx.load(output)
     assert [i.name for i in fused.graph.input] == ["images"]
     assert [o.name for o in fused.graph.output] == ["probabilities"]
+    # Plain onnxruntime, no registry: the metadata says what goes in and comes out.
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
-    red = np.full((1, 32, 32, 3), (230, 20, 20), dtype=np.uint8)
-    (probabilities,) = session.run(None, {"images": red})
-    assert report["labels"][int(probabilities.argmax())] == "red"
+    meta = session.get_modelmeta().custom_metadata_map
+    labels = json.loads(meta["tlserve.labels"])
+    spec = json.loads(meta["tlserve.input"])
+    assert meta["tlserve.version"] == version and labels == report["labels"]
+    assert (spec["height"], spec["width"], spec["dtype"], spec["layout"]) == (
+        32,
+        32,
+        "uint8",
+        "NHWC",
+    )
+    assert spec["resize"] in {"stretch", "center_crop", "pad"}
+    red = np.full((1, spec["height"], spec["width"], 3), (230, 20, 20), dtype=np.uint8)
+    (probabilities,) = session.run(None, {spec["name"]: red})
+    assert labels[int(probabilities.argmax())] == "red"

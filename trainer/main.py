@@ -13,28 +13,54 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
-from prometheus_client import CollectorRegistry, start_http_server
+from tlserve.clients.command import OneLineErrors, needs_extra, version_string
+from tlserve.server.errors import TlserveError
 
-from tlserve.server.registry import Registry
-from tlserve.server.store import open_store
-from tlserve.trainer.errors import TrainerError
-from tlserve.trainer.loop import TrainerLoop
-from tlserve.trainer.metrics import TrainerMetrics
-from tlserve.trainer.onnx_export import fuse
-from tlserve.trainer.pipeline import RunResult
-from tlserve.trainer.pretrain import CUT_LAYER, pretrain_digits
-from tlserve.trainer.settings import TrainerSettings
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null while TensorFlow loads: its C++ start-up lines (CPU
+    features, CUDA probing, oneDNN; absl logs them before any log setting applies) would
+    otherwise open every command's output. Python errors still surface."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with needs_extra("trainer", "tlserve-trainer"), _native_stderr_silenced():
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from tlserve.server.registry import Registry
+    from tlserve.server.store import open_store
+    from tlserve.trainer.errors import TrainerError
+    from tlserve.trainer.loop import TrainerLoop
+    from tlserve.trainer.metrics import TrainerMetrics
+    from tlserve.trainer.onnx_export import fuse
+    from tlserve.trainer.pipeline import RunResult
+    from tlserve.trainer.pretrain import CUT_LAYER, pretrain_digits
+    from tlserve.trainer.settings import TrainerSettings
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tlserve-trainer", description=__doc__.split("\n")[0])
+    parser = OneLineErrors(prog="tlserve-trainer", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=version_string())
     parser.add_argument("--config", type=Path, help="TOML settings file")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="the training loop")
@@ -87,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(loop, settings, metrics_registry)
         finally:
             store.close()
-    except TrainerError as exc:
-        print(f"tlserve-trainer: {exc}", file=sys.stderr)
+    except (TrainerError, TlserveError) as exc:
+        print(f"tlserve-trainer: error: {exc}", file=sys.stderr)
         return 1
 
 
@@ -110,7 +136,28 @@ def _export(registry: Registry, version: str, output: Path) -> int:
     backbone = registry.backbone_manifest(manifest.backbone_id)
     backbone_bytes = registry.read_backbone_onnx(backbone.id)
     head_bytes = registry.read_version_file(manifest, "head.onnx")
-    fused = fuse(backbone_bytes, head_bytes, features=backbone.output_name)
+    fused = with_metadata(
+        fuse(backbone_bytes, head_bytes, features=backbone.output_name),
+        {
+            "tlserve.version": version,
+            "tlserve.labels": json.dumps(list(manifest.labels)),
+            "tlserve.input": json.dumps(
+                {
+                    "name": backbone.input_name,
+                    "height": backbone.height,
+                    "width": backbone.width,
+                    "dtype": "uint8",
+                    "layout": "NHWC",
+                    "channels": "RGB",
+                    "resize": str(backbone.resize),
+                }
+            ),
+            "tlserve.output": json.dumps(
+                {"name": manifest.head_output, "scores": str(manifest.head_scores)}
+            ),
+            "tlserve.backbone_id": backbone.id,
+        },
+    )
     sample = np.random.default_rng(0).integers(
         0, 256, (4, backbone.height, backbone.width, 3), dtype=np.uint8
     )
@@ -140,6 +187,17 @@ def _export(registry: Registry, version: str, output: Path) -> int:
         )
     )
     return 0
+
+
+def with_metadata(model_bytes: bytes, properties: dict[str, str]) -> bytes:
+    """The ONNX model with `properties` in its metadata_props, so any runtime can read
+    the labels, input size and resize policy without tlserve's registry."""
+    model = onnx.load_from_string(model_bytes)
+    del model.metadata_props[:]
+    for key, value in properties.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model.SerializeToString()
 
 
 if __name__ == "__main__":
