@@ -47,7 +47,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.common import write_report  # noqa: E402
-from examples.demo import pretrain, processes  # noqa: E402
+from examples.demo import pretrain, processes, wait_live  # noqa: E402
 from tlserve.clients import TlserveClient  # noqa: E402
 from tlserve.trainer.mnist import load_digits, split_halves  # noqa: E402
 
@@ -165,6 +165,7 @@ def run(task: Task, strategy: str, seed: int, model: Path) -> dict[str, Any]:
         processes(data_dir, model) as (ports, alive),
         TlserveClient(f"127.0.0.1:{ports['grpc']}", timeout=60) as client,
     ):
+        wait_live(client, alive)
         labeled: set[int] = set()
         batch = [(int(i), "") for i in rng.permutation(task.pool)[: task.checkpoints[0]]]
         for round_index, checkpoint in enumerate(task.checkpoints):
