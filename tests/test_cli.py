@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from examples.colour_model import publish_colour_version
 from tests.support import ServerThread, solid_image
+from tlserve.clients import TlserveClient
 from tlserve.server.main import _parser, _settings
 from tlserve.server.registry import Registry
 
@@ -142,3 +144,29 @@ def test_invalid_settings_exit_with_a_message(tmp_path: Path) -> None:
 def test_server_options_work_before_and_after_the_command() -> None:
     for argv in (["--port", "1234", "serve"], ["serve", "--port", "1234"], ["--port", "1234"]):
         assert _settings(_parser().parse_args(argv)).port == 1234
+
+
+def test_suggest_then_feedback_by_csv(served: ServerThread, tmp_path: Path) -> None:
+    """`tlserve suggest` writes images and a CSV; filled in, `feedback --csv` sends the
+    labels back by prediction id (so they count as live feedback on the served version)."""
+    with TlserveClient(served.target) as client:
+        for colour in ("red", "green", "blue"):
+            for size in ((24, 24), (20, 30)):
+                client.predict_one(solid_image(colour, size=size))
+    folder = tmp_path / "to-label"
+    result = tlserve("suggest", str(folder), "--count", "3", target=served.target)
+    assert result.returncode == 0, result.stderr
+    sheet = folder / "labels.csv"
+    rows = list(csv.DictReader(sheet.open()))
+    assert len(rows) == 3 and all((folder / row["path"]).is_file() for row in rows)
+    assert all(row["label"] == "" and row["prediction_id"] for row in rows)
+    rows[0]["label"], rows[1]["label"] = "tomato", "sky"  # the third is left for later
+    with sheet.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    sent = tlserve("feedback", "--csv", str(sheet), target=served.target)
+    assert sent.returncode == 0, sent.stderr
+    assert "2 labels stored, 0 rejected" in sent.stdout
+    with TlserveClient(served.target) as client:
+        assert client.get_model().live_feedback_count == 2

@@ -27,6 +27,9 @@ def test_the_wheel_holds_only_the_tlserve_namespace(tmp_path: Path) -> None:
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"tlserve", wheel.name.split("-py3")[0] + ".dist-info"}, top_level
     assert "tlserve/__init__.py" not in names  # an implicit namespace package
+    licenses = [n for n in names if n.endswith("LICENSE") and ".dist-info/" in n]
+    assert licenses, names
+    assert b"Apache License" in zipfile.ZipFile(wheel).read(licenses[0])
     for module in (
         "tlserve/proto/classifier_pb2.py",
         "tlserve/proto/grpc_predict_v2_pb2_grpc.py",
