@@ -103,7 +103,7 @@ def label_rounds(
     alive: Callable[[], None] = lambda: None,
 ) -> Iterator[Round]:
     """Label `seed_labels` random digits, then `rounds` rounds of `round_labels` chosen by
-    `strategy` ("suggested": SuggestLabels with entropy; "random")."""
+    `strategy` ("suggested": SuggestLabels with its default strategy; "random")."""
     rng = np.random.default_rng(7)
     labeled: set[int] = set()
     batch = [(int(i), "") for i in rng.permutation(task.pool)[:seed_labels]]
@@ -144,5 +144,5 @@ def _pick(
         chunk = unlabeled[start : start + 250]
         result = client.predict([png(task.images[i]) for i in chunk], top_k=1)
         by_id.update((p.prediction_id, i) for p, i in zip(result.predictions, chunk, strict=True))
-    suggestions = client.suggest_labels(count, "entropy", images=False)
+    suggestions = client.suggest_labels(count, images=False)  # the server's default strategy
     return [(by_id[s.prediction_id], s.prediction_id) for s in suggestions]
