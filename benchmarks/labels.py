@@ -48,6 +48,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.common import write_report  # noqa: E402
 from examples.demo import pretrain, processes, wait_live  # noqa: E402
+from examples.odd_even import suggested  # noqa: E402
 from tlserve.clients import TlserveClient  # noqa: E402
 from tlserve.trainer.mnist import load_digits, split_halves  # noqa: E402
 
@@ -147,13 +148,7 @@ def pick(
     unlabeled = [int(i) for i in task.pool if int(i) not in labeled]
     if strategy == "random":
         return [(int(i), "") for i in rng.permutation(unlabeled)[:count]]
-    by_id: dict[str, int] = {}
-    for start in range(0, len(unlabeled), 250):
-        chunk = unlabeled[start : start + 250]
-        result = client.predict([task.png(i) for i in chunk], top_k=1)
-        by_id.update((p.prediction_id, i) for p, i in zip(result.predictions, chunk, strict=True))
-    suggestions = client.suggest_labels(count, strategy, images=False)
-    return [(by_id[s.prediction_id], s.prediction_id) for s in suggestions]
+    return suggested(client, unlabeled, task.png, count, strategy)
 
 
 def run(task: Task, strategy: str, seed: int, model: Path) -> dict[str, Any]:

@@ -139,10 +139,22 @@ def _pick(
     unlabeled = [int(i) for i in task.pool if int(i) not in labeled]
     if strategy == "random":
         return [(int(i), "") for i in rng.permutation(unlabeled)[:count]]
+    return suggested(client, unlabeled, lambda i: png(task.images[i]), count)
+
+
+def suggested(
+    client: TlserveClient,
+    unlabeled: list[int],
+    png_of: Callable[[int], bytes],
+    count: int,
+    strategy: str = "balanced",
+) -> list[tuple[int, str]]:
+    """Predict the unlabeled pool with the served version (kept, so the server can choose
+    among them), then ask SuggestLabels; (pool index, prediction id) pairs."""
     by_id: dict[str, int] = {}
     for start in range(0, len(unlabeled), 250):
         chunk = unlabeled[start : start + 250]
-        result = client.predict([png(task.images[i]) for i in chunk], top_k=1)
+        result = client.predict([png_of(i) for i in chunk], top_k=1)
         by_id.update((p.prediction_id, i) for p, i in zip(result.predictions, chunk, strict=True))
-    suggestions = client.suggest_labels(count, images=False)  # the server's default strategy
+    suggestions = client.suggest_labels(count, strategy, images=False)
     return [(by_id[s.prediction_id], s.prediction_id) for s in suggestions]

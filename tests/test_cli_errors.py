@@ -4,7 +4,6 @@ never a traceback: the issue's cases, run as a user runs them."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -178,9 +177,3 @@ def test_version(module: str) -> None:
         [*_module(module), "--version"], capture_output=True, text=True, cwd=ROOT, check=False
     )
     assert result.returncode == 0 and result.stdout.startswith("tlserve 0."), result
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
