@@ -445,6 +445,8 @@ def _main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"tlserve: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise  # an OSError, but the reader's doing: main() handles it
     except (ValueError, OSError) as exc:  # what the user gave cannot be used
         print(f"tlserve: error: {exc}", file=sys.stderr)
         return 2
