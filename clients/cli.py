@@ -454,7 +454,9 @@ def _main(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe can only be complained of
+        return code
     except BrokenPipeError:
         # The reader went away (`tlserve models --json | head`): not an error of ours.
         # Point stdout at /dev/null so the interpreter's final flush does not complain.
