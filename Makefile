@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast lint bench protos clean
+.PHONY: demo test test-fast lint bench bench-labels protos clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
@@ -37,6 +37,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/feedback.py
 	$(BIN)/python benchmarks/feedback_to_serve.py
 	$(BIN)/python benchmarks/stress.py
+
+# Label efficiency (benchmarks/labels.py): 60 learning runs, about 25 minutes on 2 cores.
+bench-labels: $(STAMP)
+	$(BIN)/python benchmarks/labels.py
 
 # Regenerate the stubs in proto/ (tlserve.proto) with the oldest supported grpcio-tools,
 # so the committed stubs run on protobuf 5.27 through 7.x.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import shutil
 import sys
 import time
@@ -255,12 +256,25 @@ def main() -> int:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--output", type=Path, default=RESULTS / "labels.json")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep --output's runs of the strategies not run now (re-measure one strategy)",
+    )
     args = parser.parse_args()
     model = WORK / "pretrained" / "mnist_convnet.keras"
     if not model.is_file():
         pretrain(model)
     started = time.monotonic()
     report: dict[str, Any] = {"seeds": args.seeds, "tasks": {}, "runs": []}
+    kept: list[dict[str, Any]] = []
+    if args.update and args.output.is_file():
+        earlier = json.loads(args.output.read_text())
+        kept = [r for r in earlier["runs"] if r["strategy"] not in args.strategies]
+        report["measured_before"] = {
+            "strategies": sorted({r["strategy"] for r in kept}),
+            "at": earlier.get("measured_at"),
+        }
     for name in args.tasks or list(load_tasks(0)):
         work = [
             (load_tasks(seed)[name](), strategy, seed)
@@ -278,6 +292,7 @@ def main() -> int:
         # Runs wait on their processes much of the time, so two at a time use 2 cores.
         with ThreadPoolExecutor(args.jobs) as pool:
             runs = list(pool.map(one, work))
+        runs = [r for r in kept if r["task"] == name] + runs
         task = work[0][0]
         summary = summarize(task, runs)
         summary["plot"] = str(plot(task, summary, args.seeds).relative_to(ROOT))

@@ -107,7 +107,8 @@ def balanced_selection(
     unit = unit_rows(np.stack([c.features for c in candidates]))
     probabilities = np.stack([c.probabilities for c in candidates])
     weight = margin_weight(labeled, probabilities.shape[1])
-    scores = typicality(unit) * margin_uncertainty(probabilities) ** weight
+    # Typicality hands over to the margin: dense regions first, the decision boundary later.
+    scores = typicality(unit) ** (1 - weight) * margin_uncertainty(probabilities) ** weight
     # The cold start clusters the whole pool; later rounds only its most uncertain part.
     n = len(candidates)
     shortlist_size = max(count, round(n * (1 - weight) + 3 * count * weight))
