@@ -36,6 +36,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tlserve.clients.calls import STRATEGIES
 from tlserve.clients.client import DEFAULT_TARGET, TlserveClient, tls_credentials
 from tlserve.clients.command import OneLineErrors, version_string
 from tlserve.clients.types import FeedbackItem, ModelSummary
@@ -122,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     suggest.add_argument(
         "--strategy",
         default="balanced",
-        choices=["balanced", "entropy", "margin", "least_confidence"],
+        choices=list(STRATEGIES),
     )
     suggest.add_argument("--json", action="store_true", help="print JSON")
     labels = commands.add_parser("labels", help="the label set with sample counts")

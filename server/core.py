@@ -208,9 +208,10 @@ class ServingCore:
     async def _model_info(self, version: str) -> ModelInfo:
         served = self.slot.current
         if not version:
-            if served is None:
-                raise await self._explained(NoModel("no model version is being served yet"))
-            version = served.version
+            try:
+                version = self.slot.require().version
+            except NoModel as exc:
+                raise await self._explained(exc) from None
         training = None
         if served is not None and served.version == version:
             manifest, serving, providers = served.manifest, True, tuple(served.providers)

@@ -23,7 +23,12 @@ from tlserve.server.imaging import (
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.model_slot import ModelSlot
-from tlserve.server.selection import Candidate, balanced_selection, diverse_selection
+from tlserve.server.selection import (
+    Candidate,
+    balanced_selection,
+    comparable,
+    diverse_selection,
+)
 from tlserve.server.store.base import (
     FeedbackStore,
     KeptPrediction,
@@ -306,10 +311,7 @@ class FeedbackService:
         if not kept:
             return []
         candidates = [Candidate(k.content, k.features, k.probabilities) for k in kept]
-        if (
-            strategy == SuggestStrategy.BALANCED
-            and len({c.features.shape for c in candidates}) == 1
-        ):
+        if strategy == SuggestStrategy.BALANCED and comparable(candidates):
             labeled = sum(samples for samples, _ in (await self._label_counts()).values())
             order, scores = await asyncio.to_thread(
                 balanced_selection, candidates, count, labeled=labeled

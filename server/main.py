@@ -29,17 +29,25 @@ with needs_extra("server", "tlserve-server"):
     from tlserve.server.store import open_store
 
 
+def port_number(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0..65535; 0: any free one)")
+    return port
+
+
 def port_or_none(value: str) -> int | None:
     """A port number, or `none` (that listener off)."""
     if value.strip().lower() == "none":
         return None
     try:
-        port = int(value)
+        int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number or `none`") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port (0..65535; 0: any free one)")
-    return port
+    return port_number(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     # parser from resetting what was given before it.
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--config", type=Path, help="TOML settings file")
-    common.add_argument("--port", type=port_or_none, help="gRPC port (TLSERVE_PORT)")
+    common.add_argument("--port", type=port_number, help="gRPC port (TLSERVE_PORT)")
     common.add_argument(
         "--metrics-port",
         type=port_or_none,

@@ -77,12 +77,12 @@ def kmeans(points: np.ndarray, clusters: int, seed: int = 0) -> np.ndarray:
         closest = np.minimum(closest, np.sum((points - points[pick]) ** 2, axis=1))
     centre = np.stack(centres)
     assignment = np.zeros(n, dtype=np.int64)
-    for _ in range(KMEANS_ITERATIONS):
+    for iteration in range(KMEANS_ITERATIONS):
         distances = (
             np.sum(points**2, axis=1)[:, None] - 2 * points @ centre.T + np.sum(centre**2, axis=1)
         )
         updated = np.argmin(distances, axis=1)
-        if np.array_equal(updated, assignment) and _ > 0:
+        if np.array_equal(updated, assignment) and iteration > 0:
             break
         assignment = updated
         for c in range(clusters):
@@ -127,28 +127,38 @@ def balanced_selection(
     return distinct_content(candidates, picked + rest, count), scores
 
 
+def comparable(candidates: Sequence[Candidate]) -> bool:
+    """Whether the candidates' features share one space (predictions of versions with
+    different backbones do not)."""
+    return len({c.features.shape for c in candidates}) == 1
+
+
 def diverse_selection(candidates: Sequence[Candidate], scores: np.ndarray, count: int) -> list[int]:
     """Greedy: score times distance to what is already chosen, so a batch covers
-    different kinds of images rather than n near-copies of one."""
+    different kinds of images rather than n near-copies of one; one image per content id."""
     if not candidates:
         return []
-    if len({c.features.shape for c in candidates}) > 1:
-        # Predictions of versions with different backbones: their features don't compare.
-        return distinct_content(candidates, list(np.argsort(-scores, kind="stable")), count)
+    by_score = [int(i) for i in np.argsort(-scores, kind="stable")]
+    if not comparable(candidates):
+        return distinct_content(candidates, by_score, count)
     unit = unit_rows(np.stack([c.features for c in candidates]))
+    contents = np.array([c.content_id for c in candidates])
     weight = scores / scores.max() if scores.max() > 0 else np.ones_like(scores)
-    chosen = [int(np.argmax(scores))]
-    distance = 1.0 - unit @ unit[chosen[0]]
-    while len(chosen) < len(candidates):
-        value = weight * np.maximum(distance, 0)
-        value[chosen] = -1
-        best = int(np.argmax(value))
-        if value[best] <= 0:  # everything left is a duplicate: fall back to the score
-            chosen.extend(int(i) for i in np.argsort(-scores, kind="stable") if i not in chosen)
-            break
+    chosen: list[int] = []
+    taken = np.zeros(len(candidates), dtype=bool)  # chosen, or the same image as one
+    distance = np.full(len(candidates), 1.0)
+    best = by_score[0]
+    while True:
         chosen.append(best)
+        taken |= contents == contents[best]
         distance = np.minimum(distance, 1.0 - unit @ unit[best])
-    return distinct_content(candidates, chosen, count)
+        if len(chosen) == count or taken.all():
+            return chosen
+        value = np.where(taken, -1.0, weight * np.maximum(distance, 0))
+        best = int(np.argmax(value))
+        if value[best] <= 0:  # everything left is a near-copy: fall back to the score
+            rest = [i for i in by_score if not taken[i]]
+            return chosen + distinct_content(candidates, rest, count - len(chosen))
 
 
 def distinct_content(

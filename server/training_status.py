@@ -117,7 +117,6 @@ class TrainingStatus:
         """The trainer's last report, completed with the store's current counts."""
         now = time.time() if now is None else now
         stored = TrainerReport.read(store)
-        pending = store.pending_training_requests()
         if stored is None:
             return cls(
                 TrainerState.UNKNOWN,
@@ -134,6 +133,7 @@ class TrainingStatus:
         stale = now - updated_at > STALE_AFTER_SECONDS
         new_labels = store.labels_since(report.attempted_label_seq)
         since_trained = store.labels_since(report.trained_label_seq)
+        pending = store.pending_training_requests()
         next_trigger = _next_trigger(report, pending, new_labels, since_trained)
         detail = report.activity
         if report.state != TrainerState.TRAINING:

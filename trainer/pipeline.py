@@ -102,12 +102,14 @@ def split_holdout(
         if in_holdout(r.sample_id, holdout_percent):
             hashed[r.label].append(r)
     held: set[str] = set()
+    borrowed: list[LabelRecord] = []
     for label, members in hashed.items():
         share = holdout_share(sizes[label], len(members), min_class_samples)
-        held.update(r.sample_id for r in sorted(members, key=lambda r: r.sample_id)[:share])
+        ordered = sorted(members, key=lambda r: r.sample_id)
+        held.update(r.sample_id for r in ordered[:share])
+        borrowed += ordered[share:]
     train = [r for r in records if r.sample_id not in held]
     holdout = [r for r in records if r.sample_id in held]
-    borrowed = [r for r in train if in_holdout(r.sample_id, holdout_percent)]
     return train, holdout, borrowed
 
 
@@ -418,7 +420,7 @@ class Trainer:
         actual = [r.label for r in data.holdout]
         predicted = _predict(head_onnx, x_holdout, labels)
         candidate = evaluate(predicted, actual, labels)
-        candidate_right = np.array([p == a for p, a in zip(predicted, actual, strict=True)], bool)
+        candidate_right = _correct(predicted, actual)
         served = self._evaluate_served(data.holdout) if record.served_before else None
         paired = None
         if served is not None:
@@ -449,7 +451,7 @@ class Trainer:
         dataset = manifest.raw.get("dataset", {})
         return _ServedOnHoldout(
             metrics,
-            np.array([p == a for p, a in zip(predicted, actual, strict=True)], bool),
+            _correct(predicted, actual),
             frozenset(
                 dataset.get("borrowed_from_holdout", ()) if isinstance(dataset, dict) else ()
             ),
@@ -508,6 +510,11 @@ def _predict(
     session = ort.InferenceSession(head_onnx, providers=["CPUExecutionProvider"])
     (probabilities,) = session.run(None, {input_name: features})
     return [labels[i] for i in np.argmax(probabilities, axis=1)]
+
+
+def _correct(predicted: list[str], actual: list[str]) -> np.ndarray:
+    """Per sample: whether the prediction is the label."""
+    return np.array([p == a for p, a in zip(predicted, actual, strict=True)], dtype=bool)
 
 
 def _fingerprint(records: list[LabelRecord]) -> str:
