@@ -239,6 +239,24 @@ def list_labels() -> Call[list[LabelCount]]:
     return Call("ListLabels", pb.ListLabelsRequest(), read)
 
 
+def labels_added_since(timestamp: float) -> Call[int]:
+    """How many samples got their current label at or after `timestamp` (unix seconds)."""
+    return Call(
+        "ListLabels",
+        pb.ListLabelsRequest(added_after=timestamp),
+        lambda response: int(response.labels_added),
+    )
+
+
+def retract_label(sample_id: str) -> Call[str]:
+    """Undo a sample's current label (yours, or anyone's as an admin); returns that label."""
+    return Call(
+        "RetractLabel",
+        pb.RetractLabelRequest(sample_id=sample_id),
+        lambda response: response.retracted_label,
+    )
+
+
 def suggest_labels(
     count: int, strategy: str = "balanced", *, images: bool = True
 ) -> Call[list[LabelSuggestion]]:

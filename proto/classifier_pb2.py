@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btlserve/v1/classifier.proto\x12\ntlserve.v1\"J\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.tlserve.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"J\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12$\n\x06tensor\x18\x02 \x01(\x0b\x32\x12.tlserve.v1.TensorH\x00\x42\x08\n\x06source\"W\n\x0ePredictRequest\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.tlserve.v1.Image\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x13\n\x0b\x64o_not_keep\x18\x03 \x01(\x08\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"H\n\nPrediction\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12#\n\x03top\x18\x02 \x03(\x0b\x32\x16.tlserve.v1.LabelScore\"U\n\x0fPredictResponse\x12+\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x16.tlserve.v1.Prediction\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\"\n\x0fGetModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xda\x02\n\tModelInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x13\n\x0b\x62\x61\x63kbone_id\x18\x03 \x01(\t\x12\x14\n\x0cinput_height\x18\x04 \x01(\x05\x12\x13\n\x0binput_width\x18\x05 \x01(\x05\x12\x0e\n\x06resize\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\t\x12\x16\n\x0eparent_version\x18\x08 \x01(\t\x12\x0f\n\x07serving\x18\t \x01(\x08\x12\x1b\n\x13\x65xecution_providers\x18\n \x03(\t\x12\x11\n\tcard_json\x18\x0b \x01(\t\x12\x15\n\rlive_accuracy\x18\x0c \x01(\x01\x12\x1b\n\x13live_feedback_count\x18\r \x01(\x04\x12\r\n\x05\x65rror\x18\x0e \x01(\t\x12,\n\x08training\x18\x0f \x01(\x0b\x32\x1a.tlserve.v1.TrainingStatus\"\x13\n\x11ListModelsRequest\"T\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.tlserve.v1.ModelInfo\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\t\"\x97\x01\n\x15SubmitFeedbackRequest\x12\x17\n\rprediction_id\x18\x01 \x01(\tH\x00\x12\"\n\x05image\x18\x02 \x01(\x0b\x32\x11.tlserve.v1.ImageH\x00\x12\r\n\x05label\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\tB\t\n\x07subject\"e\n\x16SubmitFeedbackResponse\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x16\n\x0eprevious_label\x18\x04 \x01(\t\"k\n\x12\x46\x65\x65\x64\x62\x61\x63kItemResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x11\n\tsample_id\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"m\n\x16StreamFeedbackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x10\n\x08rejected\x18\x02 \x01(\r\x12/\n\x07results\x18\x03 \x03(\x0b\x32\x1e.tlserve.v1.FeedbackItemResult\"\x13\n\x11ListLabelsRequest\"d\n\nLabelCount\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\x04\x12\x0f\n\x07holdout\x18\x03 \x01(\x04\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x15\n\rimages_needed\x18\x05 \x01(\r\"S\n\x12ListLabelsResponse\x12&\n\x06labels\x18\x01 \x03(\x0b\x32\x16.tlserve.v1.LabelCount\x12\x15\n\rtotal_samples\x18\x02 \x01(\x04\"i\n\x14SuggestLabelsRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12-\n\x08strategy\x18\x02 \x01(\x0e\x32\x1b.tlserve.v1.SuggestStrategy\x12\x13\n\x0bomit_images\x18\x03 \x01(\x08\"\x87\x01\n\nSuggestion\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x13\n\x0buncertainty\x18\x02 \x01(\x02\x12#\n\x03top\x18\x03 \x03(\x0b\x32\x16.tlserve.v1.LabelScore\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x11\n\timage_png\x18\x05 \x01(\x0c\"D\n\x15SuggestLabelsResponse\x12+\n\x0bsuggestions\x18\x01 \x03(\x0b\x32\x16.tlserve.v1.Suggestion\"\"\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"E\n\x10RollbackResponse\x12\x18\n\x10previous_version\x18\x01 \x01(\t\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\t\"(\n\x16TriggerTrainingRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"-\n\x17TriggerTrainingResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x03\"&\n\x14\x41pproveLabelsRequest\x12\x0e\n\x06labels\x18\x01 \x03(\t\"\'\n\x15\x41pproveLabelsResponse\x12\x0e\n\x06labels\x18\x01 \x03(\t\"\x1a\n\x18GetTrainingStatusRequest\"t\n\x0bTrainingRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\t\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x13\n\x0b\x66inished_at\x18\x05 \x01(\x01\x12\x0e\n\x06labels\x18\x06 \x01(\x04\"\xa7\x02\n\x0eTrainingStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\x12\n\nupdated_at\x18\x03 \x01(\x01\x12\r\n\x05stale\x18\x04 \x01(\x08\x12)\n\x08last_run\x18\x05 \x01(\x0b\x32\x17.tlserve.v1.TrainingRun\x12G\n\x0fwaiting_classes\x18\x06 \x03(\x0b\x32..tlserve.v1.TrainingStatus.WaitingClassesEntry\x12\x12\n\nnew_labels\x18\x07 \x01(\x04\x12\x14\n\x0cnext_trigger\x18\x08 \x01(\t\x1a\x35\n\x13WaitingClassesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*=\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\t\n\x05UINT8\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02*p\n\x0fSuggestStrategy\x12 \n\x1cSUGGEST_STRATEGY_UNSPECIFIED\x10\x00\x12\x14\n\x10LEAST_CONFIDENCE\x10\x01\x12\n\n\x06MARGIN\x10\x02\x12\x0b\n\x07\x45NTROPY\x10\x03\x12\x0c\n\x08\x42\x41LANCED\x10\x04\x32\x84\x07\n\nClassifier\x12\x42\n\x07Predict\x12\x1a.tlserve.v1.PredictRequest\x1a\x1b.tlserve.v1.PredictResponse\x12>\n\x08GetModel\x12\x1b.tlserve.v1.GetModelRequest\x1a\x15.tlserve.v1.ModelInfo\x12K\n\nListModels\x12\x1d.tlserve.v1.ListModelsRequest\x1a\x1e.tlserve.v1.ListModelsResponse\x12W\n\x0eSubmitFeedback\x12!.tlserve.v1.SubmitFeedbackRequest\x1a\".tlserve.v1.SubmitFeedbackResponse\x12Y\n\x0eStreamFeedback\x12!.tlserve.v1.SubmitFeedbackRequest\x1a\".tlserve.v1.StreamFeedbackResponse(\x01\x12K\n\nListLabels\x12\x1d.tlserve.v1.ListLabelsRequest\x1a\x1e.tlserve.v1.ListLabelsResponse\x12T\n\rSuggestLabels\x12 .tlserve.v1.SuggestLabelsRequest\x1a!.tlserve.v1.SuggestLabelsResponse\x12\x45\n\x08Rollback\x12\x1b.tlserve.v1.RollbackRequest\x1a\x1c.tlserve.v1.RollbackResponse\x12Z\n\x0fTriggerTraining\x12\".tlserve.v1.TriggerTrainingRequest\x1a#.tlserve.v1.TriggerTrainingResponse\x12T\n\rApproveLabels\x12 .tlserve.v1.ApproveLabelsRequest\x1a!.tlserve.v1.ApproveLabelsResponse\x12U\n\x11GetTrainingStatus\x12$.tlserve.v1.GetTrainingStatusRequest\x1a\x1a.tlserve.v1.TrainingStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btlserve/v1/classifier.proto\x12\ntlserve.v1\"J\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.tlserve.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"J\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12$\n\x06tensor\x18\x02 \x01(\x0b\x32\x12.tlserve.v1.TensorH\x00\x42\x08\n\x06source\"W\n\x0ePredictRequest\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.tlserve.v1.Image\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x13\n\x0b\x64o_not_keep\x18\x03 \x01(\x08\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"H\n\nPrediction\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12#\n\x03top\x18\x02 \x03(\x0b\x32\x16.tlserve.v1.LabelScore\"U\n\x0fPredictResponse\x12+\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x16.tlserve.v1.Prediction\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\"\n\x0fGetModelRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xda\x02\n\tModelInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x13\n\x0b\x62\x61\x63kbone_id\x18\x03 \x01(\t\x12\x14\n\x0cinput_height\x18\x04 \x01(\x05\x12\x13\n\x0binput_width\x18\x05 \x01(\x05\x12\x0e\n\x06resize\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\t\x12\x16\n\x0eparent_version\x18\x08 \x01(\t\x12\x0f\n\x07serving\x18\t \x01(\x08\x12\x1b\n\x13\x65xecution_providers\x18\n \x03(\t\x12\x11\n\tcard_json\x18\x0b \x01(\t\x12\x15\n\rlive_accuracy\x18\x0c \x01(\x01\x12\x1b\n\x13live_feedback_count\x18\r \x01(\x04\x12\r\n\x05\x65rror\x18\x0e \x01(\t\x12,\n\x08training\x18\x0f \x01(\x0b\x32\x1a.tlserve.v1.TrainingStatus\"\x13\n\x11ListModelsRequest\"T\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.tlserve.v1.ModelInfo\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\t\"\x97\x01\n\x15SubmitFeedbackRequest\x12\x17\n\rprediction_id\x18\x01 \x01(\tH\x00\x12\"\n\x05image\x18\x02 \x01(\x0b\x32\x11.tlserve.v1.ImageH\x00\x12\r\n\x05label\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\tB\t\n\x07subject\"e\n\x16SubmitFeedbackResponse\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x16\n\x0eprevious_label\x18\x04 \x01(\t\"k\n\x12\x46\x65\x65\x64\x62\x61\x63kItemResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x11\n\tsample_id\x18\x03 \x01(\t\x12\x12\n\nerror_code\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"m\n\x16StreamFeedbackResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x10\n\x08rejected\x18\x02 \x01(\r\x12/\n\x07results\x18\x03 \x03(\x0b\x32\x1e.tlserve.v1.FeedbackItemResult\"=\n\x11ListLabelsRequest\x12\x18\n\x0b\x61\x64\x64\x65\x64_after\x18\x01 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_added_after\"d\n\nLabelCount\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\x04\x12\x0f\n\x07holdout\x18\x03 \x01(\x04\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x15\n\rimages_needed\x18\x05 \x01(\r\"\x7f\n\x12ListLabelsResponse\x12&\n\x06labels\x18\x01 \x03(\x0b\x32\x16.tlserve.v1.LabelCount\x12\x15\n\rtotal_samples\x18\x02 \x01(\x04\x12\x19\n\x0clabels_added\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_labels_added\"(\n\x13RetractLabelRequest\x12\x11\n\tsample_id\x18\x01 \x01(\t\"B\n\x14RetractLabelResponse\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x17\n\x0fretracted_label\x18\x02 \x01(\t\"i\n\x14SuggestLabelsRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12-\n\x08strategy\x18\x02 \x01(\x0e\x32\x1b.tlserve.v1.SuggestStrategy\x12\x13\n\x0bomit_images\x18\x03 \x01(\x08\"\x87\x01\n\nSuggestion\x12\x15\n\rprediction_id\x18\x01 \x01(\t\x12\x13\n\x0buncertainty\x18\x02 \x01(\x02\x12#\n\x03top\x18\x03 \x03(\x0b\x32\x16.tlserve.v1.LabelScore\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x11\n\timage_png\x18\x05 \x01(\x0c\"D\n\x15SuggestLabelsResponse\x12+\n\x0bsuggestions\x18\x01 \x03(\x0b\x32\x16.tlserve.v1.Suggestion\"\"\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"E\n\x10RollbackResponse\x12\x18\n\x10previous_version\x18\x01 \x01(\t\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\t\"(\n\x16TriggerTrainingRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"-\n\x17TriggerTrainingResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x03\"&\n\x14\x41pproveLabelsRequest\x12\x0e\n\x06labels\x18\x01 \x03(\t\"\'\n\x15\x41pproveLabelsResponse\x12\x0e\n\x06labels\x18\x01 \x03(\t\"\x1a\n\x18GetTrainingStatusRequest\"t\n\x0bTrainingRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\t\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x13\n\x0b\x66inished_at\x18\x05 \x01(\x01\x12\x0e\n\x06labels\x18\x06 \x01(\x04\"\xa7\x02\n\x0eTrainingStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\x12\n\nupdated_at\x18\x03 \x01(\x01\x12\r\n\x05stale\x18\x04 \x01(\x08\x12)\n\x08last_run\x18\x05 \x01(\x0b\x32\x17.tlserve.v1.TrainingRun\x12G\n\x0fwaiting_classes\x18\x06 \x03(\x0b\x32..tlserve.v1.TrainingStatus.WaitingClassesEntry\x12\x12\n\nnew_labels\x18\x07 \x01(\x04\x12\x14\n\x0cnext_trigger\x18\x08 \x01(\t\x1a\x35\n\x13WaitingClassesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*=\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\t\n\x05UINT8\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02*p\n\x0fSuggestStrategy\x12 \n\x1cSUGGEST_STRATEGY_UNSPECIFIED\x10\x00\x12\x14\n\x10LEAST_CONFIDENCE\x10\x01\x12\n\n\x06MARGIN\x10\x02\x12\x0b\n\x07\x45NTROPY\x10\x03\x12\x0c\n\x08\x42\x41LANCED\x10\x04\x32\xd7\x07\n\nClassifier\x12\x42\n\x07Predict\x12\x1a.tlserve.v1.PredictRequest\x1a\x1b.tlserve.v1.PredictResponse\x12>\n\x08GetModel\x12\x1b.tlserve.v1.GetModelRequest\x1a\x15.tlserve.v1.ModelInfo\x12K\n\nListModels\x12\x1d.tlserve.v1.ListModelsRequest\x1a\x1e.tlserve.v1.ListModelsResponse\x12W\n\x0eSubmitFeedback\x12!.tlserve.v1.SubmitFeedbackRequest\x1a\".tlserve.v1.SubmitFeedbackResponse\x12Y\n\x0eStreamFeedback\x12!.tlserve.v1.SubmitFeedbackRequest\x1a\".tlserve.v1.StreamFeedbackResponse(\x01\x12K\n\nListLabels\x12\x1d.tlserve.v1.ListLabelsRequest\x1a\x1e.tlserve.v1.ListLabelsResponse\x12Q\n\x0cRetractLabel\x12\x1f.tlserve.v1.RetractLabelRequest\x1a .tlserve.v1.RetractLabelResponse\x12T\n\rSuggestLabels\x12 .tlserve.v1.SuggestLabelsRequest\x1a!.tlserve.v1.SuggestLabelsResponse\x12\x45\n\x08Rollback\x12\x1b.tlserve.v1.RollbackRequest\x1a\x1c.tlserve.v1.RollbackResponse\x12Z\n\x0fTriggerTraining\x12\".tlserve.v1.TriggerTrainingRequest\x1a#.tlserve.v1.TriggerTrainingResponse\x12T\n\rApproveLabels\x12 .tlserve.v1.ApproveLabelsRequest\x1a!.tlserve.v1.ApproveLabelsResponse\x12U\n\x11GetTrainingStatus\x12$.tlserve.v1.GetTrainingStatusRequest\x1a\x1a.tlserve.v1.TrainingStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRAININGSTATUS_WAITINGCLASSESENTRY']._loaded_options = None
   _globals['_TRAININGSTATUS_WAITINGCLASSESENTRY']._serialized_options = b'8\001'
-  _globals['_DATATYPE']._serialized_start=2702
-  _globals['_DATATYPE']._serialized_end=2763
-  _globals['_SUGGESTSTRATEGY']._serialized_start=2765
-  _globals['_SUGGESTSTRATEGY']._serialized_end=2877
+  _globals['_DATATYPE']._serialized_start=2898
+  _globals['_DATATYPE']._serialized_end=2959
+  _globals['_SUGGESTSTRATEGY']._serialized_start=2961
+  _globals['_SUGGESTSTRATEGY']._serialized_end=3073
   _globals['_TENSOR']._serialized_start=43
   _globals['_TENSOR']._serialized_end=117
   _globals['_IMAGE']._serialized_start=119
@@ -66,37 +66,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMFEEDBACKRESPONSE']._serialized_start=1347
   _globals['_STREAMFEEDBACKRESPONSE']._serialized_end=1456
   _globals['_LISTLABELSREQUEST']._serialized_start=1458
-  _globals['_LISTLABELSREQUEST']._serialized_end=1477
-  _globals['_LABELCOUNT']._serialized_start=1479
-  _globals['_LABELCOUNT']._serialized_end=1579
-  _globals['_LISTLABELSRESPONSE']._serialized_start=1581
-  _globals['_LISTLABELSRESPONSE']._serialized_end=1664
-  _globals['_SUGGESTLABELSREQUEST']._serialized_start=1666
-  _globals['_SUGGESTLABELSREQUEST']._serialized_end=1771
-  _globals['_SUGGESTION']._serialized_start=1774
-  _globals['_SUGGESTION']._serialized_end=1909
-  _globals['_SUGGESTLABELSRESPONSE']._serialized_start=1911
-  _globals['_SUGGESTLABELSRESPONSE']._serialized_end=1979
-  _globals['_ROLLBACKREQUEST']._serialized_start=1981
-  _globals['_ROLLBACKREQUEST']._serialized_end=2015
-  _globals['_ROLLBACKRESPONSE']._serialized_start=2017
-  _globals['_ROLLBACKRESPONSE']._serialized_end=2086
-  _globals['_TRIGGERTRAININGREQUEST']._serialized_start=2088
-  _globals['_TRIGGERTRAININGREQUEST']._serialized_end=2128
-  _globals['_TRIGGERTRAININGRESPONSE']._serialized_start=2130
-  _globals['_TRIGGERTRAININGRESPONSE']._serialized_end=2175
-  _globals['_APPROVELABELSREQUEST']._serialized_start=2177
-  _globals['_APPROVELABELSREQUEST']._serialized_end=2215
-  _globals['_APPROVELABELSRESPONSE']._serialized_start=2217
-  _globals['_APPROVELABELSRESPONSE']._serialized_end=2256
-  _globals['_GETTRAININGSTATUSREQUEST']._serialized_start=2258
-  _globals['_GETTRAININGSTATUSREQUEST']._serialized_end=2284
-  _globals['_TRAININGRUN']._serialized_start=2286
-  _globals['_TRAININGRUN']._serialized_end=2402
-  _globals['_TRAININGSTATUS']._serialized_start=2405
-  _globals['_TRAININGSTATUS']._serialized_end=2700
-  _globals['_TRAININGSTATUS_WAITINGCLASSESENTRY']._serialized_start=2647
-  _globals['_TRAININGSTATUS_WAITINGCLASSESENTRY']._serialized_end=2700
-  _globals['_CLASSIFIER']._serialized_start=2880
-  _globals['_CLASSIFIER']._serialized_end=3780
+  _globals['_LISTLABELSREQUEST']._serialized_end=1519
+  _globals['_LABELCOUNT']._serialized_start=1521
+  _globals['_LABELCOUNT']._serialized_end=1621
+  _globals['_LISTLABELSRESPONSE']._serialized_start=1623
+  _globals['_LISTLABELSRESPONSE']._serialized_end=1750
+  _globals['_RETRACTLABELREQUEST']._serialized_start=1752
+  _globals['_RETRACTLABELREQUEST']._serialized_end=1792
+  _globals['_RETRACTLABELRESPONSE']._serialized_start=1794
+  _globals['_RETRACTLABELRESPONSE']._serialized_end=1860
+  _globals['_SUGGESTLABELSREQUEST']._serialized_start=1862
+  _globals['_SUGGESTLABELSREQUEST']._serialized_end=1967
+  _globals['_SUGGESTION']._serialized_start=1970
+  _globals['_SUGGESTION']._serialized_end=2105
+  _globals['_SUGGESTLABELSRESPONSE']._serialized_start=2107
+  _globals['_SUGGESTLABELSRESPONSE']._serialized_end=2175
+  _globals['_ROLLBACKREQUEST']._serialized_start=2177
+  _globals['_ROLLBACKREQUEST']._serialized_end=2211
+  _globals['_ROLLBACKRESPONSE']._serialized_start=2213
+  _globals['_ROLLBACKRESPONSE']._serialized_end=2282
+  _globals['_TRIGGERTRAININGREQUEST']._serialized_start=2284
+  _globals['_TRIGGERTRAININGREQUEST']._serialized_end=2324
+  _globals['_TRIGGERTRAININGRESPONSE']._serialized_start=2326
+  _globals['_TRIGGERTRAININGRESPONSE']._serialized_end=2371
+  _globals['_APPROVELABELSREQUEST']._serialized_start=2373
+  _globals['_APPROVELABELSREQUEST']._serialized_end=2411
+  _globals['_APPROVELABELSRESPONSE']._serialized_start=2413
+  _globals['_APPROVELABELSRESPONSE']._serialized_end=2452
+  _globals['_GETTRAININGSTATUSREQUEST']._serialized_start=2454
+  _globals['_GETTRAININGSTATUSREQUEST']._serialized_end=2480
+  _globals['_TRAININGRUN']._serialized_start=2482
+  _globals['_TRAININGRUN']._serialized_end=2598
+  _globals['_TRAININGSTATUS']._serialized_start=2601
+  _globals['_TRAININGSTATUS']._serialized_end=2896
+  _globals['_TRAININGSTATUS_WAITINGCLASSESENTRY']._serialized_start=2843
+  _globals['_TRAININGSTATUS_WAITINGCLASSESENTRY']._serialized_end=2896
+  _globals['_CLASSIFIER']._serialized_start=3076
+  _globals['_CLASSIFIER']._serialized_end=4059
 # @@protoc_insertion_point(module_scope)

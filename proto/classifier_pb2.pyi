@@ -183,8 +183,10 @@ class StreamFeedbackResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[int] = ..., results: _Optional[_Iterable[_Union[FeedbackItemResult, _Mapping]]] = ...) -> None: ...
 
 class ListLabelsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("added_after",)
+    ADDED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    added_after: float
+    def __init__(self, added_after: _Optional[float] = ...) -> None: ...
 
 class LabelCount(_message.Message):
     __slots__ = ("label", "samples", "holdout", "status", "images_needed")
@@ -201,12 +203,28 @@ class LabelCount(_message.Message):
     def __init__(self, label: _Optional[str] = ..., samples: _Optional[int] = ..., holdout: _Optional[int] = ..., status: _Optional[str] = ..., images_needed: _Optional[int] = ...) -> None: ...
 
 class ListLabelsResponse(_message.Message):
-    __slots__ = ("labels", "total_samples")
+    __slots__ = ("labels", "total_samples", "labels_added")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_ADDED_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[LabelCount]
     total_samples: int
-    def __init__(self, labels: _Optional[_Iterable[_Union[LabelCount, _Mapping]]] = ..., total_samples: _Optional[int] = ...) -> None: ...
+    labels_added: int
+    def __init__(self, labels: _Optional[_Iterable[_Union[LabelCount, _Mapping]]] = ..., total_samples: _Optional[int] = ..., labels_added: _Optional[int] = ...) -> None: ...
+
+class RetractLabelRequest(_message.Message):
+    __slots__ = ("sample_id",)
+    SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    sample_id: str
+    def __init__(self, sample_id: _Optional[str] = ...) -> None: ...
+
+class RetractLabelResponse(_message.Message):
+    __slots__ = ("sample_id", "retracted_label")
+    SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRACTED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    sample_id: str
+    retracted_label: str
+    def __init__(self, sample_id: _Optional[str] = ..., retracted_label: _Optional[str] = ...) -> None: ...
 
 class SuggestLabelsRequest(_message.Message):
     __slots__ = ("count", "strategy", "omit_images")

@@ -64,6 +64,11 @@ class ClassifierStub(object):
                 request_serializer=tlserve_dot_v1_dot_classifier__pb2.ListLabelsRequest.SerializeToString,
                 response_deserializer=tlserve_dot_v1_dot_classifier__pb2.ListLabelsResponse.FromString,
                 _registered_method=True)
+        self.RetractLabel = channel.unary_unary(
+                '/tlserve.v1.Classifier/RetractLabel',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.RetractLabelRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.RetractLabelResponse.FromString,
+                _registered_method=True)
         self.SuggestLabels = channel.unary_unary(
                 '/tlserve.v1.Classifier/SuggestLabels',
                 request_serializer=tlserve_dot_v1_dot_classifier__pb2.SuggestLabelsRequest.SerializeToString,
@@ -140,6 +145,14 @@ class ClassifierServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetractLabel(self, request, context):
+        """Undo a sample's current label (the labeling page's undo): it leaves training and
+        live accuracy, and its history keeps both. Only its labeler or an admin may.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SuggestLabels(self, request, context):
         """The kept, unlabeled predictions most worth labeling next (active learning).
         """
@@ -210,6 +223,11 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.ListLabels,
                     request_deserializer=tlserve_dot_v1_dot_classifier__pb2.ListLabelsRequest.FromString,
                     response_serializer=tlserve_dot_v1_dot_classifier__pb2.ListLabelsResponse.SerializeToString,
+            ),
+            'RetractLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetractLabel,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.RetractLabelRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.RetractLabelResponse.SerializeToString,
             ),
             'SuggestLabels': grpc.unary_unary_rpc_method_handler(
                     servicer.SuggestLabels,
@@ -399,6 +417,33 @@ class Classifier(object):
             '/tlserve.v1.Classifier/ListLabels',
             tlserve_dot_v1_dot_classifier__pb2.ListLabelsRequest.SerializeToString,
             tlserve_dot_v1_dot_classifier__pb2.ListLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetractLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.v1.Classifier/RetractLabel',
+            tlserve_dot_v1_dot_classifier__pb2.RetractLabelRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.RetractLabelResponse.FromString,
             options,
             channel_credentials,
             insecure,

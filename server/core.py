@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -92,6 +93,19 @@ class LabelSuggestion:
     model_version: str
     top: tuple[LabelScore, ...]
     image_png: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LabelOverview:
+    labels: list[LabelInfo]
+    # Samples whose current label was given at or after the time asked (when asked).
+    added: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retraction:
+    sample_id: str
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,9 +311,28 @@ class ServingCore:
 
         return await self.feedback.submit_stream(items, submit)
 
-    async def labels(self, caller: Presented) -> list[LabelInfo]:
+    async def labels(self, caller: Presented, added_after: float | None = None) -> LabelOverview:
+        """The label set with counts; with `added_after` (unix seconds), also how many
+        samples got their current label since then (the labeling page's "today")."""
         self._admit(caller, Role.LABEL)
-        return await self.feedback.labels()
+        if added_after is None:
+            return LabelOverview(await self.feedback.labels())
+        if not math.isfinite(added_after):
+            raise InvalidInput(f"added_after must be a time in unix seconds, got {added_after}")
+        labels, added = await asyncio.gather(
+            self.feedback.labels(), self.feedback.labels_added_since(added_after)
+        )
+        return LabelOverview(labels, added)
+
+    async def retract_label(self, caller: Presented, sample_id: str) -> Retraction:
+        """Undo a sample's current label: its labeler may, and an admin may undo anyone's."""
+        principal = self._admit(caller, Role.LABEL)
+        self.limits.take(principal.name, Action.FEEDBACK)
+        label = await self.feedback.retract(
+            sample_id, principal.name, any_principal=principal.role >= Role.ADMIN
+        )
+        log.info("%s retracted label %r of sample %s", principal.name, label, sample_id)
+        return Retraction(sample_id, label)
 
     async def suggest(
         self,

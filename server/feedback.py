@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -40,6 +41,8 @@ from tlserve.server.store.labels import check_plain_text, holdout_share, normali
 from tlserve.server.training_status import TrainingStatus
 
 MAX_PREDICTION_ID = 128
+# sha256 of the stored image (store.base.sample_id_of).
+SAMPLE_ID = re.compile(r"[0-9a-f]{64}")
 MAX_APPROVALS = 1000
 # Single-score strategies pick for diversity among this many times as many candidates.
 CANDIDATE_FACTOR = 5
@@ -278,6 +281,19 @@ class FeedbackService:
             status, needed = self.class_policy.status(label, samples, known, approved)
             infos.append(LabelInfo(label, samples, holdout, status, needed))
         return infos
+
+    async def labels_added_since(self, created_at: float) -> int:
+        return await asyncio.to_thread(self.store.labels_added_since, created_at)
+
+    async def retract(self, sample_id: str, principal: str, *, any_principal: bool) -> str:
+        if not SAMPLE_ID.fullmatch(sample_id):
+            raise InvalidInput(
+                f"sample_id {quoted(sample_id, 80)} is not a sample id: 64 lowercase hex "
+                "digits, as SubmitFeedback returned it"
+            )
+        return await asyncio.to_thread(
+            self.store.retract_label, sample_id, principal, any_principal=any_principal
+        )
 
     async def approve_labels(self, labels: list[str], principal: str) -> list[str]:
         if not 1 <= len(labels) <= MAX_APPROVALS:

@@ -38,6 +38,9 @@ def test_the_wheel_holds_only_the_tlserve_namespace(tmp_path: Path) -> None:
         "tlserve/server/api/http.py",
         "tlserve/server/security/access.py",
         "tlserve/server/selection.py",
+        "tlserve/server/web/index.html",
+        "tlserve/server/web/app.js",
+        "tlserve/server/web/app.css",
         "tlserve/clients/calls.py",
         "tlserve/trainer/pipeline.py",
     ):

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tlserve.server.errors import AlreadyExists, InvalidInput
+from tlserve.server.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.store.base import FeedbackStore, KeptPrediction, sample_id_of
@@ -292,3 +292,57 @@ async def test_the_keeper_drops_rows_the_store_refuses_and_keeps_going(
     )
     nan_stored = store.prediction("nan") is not None  # PostgreSQL can store NaN
     assert (dropped or 0) == (0 if nan_stored else 1)
+
+
+def test_a_retracted_label_leaves_training_and_live_accuracy(store: FeedbackStore) -> None:
+    keep = prediction("p1", [0.9, 0.1])
+    store.keep_predictions([keep])
+    labeled = store.add_label(
+        principal="token:ann", image=b"image-a", label="cat", source="page", prediction=keep
+    )
+    store.add_label(principal="token:bob", image=b"image-b", label="dog", source="page")
+    assert store.live_accuracy("v1") == (1, 1)
+    seq = store.last_label_seq()
+
+    assert store.retract_label(labeled.sample_id, "token:ann") == "cat"
+
+    assert [r.label for r in store.current_labels()] == ["dog"]
+    assert store.live_accuracy("v1") == (0, 0)
+    assert store.labels_since(seq) == 1  # the trainer's cursor sees the change
+    assert [r.label for r in store.label_history(labeled.sample_id)] == ["cat", ""]
+    # Labeled again after the undo: it counts again, once.
+    again = store.add_label(
+        principal="token:ann", image=b"image-a", label="dog", source="page", prediction=keep
+    )
+    assert again.previous_label is None
+    assert store.live_accuracy("v1") == (0, 1)
+
+
+def test_only_a_current_label_can_be_retracted(store: FeedbackStore) -> None:
+    with pytest.raises(NotFound, match="no label"):
+        store.retract_label(sample_id_of(b"never"), "token:ann")
+    sample = store.add_label(principal="token:ann", image=b"a", label="cat", source="").sample_id
+    with pytest.raises(PermissionDenied, match="token:ann"):
+        store.retract_label(sample, "token:bob")
+    assert store.retract_label(sample, "token:bob", any_principal=True) == "cat"
+    with pytest.raises(NotFound, match="retracted already"):
+        store.retract_label(sample, "token:ann")
+
+
+def test_relabeling_counts_once_in_live_accuracy(store: FeedbackStore) -> None:
+    keep = prediction("p1", [0.9, 0.1])
+    store.keep_predictions([keep])
+    for label in ("dog", "cat"):
+        store.add_label(principal="t", image=b"a", label=label, source="", prediction=keep)
+    assert store.live_accuracy("v1") == (1, 1)
+
+
+def test_labels_added_since_a_time(store: FeedbackStore) -> None:
+    store.add_label(principal="t", image=b"a", label="cat", source="")
+    midnight = time.time()
+    store.add_label(principal="t", image=b"b", label="dog", source="")
+    retracted = store.add_label(principal="t", image=b"c", label="dog", source="")
+    store.retract_label(retracted.sample_id, "t")
+    assert store.labels_added_since(0) == 2
+    assert store.labels_added_since(midnight) == 1
+    assert store.labels_added_since(time.time() + 60) == 0

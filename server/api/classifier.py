@@ -56,7 +56,14 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     async def ListLabels(
         self, request: pb.ListLabelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListLabelsResponse:
-        return codec.labels_response(await self.core.labels(codec.presented(context)))
+        added_after = request.added_after if request.HasField("added_after") else None
+        return codec.labels_response(await self.core.labels(codec.presented(context), added_after))
+
+    async def RetractLabel(
+        self, request: pb.RetractLabelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetractLabelResponse:
+        retraction = await self.core.retract_label(codec.presented(context), request.sample_id)
+        return codec.retraction_response(retraction)
 
     async def SuggestLabels(
         self, request: pb.SuggestLabelsRequest, context: grpc.aio.ServicerContext

@@ -20,9 +20,17 @@ from tlserve.server.api.tensors import (
     infer_outputs,
     model_tensors,
 )
-from tlserve.server.core import LabelSuggestion, ModelInfo, ModelListing, Rollback, ServedSignature
+from tlserve.server.core import (
+    LabelOverview,
+    LabelSuggestion,
+    ModelInfo,
+    ModelListing,
+    Retraction,
+    Rollback,
+    ServedSignature,
+)
 from tlserve.server.errors import InvalidInput
-from tlserve.server.feedback import FeedbackInput, ItemResult, LabelInfo
+from tlserve.server.feedback import FeedbackInput, ItemResult
 from tlserve.server.prediction import (
     ImageInput,
     LabelScore,
@@ -107,8 +115,9 @@ def stream_feedback_response(results: Sequence[ItemResult]) -> pb.StreamFeedback
     return response
 
 
-def labels_response(labels: Sequence[LabelInfo]) -> pb.ListLabelsResponse:
-    return pb.ListLabelsResponse(
+def labels_response(overview: LabelOverview) -> pb.ListLabelsResponse:
+    labels = overview.labels
+    response = pb.ListLabelsResponse(
         labels=[
             pb.LabelCount(
                 label=info.label,
@@ -121,6 +130,13 @@ def labels_response(labels: Sequence[LabelInfo]) -> pb.ListLabelsResponse:
         ],
         total_samples=sum(info.samples for info in labels),
     )
+    if overview.added is not None:
+        response.labels_added = overview.added
+    return response
+
+
+def retraction_response(retraction: Retraction) -> pb.RetractLabelResponse:
+    return pb.RetractLabelResponse(sample_id=retraction.sample_id, retracted_label=retraction.label)
 
 
 def presented(context: grpc.aio.ServicerContext) -> Presented:

@@ -12,10 +12,12 @@ become HTTP statuses through `status.HTTP_STATUS`, always with a JSON body
     POST /v1/predict                                    image body, or multipart `image` parts
     POST /v1/feedback                                   JSON, or multipart `image` + `label`
     GET  /v1/labels | /v1/suggestions | /v1/models[/{version}] | /v1/model
+    POST /v1/labels/retract                             undo a label (its labeler, or admin)
+    GET  /label (and /)                                 the labeling page (tlserve/server/web)
     POST /v1/rollback | /v1/training | /v1/labels/approve   admin
 
-Every route but the probes (/v2/health/*, /v2, readiness) needs a credential of its
-role when the server has credentials: `Authorization: Bearer <token>` or a client
+Every route but the probes (/v2/health/*, /v2, readiness) and the page's files needs a
+credential of its role when the server has credentials: `Authorization: Bearer <token>` or a client
 certificate; 401 without a valid one, 403 for a lesser role.
 """
 
@@ -37,6 +39,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from tlserve.server import __version__
 from tlserve.server.api import http_codec as codec
 from tlserve.server.api.common import OFF_LOOP_BYTES, request_id_of
+from tlserve.server.api.page import LabelPage
 from tlserve.server.api.status import http_status_for
 from tlserve.server.api.tensors import EXTENSIONS, SERVER_NAME, images_from_input, infer_outputs
 from tlserve.server.core import ServingCore
@@ -73,6 +76,8 @@ class HttpApi:
         # The metrics' `method` label per handler: the same names the gRPC services use.
         self._method_names: dict[Handler, str] = {}
         self._add_routes(self.app.router)
+        for handler in LabelPage().add_routes(self.app.router):
+            self._method_names[handler] = "LabelPage"
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -120,6 +125,7 @@ class HttpApi:
             ("POST", "/v1/feedback", self.submit_feedback, "SubmitFeedback"),
             ("GET", "/v1/labels", self.list_labels, "ListLabels"),
             ("POST", "/v1/labels/approve", self.approve_labels, "ApproveLabels"),
+            ("POST", "/v1/labels/retract", self.retract_label, "RetractLabel"),
             ("GET", "/v1/suggestions", self.suggest_labels, "SuggestLabels"),
             ("GET", "/v1/models", self.list_models, "ListModels"),
             ("GET", "/v1/model", self.get_model, "GetModel"),
@@ -219,8 +225,14 @@ class HttpApi:
         return web.json_response(codec.feedback_response(stored))
 
     async def list_labels(self, request: web.Request) -> web.Response:
-        labels = await self.core.labels(codec.presented(request))
-        return web.json_response(codec.labels_response(labels))
+        added_after = _float_query(request, "added_after")
+        overview = await self.core.labels(codec.presented(request), added_after)
+        return web.json_response(codec.labels_response(overview))
+
+    async def retract_label(self, request: web.Request) -> web.Response:
+        sample_id = await _optional_string_field(request, "sample_id")
+        retraction = await self.core.retract_label(codec.presented(request), sample_id)
+        return web.json_response(codec.retraction_response(retraction))
 
     async def approve_labels(self, request: web.Request) -> web.Response:
         document = codec.parse_json(await request.read(), "the request body")
@@ -379,6 +391,18 @@ def _int_query(request: web.Request, name: str, default: int) -> int:
     except ValueError:
         raise InvalidInput(
             f"query parameter {name} must be an integer, got {quoted(value, 32)}"
+        ) from None
+
+
+def _float_query(request: web.Request, name: str) -> float | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidInput(
+            f"query parameter {name} must be a number, got {quoted(value, 32)}"
         ) from None
 
 

@@ -29,9 +29,16 @@ from tlserve.server.api.tensors import (
     RequestedOutput,
     model_tensors,
 )
-from tlserve.server.core import LabelSuggestion, ModelInfo, ModelListing, ServedSignature
+from tlserve.server.core import (
+    LabelOverview,
+    LabelSuggestion,
+    ModelInfo,
+    ModelListing,
+    Retraction,
+    ServedSignature,
+)
 from tlserve.server.errors import InvalidInput, TooLarge, quoted
-from tlserve.server.feedback import FeedbackInput, LabelInfo
+from tlserve.server.feedback import FeedbackInput
 from tlserve.server.prediction import LabelScore, PredictResult
 from tlserve.server.security import Presented
 from tlserve.server.security.tls import certificate_names
@@ -287,8 +294,9 @@ def feedback_response(stored: StoredLabel) -> dict[str, Any]:
     }
 
 
-def labels_response(labels: Sequence[LabelInfo]) -> dict[str, Any]:
-    return {
+def labels_response(overview: LabelOverview) -> dict[str, Any]:
+    labels = overview.labels
+    document: dict[str, Any] = {
         "labels": [
             {
                 "label": info.label,
@@ -301,6 +309,13 @@ def labels_response(labels: Sequence[LabelInfo]) -> dict[str, Any]:
         ],
         "total_samples": sum(info.samples for info in labels),
     }
+    if overview.added is not None:
+        document["labels_added"] = overview.added
+    return document
+
+
+def retraction_response(retraction: Retraction) -> dict[str, Any]:
+    return {"sample_id": retraction.sample_id, "retracted_label": retraction.label}
 
 
 def approve_labels_request(document: Any) -> list[str]:

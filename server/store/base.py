@@ -14,6 +14,10 @@ import numpy as np
 
 from tlserve.server.store.labels import in_holdout
 
+# The label a retraction stores (a real label is never empty): the sample's newest label
+# is then none, so it leaves training and live accuracy; its history keeps both rows.
+RETRACTED = ""
+
 
 class SuggestStrategy(StrEnum):
     """How kept predictions are picked for labeling (tlserve.server.selection)."""
@@ -131,6 +135,12 @@ class FeedbackStore(ABC):
         """
 
     @abstractmethod
+    def retract_label(self, sample_id: str, principal: str, *, any_principal: bool = False) -> str:
+        """Undo a sample's current label (the labeling page's undo); returns it. NotFound
+        when the sample has none; PermissionDenied when another principal gave it, unless
+        `any_principal` (an admin)."""
+
+    @abstractmethod
     def keep_predictions(self, predictions: Sequence[KeptPrediction]) -> None: ...
 
     @abstractmethod
@@ -177,6 +187,10 @@ class FeedbackStore(ABC):
     def last_label_seq(self) -> int: ...
 
     @abstractmethod
+    def labels_added_since(self, created_at: float) -> int:
+        """How many samples got their current label at or after `created_at` (unix time)."""
+
+    @abstractmethod
     def labels_since(self, seq: int) -> int:
         """How many labels were added after `seq`."""
 
@@ -214,7 +228,8 @@ class FeedbackStore(ABC):
 
     @abstractmethod
     def live_accuracy(self, model_version: str) -> tuple[int, int]:
-        """(correct, total) answers of a version on predictions that got feedback."""
+        """(correct, total) answers of a version on predictions that got feedback; a
+        prediction labeled twice counts once (its newest label), a retracted one not at all."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 from tlserve.server.store.sql import Cursor, SqlFeedbackStore
 
 IDEMPOTENCY_LOCK_SPACE = 7319003
+SAMPLE_LOCK_SPACE = 7319005
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -54,6 +55,11 @@ class PostgresFeedbackStore(SqlFeedbackStore):
         # Two-key form: its own namespace, apart from the migration and training locks.
         cursor.execute(
             "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (IDEMPOTENCY_LOCK_SPACE, key)
+        )
+
+    def _lock_sample(self, cursor: Cursor, sample_id: str) -> None:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SAMPLE_LOCK_SPACE, sample_id)
         )
 
     def _lock_training_requests(self, cursor: Cursor) -> None:

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tlserve.server.errors import AlreadyExists
+from tlserve.server.errors import AlreadyExists, NotFound, PermissionDenied
 from tlserve.server.store.base import (
+    RETRACTED,
     FeedbackStore,
     KeptPrediction,
     LabelRecord,
@@ -193,6 +194,9 @@ class SqlFeedbackStore(FeedbackStore):
         second sees the first's row instead of racing it into the unique index (SQLite's
         BEGIN IMMEDIATE already serialises every writer)."""
 
+    def _lock_sample(self, cursor: Cursor, sample_id: str) -> None:
+        """Serialise retractions of one sample's label (SQLite: BEGIN IMMEDIATE does)."""
+
     def _lock_training_requests(self, cursor: Cursor) -> None:
         """Serialise TriggerTraining's check-then-insert (SQLite: BEGIN IMMEDIATE does)."""
 
@@ -264,7 +268,7 @@ class SqlFeedbackStore(FeedbackStore):
                 (sample_id,),
             )
             row = cursor.fetchone()
-            previous = row[0] if row else None
+            previous = row[0] if row and row[0] != RETRACTED else None
             cursor.execute(
                 self._sql(
                     "INSERT INTO labels (sample_id, label, source, principal, created_at, "
@@ -303,7 +307,37 @@ class SqlFeedbackStore(FeedbackStore):
             (sample_id, seq),
         )
         row = cursor.fetchone()
-        return row[0] if row else None
+        return row[0] if row and row[0] != RETRACTED else None
+
+    def retract_label(self, sample_id: str, principal: str, *, any_principal: bool = False) -> str:
+        with self._write() as cursor:
+            self._lock_sample(cursor, sample_id)
+            cursor.execute(
+                self._sql(
+                    "SELECT label, principal FROM labels WHERE sample_id = ? "
+                    "ORDER BY seq DESC LIMIT 1"
+                ),
+                (sample_id,),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                raise NotFound(f"sample {sample_id[:16]}... has no label to retract")
+            label, labeled_by = row
+            if label == RETRACTED:
+                raise NotFound(f"the label of sample {sample_id[:16]}... was retracted already")
+            if labeled_by != principal and not any_principal:
+                raise PermissionDenied(
+                    f"the label of sample {sample_id[:16]}... was given by {labeled_by}; only "
+                    "its labeler or an admin may retract it"
+                )
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO labels (sample_id, label, source, principal, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)"
+                ),
+                (sample_id, RETRACTED, "retract", principal, time.time()),
+            )
+        return str(label)
 
     def keep_predictions(self, predictions: Sequence[KeptPrediction]) -> None:
         if not predictions:
@@ -392,9 +426,9 @@ class SqlFeedbackStore(FeedbackStore):
                     f"SELECT {_LABEL_COLUMNS} FROM labels l "
                     "JOIN (SELECT sample_id, MAX(seq) AS seq FROM labels "
                     f"{where}GROUP BY sample_id) latest ON latest.seq = l.seq "
-                    "WHERE l.seq > ? ORDER BY l.seq"
+                    "WHERE l.seq > ? AND l.label <> ? ORDER BY l.seq"
                 ),
-                (*params, since_seq),
+                (*params, since_seq, RETRACTED),
             )
             rows = cursor.fetchall()
         return [_label_record(row) for row in rows]
@@ -428,6 +462,18 @@ class SqlFeedbackStore(FeedbackStore):
     def last_label_seq(self) -> int:
         with self._read() as cursor:
             cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM labels")
+            return int(cursor.fetchone()[0])
+
+    def labels_added_since(self, created_at: float) -> int:
+        with self._read() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT COUNT(*) FROM labels l JOIN (SELECT sample_id, MAX(seq) AS seq "
+                    "FROM labels GROUP BY sample_id) latest ON latest.seq = l.seq "
+                    "WHERE l.label <> ? AND l.created_at >= ?"
+                ),
+                (RETRACTED, created_at),
+            )
             return int(cursor.fetchone()[0])
 
     def labels_since(self, seq: int) -> int:
@@ -528,10 +574,13 @@ class SqlFeedbackStore(FeedbackStore):
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
-                    "SELECT COALESCE(SUM(CASE WHEN label = predicted_label THEN 1 ELSE 0 END), 0), "
-                    "COUNT(*) FROM labels WHERE model_version = ?"
+                    "SELECT COALESCE(SUM(CASE WHEN l.label = l.predicted_label THEN 1 ELSE 0 "
+                    "END), 0), COUNT(*) FROM labels l WHERE l.model_version = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM labels later WHERE later.sample_id = l.sample_id AND "
+                    "later.seq > l.seq AND (later.prediction_id = l.prediction_id OR "
+                    "later.label = ?))"
                 ),
-                (model_version,),
+                (model_version, RETRACTED),
             )
             correct, total = cursor.fetchone()
         return int(correct), int(total)
