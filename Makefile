@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast lint bench bench-labels protos clean
+.PHONY: demo test test-fast lint bench bench-labels protos clean browser screenshots
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
@@ -18,10 +18,22 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The labeling page's browser test drives Debian's chromium (Playwright comes with the
+# dev extra). Installed here when missing, as root; otherwise that one test skips, saying so.
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "make: no chromium; the browser test will skip (apt-get install chromium)" >&2; fi; }
+
+# Re-take the labeling page's screenshots in docs/images (the browser test writes them).
+screenshots: $(STAMP) browser
+	TLSERVE_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/test_label_page_browser.py
 
 # The inner loop: everything but the tests marked `slow` (TensorFlow, crash and load tests).
 test-fast: $(STAMP)

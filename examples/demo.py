@@ -59,6 +59,10 @@ def step(name: str, action: Callable[[], T]) -> T:
         raise StepFailed(f"demo failed at step '{name}': {type(exc).__name__}: {exc}") from exc
 
 
+# The labeling page of a server started with the defaults (TLSERVE_HTTP_PORT=8000).
+LABEL_PAGE = "http://127.0.0.1:8000/label"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -243,7 +247,9 @@ def main() -> int:
     print(
         f"\nDone; every process stopped cleanly. Poke at the result:\n"
         f"  TLSERVE_DATA_DIR={DATA / 'suggested'} .venv/bin/tlserve-server &\n"
-        f"  .venv/bin/tlserve models && .venv/bin/tlserve labels"
+        f"  .venv/bin/tlserve models && .venv/bin/tlserve labels\n"
+        f"and label more of its digits in your browser (the page's own server, port 8000):\n"
+        f"  {LABEL_PAGE}"
     )
     return 0
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,3 +36,17 @@ def empty_server(tmp_path: Path) -> Iterator[ServerThread]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ConvNet pretrained on half the MNIST digits (TensorFlow; the slow tests share it)."""
+    from tlserve.trainer.backbones import card_path  # noqa: PLC0415 (TensorFlow, when asked)
+    from tlserve.trainer.pretrain import pretrain_digits  # noqa: PLC0415
+
+    target = tmp_path_factory.mktemp("pretrained") / "mnist_convnet.keras"
+    report = pretrain_digits(target)
+    assert report["source_validation_accuracy"] > 0.9
+    card = json.loads(card_path(target).read_text())
+    assert card["digits"] == list(range(10)) and card["source_rows"] == 2500
+    return target

@@ -5,60 +5,22 @@ published to the registry and hot-swapped by the server; measured through Predic
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
 from examples.odd_even import Task, label_rounds, parity
 from tests.support import ServerThread
+from tests.training import Loop
 from tlserve.clients import TlserveClient
-from tlserve.server.registry import Registry
-from tlserve.server.store.sqlite import SqliteFeedbackStore
-from tlserve.trainer.backbones import card_path
-from tlserve.trainer.loop import TrainerLoop
-from tlserve.trainer.metrics import TrainerMetrics
-from tlserve.trainer.pretrain import CUT_LAYER, pretrain_digits
+from tlserve.trainer.pretrain import CUT_LAYER
 from tlserve.trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.slow  # TensorFlow: the whole learning loop
 
 ROUNDS = 3
-
-
-class Loop:
-    """The trainer loop in a thread, on the server's data dir (its own store connection)."""
-
-    def __init__(self, settings: TrainerSettings) -> None:
-        self.store = SqliteFeedbackStore(settings.data_dir / "feedback.sqlite3")
-        self.metrics = TrainerMetrics(CollectorRegistry())
-        registry = Registry.local(settings.registry_path)
-        self.loop = TrainerLoop(settings, self.store, registry, self.metrics)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.loop.run_forever, args=(self.stop,))
-
-    def __enter__(self) -> Loop:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(300)
-        self.store.close()
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("pretrained") / "mnist_convnet.keras"
-    report = pretrain_digits(target)
-    assert report["source_validation_accuracy"] > 0.9
-    card = json.loads(card_path(target).read_text())
-    assert card["digits"] == list(range(10)) and card["source_rows"] == 2500
-    return target
 
 
 @pytest.fixture

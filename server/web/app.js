@@ -507,9 +507,13 @@ function drawCurve(models, current) {
   }
   svg.replaceChildren(...children);
   svg.dataset.versions = String(points.length);
-  $("curve-note").textContent = points.length
-    ? `${points.length} version${points.length === 1 ? "" : "s"}: line = holdout accuracy by labels trained on, squares = live accuracy from feedback.`
-    : "No version published yet.";
+  const versions = `${points.length} version${points.length === 1 ? "" : "s"}`;
+  $("curve-note").textContent = !points.length
+    ? "No version published yet."
+    : judged.length
+      ? `${versions}: line = holdout accuracy by labels trained on, squares = live accuracy from feedback.`
+      : `${versions}; squares = live accuracy from feedback. Holdout accuracy appears once classes `
+        + "have enough labels to hold some out.";
 }
 
 // ---- start -------------------------------------------------------------------------------
