@@ -39,7 +39,6 @@ from tlserve.server.loop_lag import LoopLagMonitor
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.model_slot import LoadedModel, ModelLoader, ModelSlot
 from tlserve.server.prediction import PredictionService
-from tlserve.server.registry import Registry
 from tlserve.server.runtime import SessionFactory
 from tlserve.server.security.setup import build_security, exposed_hosts
 from tlserve.server.settings import ServerSettings
@@ -66,7 +65,7 @@ class TlserveServer:
         self.security = build_security(settings)
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServerMetrics(self.metrics_registry)
-        self.registry = Registry.local(settings.registry_path)
+        self.registry = settings.open_registry()
         self.sessions = SessionFactory(settings.execution_provider, settings.intra_op_threads)
         self.slot = ModelSlot(
             self.registry,

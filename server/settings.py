@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tlserve.server.registry import Registry
+
 ExecutionProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
 NewClassPolicy = Literal["open", "quarantine", "closed"]
 RoleName = Literal["none", "predict", "label", "admin"]
@@ -65,7 +67,20 @@ class DeploymentSettings(FileSettings):
     """Root of the embedded deployment: the registry and the SQLite store live below it."""
 
     registry_dir: Path | None = None
-    """Model registry folder; defaults to `<data_dir>/registry`."""
+    """Model registry folder; defaults to `<data_dir>/registry`. Unused with `registry_url`."""
+
+    registry_url: str = ""
+    """`s3://bucket[/prefix]`: the registry on S3-compatible object storage (the default for
+    more than one replica; needs `tlserve[s3]`); empty for the folder. Credentials and
+    region come from the standard AWS chain (env, config files, IRSA, instance role)."""
+
+    s3_endpoint_url: str = ""
+    """Endpoint of an S3-compatible service (MinIO, GCS's XML API); empty for AWS itself or
+    whatever `AWS_ENDPOINT_URL` names."""
+
+    registry_cache_dir: Path | None = None
+    """Local cache of model files read from object storage, by sha256; defaults to
+    `<data_dir>/registry-cache`."""
 
     store_url: str = ""
     """Feedback store: empty for SQLite at `<data_dir>/feedback.sqlite3`, `sqlite:///PATH`, or a
@@ -84,6 +99,17 @@ class DeploymentSettings(FileSettings):
     @property
     def registry_path(self) -> Path:
         return self.registry_dir if self.registry_dir is not None else self.data_dir / "registry"
+
+    def open_registry(self) -> Registry:
+        """The registry these settings name: object storage or the folder."""
+        if not self.registry_url:
+            return Registry.local(self.registry_path)
+        from tlserve.server.registry.s3 import S3Storage  # noqa: PLC0415 (tlserve[s3])
+
+        cache = self.registry_cache_dir or self.data_dir / "registry-cache"
+        return Registry(
+            S3Storage(self.registry_url, cache_dir=cache, endpoint_url=self.s3_endpoint_url or None)
+        )
 
     @property
     def resolved_store_url(self) -> str:

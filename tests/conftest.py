@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from examples.colour_model import publish_colour_version
+from tests.s3 import MotoServer
 from tests.support import ServerThread
 from tlserve.server.registry import Registry
 
@@ -50,3 +51,13 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     card = json.loads(card_path(target).read_text())
     assert card["digits"] == list(range(10)) and card["source_rows"] == 2500
     return target
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """A real S3 protocol server (moto's standalone server), one per test session."""
+    server = MotoServer()
+    try:
+        yield server
+    finally:
+        server.stop()

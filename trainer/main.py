@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             report = pretrain_digits(target, epochs=args.epochs, seed=settings.seed)
             print(json.dumps({"model": str(target), "cut_layer": CUT_LAYER, **report}))
             return 0
-        registry = Registry.local(settings.registry_path)
+        registry = settings.open_registry()
         if args.command == "export":
             return _export(registry, args.version, args.output)
         store = open_store(settings.resolved_store_url)

@@ -265,7 +265,7 @@ class Registry:
     def _read_verified(self, key: str, expected: str, what: str) -> bytes:
         name = key.rsplit("/", 1)[-1]
         try:
-            data = self.storage.read(key)
+            data = self.storage.read_content(key, expected)
         except MissingObject:
             raise ModelRejected(f"{what}: file {name} is missing") from None
         actual = hashlib.sha256(data).hexdigest()

@@ -42,6 +42,11 @@ class RegistryStorage(ABC):
     def read(self, key: str) -> bytes:
         """The object's bytes; MissingObject when there is none."""
 
+    def read_content(self, key: str, sha256: str) -> bytes:
+        """`read`, for a file whose sha256 the caller knows (and checks): object storage
+        serves it from a local cache by that hash; a folder needs none."""
+        return self.read(key)
+
     @abstractmethod
     def exists(self, key: str) -> bool:
         """Whether an object is stored under the key."""
