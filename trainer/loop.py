@@ -78,51 +78,57 @@ class TrainerLoop:
         return None
 
     def run_once(self, reason: str) -> RunRecord:
+        """One run now, whatever is due."""
         with self.store.training_lock():
-            before = self.report()
-            requests = [request_id for request_id, _ in self.store.pending_training_requests()]
-            newest = self.store.last_label_seq()
-            self._write(
-                replace(before, state=TrainerState.TRAINING, activity=f"training ({reason})")
+            return self._run_locked(reason)
+
+    def run_if_due(self) -> RunRecord | None:
+        """A run if one is still due once this replica holds the training lock; None when
+        another replica ran on these labels meanwhile (so two trainers train once)."""
+        with self.store.training_lock():
+            reason = self.due()
+            return self._run_locked(reason) if reason else None
+
+    def _run_locked(self, reason: str) -> RunRecord:
+        before = self.report()
+        requests = [request_id for request_id, _ in self.store.pending_training_requests()]
+        newest = self.store.last_label_seq()
+        self._write(replace(before, state=TrainerState.TRAINING, activity=f"training ({reason})"))
+        record = self.trainer.run_once(reason)
+        self.store.mark_training_requests(requests, record.run_id)
+        if self.metrics is not None:
+            self.metrics.observe(record)
+        self._last_run_at = time.monotonic()
+        trained = before.trained_label_seq
+        if record.result in (RunResult.PROMOTED, RunResult.REJECTED):
+            trained = record.label_seq
+        self._write(
+            TrainerReport(
+                state=_state_after(record),
+                activity=_outcome(record),
+                last_run=RunSummary(
+                    run_id=record.run_id,
+                    result=record.result.value,
+                    reasons=tuple(record.reasons),
+                    version=record.version,
+                    finished_at=time.time(),
+                    labels=int(record.dataset.get("train", 0) + record.dataset.get("holdout", 0)),
+                ),
+                waiting_classes=record.dataset.get("waiting", {}),
+                trained_label_seq=trained,
+                attempted_label_seq=max(newest, record.label_seq),
             )
-            record = self.trainer.run_once(reason)
-            self.store.mark_training_requests(requests, record.run_id)
-            if self.metrics is not None:
-                self.metrics.observe(record)
-            self._last_run_at = time.monotonic()
-            trained = before.trained_label_seq
-            if record.result in (RunResult.PROMOTED, RunResult.REJECTED):
-                trained = record.label_seq
-            self._write(
-                TrainerReport(
-                    state=_state_after(record),
-                    activity=_outcome(record),
-                    last_run=RunSummary(
-                        run_id=record.run_id,
-                        result=record.result.value,
-                        reasons=tuple(record.reasons),
-                        version=record.version,
-                        finished_at=time.time(),
-                        labels=int(
-                            record.dataset.get("train", 0) + record.dataset.get("holdout", 0)
-                        ),
-                    ),
-                    waiting_classes=record.dataset.get("waiting", {}),
-                    trained_label_seq=trained,
-                    attempted_label_seq=max(newest, record.label_seq),
-                )
-            )
-            if record.result == RunResult.PROMOTED:
-                self.registry.retain(self.settings.keep_versions)
+        )
+        if record.result == RunResult.PROMOTED:
+            self.registry.retain(self.settings.keep_versions)
         return record
 
     def run_forever(self, stop: Any = None) -> None:
         """Poll until `stop` (a threading.Event) is set."""
         while stop is None or not stop.is_set():
             try:
-                reason = self.due()
-                if reason:
-                    self.run_once(reason)
+                if self.due():  # checked without the lock first: polling stays cheap
+                    self.run_if_due()
                 elif time.monotonic() - self._reported_at >= HEARTBEAT_SECONDS:
                     self._write(self.report())  # the heartbeat: "still here"
             except Exception:
