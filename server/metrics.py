@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -28,6 +36,7 @@ class ServerMetrics:
     """Every metric the serving path records; one instance per server."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        add_process_collectors(registry)
         self.registry = registry
         self.requests = Counter(
             "tlserve_requests",
@@ -153,7 +162,32 @@ class ServerMetrics:
         self.requests.labels(protocol=protocol, method=method, code=code).inc()
         self.request_seconds.labels(protocol=protocol, method=method, code=code).observe(seconds)
 
+    def forget_versions_except(self, keep: set[str]) -> None:
+        """Drop the per-version series of versions no longer served (kept: the served one
+        and the one it replaced), so a long-lived server does not grow a series per version."""
+        per_version: list[tuple[Gauge | Counter, tuple[str, ...]]] = [
+            (self.live_accuracy, ("version",)),
+            (self.live_feedback, ("version", "outcome")),
+        ]
+        for metric, names in per_version:
+            present = {
+                tuple(sample.labels[name] for name in names)
+                for family in metric.collect()
+                for sample in family.samples
+            }
+            for labels in present:
+                if labels[0] not in keep:
+                    metric.remove(*labels)
+
     def set_served_model(self, version: str, backbone_id: str, providers: list[str]) -> None:
         self.model_info.clear()
         provider = providers[0] if providers else "unknown"
         self.model_info.labels(version=version, backbone=backbone_id[:12], provider=provider).set(1)
+
+
+def add_process_collectors(registry: CollectorRegistry) -> None:
+    """process_* (CPU, memory, open files), python_info and python_gc_* on an injected
+    registry: prometheus_client puts them on its default registry only."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)

@@ -382,6 +382,7 @@ class ModelSlot:
         if old is not None:
             old.retire()
         self.metrics.set_served_model(model.version, model.backbone.id, model.providers)
+        self.metrics.forget_versions_except({model.version, *([old.version] if old else [])})
         newest_label_at = model.manifest.raw.get("dataset", {}).get("newest_label_at")
         if isinstance(newest_label_at, int | float) and newest_label_at > 0:
             self.metrics.feedback_to_serve.observe(max(0.0, time.time() - newest_label_at))

@@ -9,6 +9,7 @@ import urllib.request
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from examples.colour_model import publish_colour_version
 from tests.support import ServerThread, solid_image
 from tlserve.clients import TlserveClient
 from tlserve.proto import classifier_pb2 as pb
@@ -77,3 +78,31 @@ def test_metrics_endpoint_reports_the_serving_path(served: ServerThread) -> None
         (served.registry.current(), "CPUExecutionProvider", 1.0)
     ]
     assert value(samples, "tlserve_requests_in_flight", protocol="grpc", method="Predict") == 0
+
+
+def test_process_series_and_no_series_for_retired_versions(served: ServerThread) -> None:
+    first = served.registry.current()
+    assert first is not None
+    with TlserveClient(served.target) as client:
+        answered = client.predict_one(solid_image("red"))
+        client.submit_feedback("red", prediction_id=answered.prediction_id)
+        samples = scrape(served)
+        assert value(samples, "tlserve_live_accuracy", version=first) == 1.0
+        assert value(samples, "process_resident_memory_bytes") > 0
+        assert value(samples, "process_cpu_seconds_total") > 0
+        assert ("implementation" in samples["python_info"][0][0]) is True
+        # Two newer versions: the first is neither served nor the one replaced.
+        for _ in range(2):
+            version = publish_colour_version(served.registry)
+            served.wait_for_version(version)
+    samples = scrape(served)
+    assert not [
+        labels
+        for labels, _ in samples.get("tlserve_live_accuracy", [])
+        if labels["version"] == first
+    ]
+    assert not [
+        labels
+        for labels, _ in samples.get("tlserve_live_feedback_total", [])
+        if labels["version"] == first
+    ]

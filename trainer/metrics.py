@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from tlserve.server.metrics import add_process_collectors
 from tlserve.server.training_status import TrainerReport, TrainerState
 from tlserve.trainer.pipeline import RunRecord, RunResult
 
@@ -11,6 +12,7 @@ from tlserve.trainer.pipeline import RunRecord, RunResult
 class TrainerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        add_process_collectors(registry)
         self.runs = Counter(
             "tlserve_trainer_runs",
             "Training runs by result: promoted, rejected (gate), skipped (data), failed.",
