@@ -59,7 +59,7 @@ class LabelPage:
         return [self._to_page, self._file]
 
     async def _to_page(self, request: web.Request) -> web.StreamResponse:
-        raise web.HTTPFound(PAGE_PATH)
+        return web.Response(status=302, headers={"Location": PAGE_PATH})
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         asset = self._assets.get(request.match_info.get("name", "index.html"))
