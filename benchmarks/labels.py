@@ -49,7 +49,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.common import write_report  # noqa: E402
 from examples.demo import pretrain, processes, wait_live  # noqa: E402
-from examples.odd_even import suggested  # noqa: E402
+from examples.odd_even import pick  # noqa: E402
 from tlserve.clients import TlserveClient  # noqa: E402
 from tlserve.trainer.mnist import load_digits, split_halves  # noqa: E402
 
@@ -138,20 +138,6 @@ def wait_trained(client: TlserveClient, since: float, timeout: float = 300) -> s
     raise TimeoutError(f"the trainer did not run on every label within {timeout:.0f}s")
 
 
-def pick(
-    client: TlserveClient,
-    task: Task,
-    labeled: set[int],
-    strategy: str,
-    count: int,
-    rng: np.random.Generator,
-) -> list[tuple[int, str]]:
-    unlabeled = [int(i) for i in task.pool if int(i) not in labeled]
-    if strategy == "random":
-        return [(int(i), "") for i in rng.permutation(unlabeled)[:count]]
-    return suggested(client, unlabeled, task.png, count, strategy)
-
-
 def run(task: Task, strategy: str, seed: int, model: Path) -> dict[str, Any]:
     data_dir = WORK / f"{task.name}-{strategy}-{seed}"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -167,7 +153,9 @@ def run(task: Task, strategy: str, seed: int, model: Path) -> dict[str, Any]:
         for round_index, checkpoint in enumerate(task.checkpoints):
             alive()
             if round_index > 0:
-                batch = pick(client, task, labeled, strategy, checkpoint - len(labeled), rng)
+                batch = pick(
+                    client, task.pool, labeled, checkpoint - len(labeled), rng, task.png, strategy
+                )
             # Suggestions of an image labeled before, or twice in one reply (must stay 0).
             repeats = sum(i in labeled for i, _ in batch) + len(batch) - len(dict(batch))
             sent = time.time()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,7 +111,15 @@ def label_rounds(
     for round_index in range(rounds + 1):
         if round_index > 0:
             answered_by = client.get_model().version
-            batch = _pick(client, task, labeled, strategy, round_labels, rng)
+            batch = pick(
+                client,
+                task.pool,
+                labeled,
+                round_labels,
+                rng,
+                lambda i: png(task.images[i]),
+                "random" if strategy == "random" else "balanced",
+            )
         for digit, prediction_id in batch:
             label = parity(task.digits[digit])
             if prediction_id:
@@ -128,18 +136,21 @@ def label_rounds(
         yield Round(len(labeled), version, accuracy, live, waited, predictions)
 
 
-def _pick(
+def pick(
     client: TlserveClient,
-    task: Task,
+    pool: Iterable[int],
     labeled: set[int],
-    strategy: str,
     count: int,
     rng: np.random.Generator,
+    png_of: Callable[[int], bytes],
+    strategy: str = "balanced",
 ) -> list[tuple[int, str]]:
-    unlabeled = [int(i) for i in task.pool if int(i) not in labeled]
+    """`count` pool indices not labeled yet, with their prediction ids (empty at random):
+    at random (`strategy` "random"), else the ones SuggestLabels picks with `strategy`."""
+    unlabeled = [int(i) for i in pool if int(i) not in labeled]
     if strategy == "random":
         return [(int(i), "") for i in rng.permutation(unlabeled)[:count]]
-    return suggested(client, unlabeled, lambda i: png(task.images[i]), count)
+    return suggested(client, unlabeled, png_of, count, strategy)
 
 
 def suggested(
