@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from examples.colour_model import publish_colour_version
-from tests.support import ServerThread, http_call, label_samples, solid_image
+from tests.support import HttpReply, ServerThread, http_call, label_samples, solid_image
 from tlserve.clients import TlserveClient
 from tlserve.clients.errors import ApiError as ClientError
 
@@ -34,14 +34,13 @@ def labeled(tmp_path: Path) -> Iterator[ServerThread]:
         server.stop()
 
 
-def _json(server: ServerThread, path: str, token: str, body: object | None = None) -> object:
-    reply = http_call(
+def _json(server: ServerThread, path: str, token: str, body: object | None = None) -> HttpReply:
+    return http_call(
         f"{server.http_url}{path}",
         "POST" if body is not None else "GET",
         json.dumps(body).encode() if body is not None else None,
         {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
-    return reply
 
 
 def test_undo_over_grpc_takes_the_label_out_and_only_its_labeler_may(
@@ -99,19 +98,19 @@ def test_undo_and_labels_added_over_http(labeled: ServerThread) -> None:
     ).json()
     prediction_id = predicted["predictions"][0]["prediction_id"]
     stored = _json(labeled, "/v1/feedback", ANN, {"label": "red", "prediction_id": prediction_id})
-    sample_id = stored.json()["sample_id"]  # type: ignore[attr-defined]
+    sample_id = stored.json()["sample_id"]
     today = _json(labeled, f"/v1/labels?added_after={time.time() - 60}", ANN)
-    assert today.json()["labels_added"] == 1  # type: ignore[attr-defined]
-    assert "labels_added" not in _json(labeled, "/v1/labels", ANN).json()  # type: ignore[attr-defined]
+    assert today.json()["labels_added"] == 1
+    assert "labels_added" not in _json(labeled, "/v1/labels", ANN).json()
 
     refused = _json(labeled, "/v1/labels/retract", BOB, {"sample_id": sample_id})
-    assert refused.status == 403  # type: ignore[attr-defined]
+    assert refused.status == 403
     undone = _json(labeled, "/v1/labels/retract", ANN, {"sample_id": sample_id})
-    assert undone.json() == {"sample_id": sample_id, "retracted_label": "red"}  # type: ignore[attr-defined]
+    assert undone.json() == {"sample_id": sample_id, "retracted_label": "red"}
     gone = _json(labeled, "/v1/labels/retract", ANN, {"sample_id": sample_id})
-    assert gone.status == 404 and "retracted already" in gone.json()["error"]  # type: ignore[attr-defined]
+    assert gone.status == 404 and "retracted already" in gone.json()["error"]
     bad_time = _json(labeled, "/v1/labels?added_after=yesterday", ANN)
-    assert bad_time.status == 400 and "must be a number" in bad_time.json()["error"]  # type: ignore[attr-defined]
+    assert bad_time.status == 400 and "must be a number" in bad_time.json()["error"]
 
 
 def test_the_page_is_served_open_with_a_strict_policy(labeled: ServerThread) -> None:

@@ -31,7 +31,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -52,6 +52,7 @@ from tlserve.server.prediction import ImageInput
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 _FEEDBACK_PARTS = ("image", "label", "idempotency_key", "source")
 # The probes (the Kubernetes manifests point at them): open without credentials.
 LIVE_PATH = "/v2/health/live"
@@ -382,36 +383,37 @@ async def _read_parts(request: web.Request, max_parts: int) -> list[tuple[str, b
     return fields
 
 
-def _int_query(request: web.Request, name: str, default: int) -> int:
-    value = request.query.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidInput(
-            f"query parameter {name} must be an integer, got {quoted(value, 32)}"
-        ) from None
-
-
-def _float_query(request: web.Request, name: str) -> float | None:
+def _query(request: web.Request, name: str, parse: Callable[[str], T], accepted: str) -> T | None:
+    """The query parameter parsed, None when absent or empty; InvalidInput naming what is
+    `accepted` when `parse` raises ValueError."""
     value = request.query.get(name)
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        return parse(value)
     except ValueError:
         raise InvalidInput(
-            f"query parameter {name} must be a number, got {quoted(value, 32)}"
+            f"query parameter {name} must be {accepted}, got {quoted(value, 32)}"
         ) from None
 
 
-def _bool_query(request: web.Request, name: str, default: bool) -> bool:
-    value = request.query.get(name)
-    if value is None or value == "":
-        return default
+def _boolean(value: str) -> bool:
     if value.lower() in ("1", "true", "yes"):
         return True
     if value.lower() in ("0", "false", "no"):
         return False
-    raise InvalidInput(f"query parameter {name} must be true or false, got {quoted(value, 32)}")
+    raise ValueError(value)
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    parsed = _query(request, name, int, "an integer")
+    return default if parsed is None else parsed
+
+
+def _float_query(request: web.Request, name: str) -> float | None:
+    return _query(request, name, float, "a number")
+
+
+def _bool_query(request: web.Request, name: str, default: bool) -> bool:
+    parsed = _query(request, name, _boolean, "true or false")
+    return default if parsed is None else parsed
