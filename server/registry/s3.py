@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
 from tlserve.server.fsutil import atomic_write_bytes
 from tlserve.server.registry.storage import (
     MissingObject,
@@ -68,9 +72,6 @@ class S3Storage(RegistryStorage):
         self.cache_dir = cache_dir
         self.partial_age_seconds = partial_age_seconds
         if client is None:
-            import boto3  # noqa: PLC0415 (an extra: tlserve[s3])
-            from botocore.config import Config  # noqa: PLC0415
-
             client = boto3.client(
                 "s3",
                 endpoint_url=endpoint_url,
@@ -107,24 +108,11 @@ class S3Storage(RegistryStorage):
 
     # ---- requests --------------------------------------------------------------
 
-    def _error_code(self, error: Exception) -> str:
-        response = getattr(error, "response", None) or {}
-        return str(response.get("Error", {}).get("Code", ""))
-
-    def _status(self, error: Exception) -> int:
-        response = getattr(error, "response", None) or {}
-        return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-    def _client_error(self) -> type[Exception]:
-        from botocore.exceptions import ClientError  # noqa: PLC0415
-
-        return ClientError
-
     def _head(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
-        except self._client_error() as error:
-            if self._status(error) == 404:
+        except ClientError as error:
+            if _status(error) == 404:
                 return False
             raise StorageError(f"HEAD {key} failed: {error}") from None
         return True
@@ -132,8 +120,8 @@ class S3Storage(RegistryStorage):
     def _get(self, key: str) -> bytes:
         try:
             reply = self.client.get_object(Bucket=self.bucket, Key=key)
-        except self._client_error() as error:
-            if self._error_code(error) in ("NoSuchKey", "404"):
+        except ClientError as error:
+            if _error_code(error) in ("NoSuchKey", "404"):
                 raise MissingObject(key) from None
             raise StorageError(f"GET {key} failed: {error}") from None
         return bytes(reply["Body"].read())
@@ -211,8 +199,8 @@ class S3Storage(RegistryStorage):
                 Body=json.dumps(document, sort_keys=True).encode(),
                 IfNoneMatch="*",
             )
-        except self._client_error() as error:
-            if self._status(error) in (409, 412):
+        except ClientError as error:
+            if _status(error) in (409, 412):
                 return False
             raise StorageError(f"publishing {prefix} failed: {error}") from None
         with self._lock:
@@ -246,10 +234,10 @@ class S3Storage(RegistryStorage):
         extra = {"IfNoneMatch": known[0]} if known else {}
         try:
             reply = self.client.get_object(Bucket=self.bucket, Key=key, **extra)
-        except self._client_error() as error:
-            if self._status(error) == 304 and known:
+        except ClientError as error:
+            if _status(error) == 304 and known:
                 return known
-            if self._error_code(error) in ("NoSuchKey", "404"):
+            if _error_code(error) in ("NoSuchKey", "404"):
                 with self._lock:
                     self._pointers.pop(name, None)
                 return None, None
@@ -269,8 +257,8 @@ class S3Storage(RegistryStorage):
             reply = self.client.put_object(
                 Bucket=self.bucket, Key=self._key(segment), Body=value, **condition
             )
-        except self._client_error() as error:
-            if self._status(error) in (409, 412):
+        except ClientError as error:
+            if _status(error) in (409, 412):
                 raise PointerChanged(f"{segment} changed while it was being set") from None
             raise StorageError(f"setting {segment} failed: {error}") from None
         with self._lock:
@@ -301,3 +289,11 @@ class S3Storage(RegistryStorage):
                     self._delete_all(f"{folder}{name}/")
                     removed.append(f"{kind}/{name}")
         return removed
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _status(error: ClientError) -> int:
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
