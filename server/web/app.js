@@ -20,7 +20,7 @@ const state = {
   skipped: new Set(JSON.parse(sessionStorage.getItem("tlserve.skipped") || "[]")),
   done: new Set(), // prediction ids labeled from this page (the server hides them anyway)
   servedVersion: null,
-  curveVersions: "",
+  curveSignature: "",
   loading: false,
 };
 
@@ -382,6 +382,7 @@ document.addEventListener("keydown", (event) => {
   const undoChord = (event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z";
   if ((event.ctrlKey || event.metaKey || event.altKey) && !undoChord) return;
   const card = state.cards[state.focus];
+  const keyed = event.key.length === 1 ? classOfKey(event.key) : undefined;
   let handled = true;
   if (undoChord || event.key === "Backspace") undo();
   else if (event.key === "/") $("new-class").focus();
@@ -389,7 +390,7 @@ document.addEventListener("keydown", (event) => {
   else if (event.key === "Enter" && card) labelCard(card, card.top[0].label);
   else if (event.key === "ArrowRight" || event.key === "ArrowDown") setFocus(state.focus + 1);
   else if (event.key === "ArrowLeft" || event.key === "ArrowUp") setFocus(state.focus - 1);
-  else if (event.key.length === 1 && classOfKey(event.key)) labelFocused(classOfKey(event.key).label);
+  else if (keyed) labelFocused(keyed.label);
   else handled = false;
   if (handled) event.preventDefault();
 });
@@ -449,8 +450,8 @@ async function refreshCurve() {
   }
   const models = listing.models.filter((m) => !m.error);
   const signature = models.map((m) => `${m.version}:${m.live_feedback_count}`).join() + listing.current_version;
-  if (signature === state.curveVersions) return;
-  state.curveVersions = signature;
+  if (signature === state.curveSignature) return;
+  state.curveSignature = signature;
   drawCurve(models, listing.current_version);
 }
 
