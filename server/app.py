@@ -33,6 +33,7 @@ from tlserve.server.core import ServingCore
 from tlserve.server.drain import InFlight
 from tlserve.server.errors import StartupError
 from tlserve.server.feedback import FeedbackLimits, FeedbackService
+from tlserve.server.fsutil import require_writable
 from tlserve.server.imaging import ImageLimits
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.loop_lag import LoopLagMonitor
@@ -65,6 +66,8 @@ class TlserveServer:
         self.security = build_security(settings)
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ServerMetrics(self.metrics_registry)
+        for folder, setting in settings.folders_to_write():
+            require_writable(folder, setting)
         self.registry = settings.open_registry()
         self.sessions = SessionFactory(settings.execution_provider, settings.intra_op_threads)
         self.slot = ModelSlot(

@@ -85,5 +85,10 @@ class PermissionDenied(TlserveError):
     """A valid credential whose role does not allow the call."""
 
 
+class NotWritable(TlserveError):
+    """What the call must change is read-only to this process (a registry volume owned by
+    another uid, a read-only mount, a bucket policy): a deployment fault, not the caller's."""
+
+
 class ModelRejected(TlserveError):
     """A published version failed verification and will not be served."""

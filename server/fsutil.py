@@ -1,10 +1,13 @@
-"""Crash-safe file writes: temp file + fsync + rename, then fsync the directory."""
+"""Crash-safe file writes (temp file + fsync + rename, then fsync the directory), and the
+start-up check that a folder can be written at all."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+from tlserve.server.errors import StartupError
 
 
 def fsync_dir(path: Path) -> None:
@@ -40,3 +43,18 @@ def write_and_sync(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def require_writable(folder: Path, setting: str) -> None:
+    """Create `folder` if needed and prove a file can be made in it; otherwise StartupError
+    naming the folder, this process's uid and the setting that placed it. A container's
+    user meeting a volume owned by root fails here, at start, not on its first write."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise StartupError(
+            f"{folder} is not writable by uid {os.geteuid()} ({exc.strerror}); mount a "
+            f"volume this user may write there (a pod's fsGroup, `chown`) or set {setting}"
+        ) from None

@@ -111,6 +111,22 @@ class DeploymentSettings(FileSettings):
             S3Storage(self.registry_url, cache_dir=cache, endpoint_url=self.s3_endpoint_url or None)
         )
 
+    def folders_to_write(self) -> list[tuple[Path, str]]:
+        """The local folders this process writes, each with the setting that places it."""
+        folders = []
+        if not self.store_url:
+            folders.append((self.data_dir, "TLSERVE_DATA_DIR"))
+        elif self.store_url.startswith("sqlite:///"):
+            folders.append(
+                (Path(self.store_url.removeprefix("sqlite:///")).parent, "TLSERVE_STORE_URL")
+            )
+        if self.registry_url:
+            if self.registry_cache_dir is None:
+                folders.append((self.data_dir / "registry-cache", "TLSERVE_DATA_DIR"))
+            else:
+                folders.append((self.registry_cache_dir, "TLSERVE_REGISTRY_CACHE_DIR"))
+        return folders
+
     @property
     def resolved_store_url(self) -> str:
         return self.store_url or f"sqlite:///{(self.data_dir / 'feedback.sqlite3').resolve()}"

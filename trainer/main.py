@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tlserve.clients.command import OneLineErrors, needs_extra, version_string
-from tlserve.server.errors import TlserveError
+from tlserve.server.errors import StartupError, TlserveError
+from tlserve.server.fsutil import require_writable
 
 
 @contextmanager
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             report = pretrain_digits(target, epochs=args.epochs, seed=settings.seed)
             print(json.dumps({"model": str(target), "cut_layer": CUT_LAYER, **report}))
             return 0
+        if args.command in ("run", "once"):
+            for folder, setting in settings.folders_to_write():
+                require_writable(folder, setting)
         registry = settings.open_registry()
         if args.command == "export":
             return _export(registry, args.version, args.output)
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run(loop, settings, metrics_registry)
         finally:
             store.close()
-    except (TrainerError, TlserveError) as exc:
+    except (TrainerError, TlserveError, StartupError) as exc:
         print(f"tlserve-trainer: error: {exc}", file=sys.stderr)
         return 1
 

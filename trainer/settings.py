@@ -4,6 +4,7 @@ the server) or a TOML file. Nothing is read at import time."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -135,3 +136,12 @@ class TrainerSettings(DeploymentSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the trainer process."""
+
+    def folders_to_write(self) -> list[tuple[Path, str]]:
+        """The store's and cache's folders, and the trainer's own: run records under the data
+        folder, and the registry it publishes to when that is a folder."""
+        folders = [*super().folders_to_write(), (self.data_dir, "TLSERVE_DATA_DIR")]
+        if not self.registry_url:
+            setting = "TLSERVE_REGISTRY_DIR" if self.registry_dir else "TLSERVE_DATA_DIR"
+            folders.append((self.registry_path, setting))
+        return folders

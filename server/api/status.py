@@ -23,6 +23,7 @@ GRPC_STATUS: dict[type[errors.TlserveError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.NoModel: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ModelRejected: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.NotWritable: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.Conflict: grpc.StatusCode.ABORTED,
@@ -39,6 +40,8 @@ HTTP_STATUS: dict[type[errors.TlserveError], HTTPStatus] = {
     # Nothing to serve yet: the server is up but not ready, as its readiness probe says.
     errors.NoModel: HTTPStatus.SERVICE_UNAVAILABLE,
     errors.ModelRejected: HTTPStatus.CONFLICT,
+    # This replica cannot make the change; the operator must fix its volume or policy.
+    errors.NotWritable: HTTPStatus.SERVICE_UNAVAILABLE,
     errors.Unavailable: HTTPStatus.SERVICE_UNAVAILABLE,
     errors.AlreadyExists: HTTPStatus.CONFLICT,
     errors.Conflict: HTTPStatus.CONFLICT,

@@ -18,20 +18,29 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tlserve.server.errors import Conflict, InvalidInput, ModelRejected, NotFound, quoted
+from tlserve.server.errors import (
+    Conflict,
+    InvalidInput,
+    ModelRejected,
+    NotFound,
+    NotWritable,
+    quoted,
+)
 from tlserve.server.imaging import InputSpec, ResizePolicy
 from tlserve.server.registry.local import LocalFolderStorage
 from tlserve.server.registry.storage import (
     MissingObject,
     PointerChanged,
     RegistryStorage,
+    WriteRefused,
 )
 from tlserve.server.store.labels import normalize_label
 
@@ -40,6 +49,17 @@ MODEL_FORMAT = "tlserve.model/v1"
 BACKBONE_FORMAT = "tlserve.backbone/v1"
 _VERSION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@contextmanager
+def _writing() -> Iterator[None]:
+    try:
+        yield
+    except WriteRefused as exc:
+        raise NotWritable(
+            f"the registry is not writable here: {exc}; give this process write access "
+            "(its uid, or the pod's fsGroup) or make the change where it has it"
+        ) from None
 
 
 def new_version_id(now: datetime | None = None) -> str:
@@ -277,6 +297,7 @@ class Registry:
 
     # ---- writing -------------------------------------------------------------
 
+    @_writing()
     def publish_backbone(
         self,
         onnx_bytes: bytes,
@@ -307,6 +328,7 @@ class Registry:
             return self.backbone_manifest(backbone_id)
         return manifest
 
+    @_writing()
     def publish_version(
         self,
         *,
@@ -358,6 +380,7 @@ class Registry:
             raise Conflict(f"version {version} is already published; versions are immutable")
         return version
 
+    @_writing()
     def set_current(self, version: str, *, expected: str | _Any | None = ANY) -> None:
         """Point CURRENT at a published version.
 
@@ -385,10 +408,12 @@ class Registry:
                 continue
         raise Conflict(f"CURRENT kept changing; {version} was not set")
 
+    @_writing()
     def remove_partials(self) -> list[str]:
         """Clear what a crashed publication left behind."""
         return self.storage.remove_partials()
 
+    @_writing()
     def retain(self, keep_versions: int) -> list[str]:
         """Keep the newest versions, CURRENT and the version it replaced, and every backbone
         a kept version uses; delete the rest. Returns the deleted versions."""

@@ -9,19 +9,23 @@ Every read resolves inside the root: a symlink pointing out of it reads as missi
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from tlserve.server.fsutil import atomic_write_bytes, fsync_dir, write_and_sync
 from tlserve.server.registry.storage import (
     MissingObject,
     PointerChanged,
     RegistryStorage,
+    WriteRefused,
     check_key,
 )
 
@@ -29,6 +33,32 @@ from tlserve.server.registry.storage import (
 # uid (a trainer pod and server pods often run as different users).
 _FILE_MODE = 0o644
 _DIR_MODE = 0o755
+# A write refused by the file system itself rather than failing midway.
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _writing(
+    method: Callable[Concatenate[LocalFolderStorage, P], R],
+) -> Callable[Concatenate[LocalFolderStorage, P], R]:
+    """A refused write becomes WriteRefused naming the folder and this process's uid: the
+    usual cause is a container user meeting a volume owned by someone else."""
+
+    @functools.wraps(method)
+    def wrapper(self: LocalFolderStorage, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            if exc.errno not in _REFUSED:
+                raise
+            raise WriteRefused(
+                f"{self.describe()} is not writable by uid {os.geteuid()} "
+                f"({exc.strerror}: {exc.filename})"
+            ) from exc
+
+    return wrapper
 
 
 class LocalFolderStorage(RegistryStorage):
@@ -67,6 +97,7 @@ class LocalFolderStorage(RegistryStorage):
             return []
         return [entry.name for entry in folder.iterdir() if not entry.name.startswith(".")]
 
+    @_writing
     def publish(self, prefix: str, files: Mapping[str, bytes]) -> bool:
         *parents, name = check_key(prefix)
         parent = self.root.joinpath(*parents)
@@ -99,6 +130,7 @@ class LocalFolderStorage(RegistryStorage):
         fsync_dir(parent)
         return True
 
+    @_writing
     def delete(self, prefix: str) -> None:
         *parents, name = check_key(prefix)
         parent = self.root.joinpath(*parents)
@@ -116,6 +148,7 @@ class LocalFolderStorage(RegistryStorage):
         except MissingObject:
             return None
 
+    @_writing
     def compare_and_set_pointer(self, name: str, expected: bytes | None, value: bytes) -> None:
         (segment,) = check_key(name)
         with self._locked(segment):
@@ -124,6 +157,7 @@ class LocalFolderStorage(RegistryStorage):
                 raise PointerChanged(f"{segment} changed since it was read")
             atomic_write_bytes(self.root / segment, value, mode=_FILE_MODE)
 
+    @_writing
     def remove_partials(self) -> list[str]:
         removed = []
         for parent in [self.root, *(p for p in self.root.iterdir() if p.is_dir())]:

@@ -22,7 +22,8 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from tlserve.server.registry.storage import (
     PointerChanged,
     RegistryStorage,
     StorageError,
+    WriteRefused,
     check_key,
 )
 
@@ -185,9 +187,10 @@ class S3Storage(RegistryStorage):
             return False
         for relative, data in files.items():
             check_key(relative)
-            self.client.put_object(
-                Bucket=self.bucket, Key=f"{self._key(prefix)}/{relative}", Body=data
-            )
+            with self._writing():
+                self.client.put_object(
+                    Bucket=self.bucket, Key=f"{self._key(prefix)}/{relative}", Body=data
+                )
         document = {
             "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
@@ -202,7 +205,7 @@ class S3Storage(RegistryStorage):
         except ClientError as error:
             if _status(error) in (409, 412):
                 return False
-            raise StorageError(f"publishing {prefix} failed: {error}") from None
+            raise self._write_failed(error, f"publishing {prefix}") from None
         with self._lock:
             self._published.add(prefix)
         return True
@@ -210,7 +213,8 @@ class S3Storage(RegistryStorage):
     def delete(self, prefix: str) -> None:
         check_key(prefix)
         # The marker goes first: from then on readers no longer see the group.
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(prefix) + MARKER_SUFFIX)
+        with self._writing():
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(prefix) + MARKER_SUFFIX)
         with self._lock:
             self._published.discard(prefix)
         self._delete_all(self._key(prefix) + "/")
@@ -260,9 +264,24 @@ class S3Storage(RegistryStorage):
         except ClientError as error:
             if _status(error) in (409, 412):
                 raise PointerChanged(f"{segment} changed while it was being set") from None
-            raise StorageError(f"setting {segment} failed: {error}") from None
+            raise self._write_failed(error, f"setting {segment}") from None
         with self._lock:
             self._pointers[segment] = (reply["ETag"], value)
+
+    def _write_failed(self, error: ClientError, what: str) -> StorageError:
+        if _status(error) == 403:
+            return WriteRefused(
+                f"{self.describe()} refused {what} ({_error_code(error)}): the credentials "
+                "need s3:PutObject and s3:DeleteObject on the registry's prefix"
+            )
+        return StorageError(f"{what} failed: {error}")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except ClientError as error:
+            raise self._write_failed(error, "a write") from None
 
     def remove_partials(self) -> list[str]:
         """Groups with objects but no marker, older than `partial_age_seconds` (an hour: a

@@ -23,6 +23,11 @@ class MissingObject(StorageError):
     """No object under the key (or it is not a plain object inside the storage)."""
 
 
+class WriteRefused(StorageError):
+    """This process may not write to the storage: folder permissions, a read-only mount or
+    a bucket policy. A deployment fault that no retry fixes; the message says where."""
+
+
 class PointerChanged(StorageError):
     """A compare-and-set lost: the pointer no longer holds the expected value."""
 
