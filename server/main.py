@@ -3,6 +3,7 @@
     tlserve-server [serve] [--config tlserve.toml] [--port N] [--data-dir DIR]
     tlserve-server export-data TARGET     (a folder, or a .tar / .tar.gz)
     tlserve-server import-data SOURCE     (a folder or tar written by export-data)
+    tlserve-server probe [live|ready]     exit 0 when this host's server is live / ready
 
 Settings come from TLSERVE_* environment variables and an optional TOML file;
 flags override both. SIGTERM/SIGINT drain in-flight requests before exiting.
@@ -14,7 +15,11 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
+import ssl
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from tlserve.clients.command import OneLineErrors, needs_extra, version_string
@@ -22,6 +27,7 @@ from tlserve.server.errors import StartupError
 from tlserve.server.security.errors import SecurityConfigError
 
 with needs_extra("server", "tlserve-server"):
+    from tlserve.server.api.http import LIVE_PATH, READY_PATH
     from tlserve.server.app import TlserveServer
     from tlserve.server.dataset import export_data, import_data
     from tlserve.server.imaging import ImageLimits
@@ -77,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         "import-data", help="load a data set written by export-data", parents=[common]
     )
     load.add_argument("source", type=Path)
+    probe = commands.add_parser(
+        "probe",
+        help="exit 0 when the server on this host is live (or ready); for HEALTHCHECK",
+        parents=[common],
+    )
+    probe.add_argument("state", nargs="?", choices=["live", "ready"], default="live")
     return parser
 
 
@@ -121,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command in ("export-data", "import-data"):
         return _move_data(args, settings)
+    if args.command == "probe":
+        return probe(settings, args.state)
     try:
         asyncio.run(serve(settings))
     except SecurityConfigError as exc:
@@ -130,6 +144,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tlserve-server: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def probe(settings: ServerSettings, state: str) -> int:
+    """Ask the server these settings describe, on this host, whether it is live or ready:
+    the HTTP health endpoints (over TLS when the server uses it; no credentials needed).
+    With the HTTP listener off, `live` is a connection to the gRPC port."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    if settings.http_port is None:
+        if state == "ready":
+            print("tlserve-server: `probe ready` needs the HTTP listener (TLSERVE_HTTP_PORT)")
+            return 2
+        try:
+            socket.create_connection((host, settings.port), timeout=5).close()
+        except OSError as exc:
+            print(f"tlserve-server: not live: gRPC port {host}:{settings.port}: {exc}")
+            return 1
+        return 0
+    secure = settings.tls_cert_file is not None
+    # Its own process on loopback: the certificate names the Service, not 127.0.0.1.
+    context = ssl._create_unverified_context() if secure else None
+    url = f"{'https' if secure else 'http'}://{host_for_url(host)}:{settings.http_port}"
+    url += READY_PATH if state == "ready" else LIVE_PATH
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=context) as reply:
+            reply.read()
+    except urllib.error.HTTPError as error:
+        print(f"tlserve-server: not {state}: {url} answered {error.code}")
+        return 1
+    except OSError as exc:
+        print(f"tlserve-server: not {state}: {url}: {getattr(exc, 'reason', exc)}")
+        return 1
+    return 0
+
+
+def host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _move_data(args: argparse.Namespace, settings: ServerSettings) -> int:

@@ -1,0 +1,67 @@
+"""`tlserve-server probe`, the containers' HEALTHCHECK: it reads the same TLSERVE_*
+settings as the server, and asks that server, on this host, whether it is live or ready."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ServerThread
+from tests.test_security import Pki, pki, tls_server  # noqa: F401 (fixtures)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def probe(server: ServerThread, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    assert server.server is not None
+    settings = {
+        "TLSERVE_HOST": "0.0.0.0",  # as in a container: the probe asks loopback
+        "TLSERVE_PORT": str(server.server.port),
+        "TLSERVE_HTTP_PORT": str(server.server.http_port),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "tlserve.server.main", "probe", *args],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], **settings},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_live_and_ready_over_http(served: ServerThread) -> None:
+    assert probe(served).returncode == 0
+    assert probe(served, "ready").returncode == 0
+
+
+def test_a_server_with_nothing_to_serve_is_live_but_not_ready(empty_server: ServerThread) -> None:
+    assert probe(empty_server, "live").returncode == 0
+    not_ready = probe(empty_server, "ready")
+    assert not_ready.returncode == 1
+    assert "not ready" in not_ready.stdout and "503" in not_ready.stdout
+
+
+def test_over_tls_without_credentials(tls_server: ServerThread, pki: Pki) -> None:  # noqa: F811
+    secured = {"TLSERVE_TLS_CERT_FILE": str(pki.server.cert)}
+    assert probe(tls_server, "ready", **secured).returncode == 0
+    # Plain HTTP against the TLS listener is not an answer.
+    assert probe(tls_server, "ready").returncode == 1
+
+
+def test_a_stopped_server_is_not_live_and_grpc_only_is_probed_on_its_port(
+    tmp_path: Path,
+) -> None:
+    server = ServerThread(tmp_path).start()
+    try:
+        assert probe(server, "live", TLSERVE_HTTP_PORT="none").returncode == 0
+        refused = probe(server, "ready", TLSERVE_HTTP_PORT="none")
+        assert refused.returncode == 2 and "TLSERVE_HTTP_PORT" in refused.stdout
+    finally:
+        server.stop()
+    down = probe(server, "live")
+    assert down.returncode == 1 and "not live" in down.stdout
+    assert probe(server, "live", TLSERVE_HTTP_PORT="none").returncode == 1
