@@ -32,6 +32,10 @@ T = TypeVar("T")
 def _service_config(retries: int) -> str:
     return json.dumps(
         {
+            # Every address the target resolves to gets calls in turn: a headless Service's
+            # DNS name (one address per pod) spreads load over the pods, where one long-lived
+            # connection through a ClusterIP would stay on one pod.
+            "loadBalancingConfig": [{"round_robin": {}}],
             "methodConfig": [
                 {
                     "name": [{"service": "tlserve.v1.Classifier"}],

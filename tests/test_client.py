@@ -11,6 +11,7 @@ import pytest
 
 from examples.colour_model import publish_colour_version
 from tests.support import ServerThread, label_samples, solid_image
+from tests.test_metrics import scrape, value
 from tlserve.clients import ApiError, AsyncTlserveClient, FeedbackItem, TlserveClient, errors
 from tlserve.server.registry import Registry
 
@@ -108,3 +109,26 @@ async def test_the_async_client_does_everything_the_blocking_one_does(tmp_path: 
                 await anonymous.rollback()
     finally:
         server.stop()
+
+
+def test_calls_go_round_robin_over_every_address_of_the_target(tmp_path: Path) -> None:
+    """What a headless Service gives a client: one name, one address per pod. Calls must
+    spread over them instead of staying on the first connection."""
+    servers = []
+    for name in ("a", "b"):
+        publish_colour_version(Registry.local(tmp_path / name / "registry"))
+        servers.append(ServerThread(tmp_path / name).start())
+    try:
+        target = "ipv4:" + ",".join(server.target for server in servers)
+        with TlserveClient(target) as client:
+            for _ in range(20):
+                client.predict([solid_image("red")])
+        handled = [
+            value(scrape(server), "tlserve_requests_total", method="Predict", code="OK")
+            for server in servers
+        ]
+        assert sum(handled) == 20
+        assert min(handled) >= 5, handled
+    finally:
+        for server in servers:
+            server.stop()
