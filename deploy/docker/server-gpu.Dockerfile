@@ -1,14 +1,41 @@
-# tlserve-server on NVIDIA GPUs: onnxruntime-gpu (CUDA 12 wheels bring their own libraries).
-FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
-RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3-pip \
-    && rm -rf /var/lib/apt/lists/*
-WORKDIR /app
+# tlserve-server on NVIDIA GPUs: onnxruntime-gpu with CUDA and cuDNN from NVIDIA's wheels,
+# so any Debian-like base works and the host needs only the driver (NVIDIA Container
+# Toolkit). Build from the repository root:
+#   docker build -f deploy/docker/server-gpu.Dockerfile -t tlserve-server-gpu:0.1.0 .
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY clients ./clients
-COPY server ./server
-RUN python3.11 -m pip install --no-cache-dir ".[server,gpu]" && pip uninstall -y onnxruntime || true
-# Beyond loopback the server needs TLS and credentials (see deploy/README.md).
-ENV TLSERVE_DATA_DIR=/data TLSERVE_REGISTRY_DIR=/registry TLSERVE_EXECUTION_PROVIDER=cuda \
-    TLSERVE_MAX_BATCH_SIZE=64 TLSERVE_HOST=0.0.0.0 TLSERVE_METRICS_HOST=0.0.0.0
+COPY deploy/constraints.txt deploy/constraints.txt
+COPY clients clients
+COPY proto proto
+COPY server server
+# The trainer's sources too (one distribution); TensorFlow is not installed here.
+COPY trainer trainer
+# `gpu` brings onnxruntime-gpu instead of the CPU wheel (both provide `onnxruntime`; with
+# both installed the CPU one can win). The build fails here if the CPU wheel crept in or
+# the CUDA provider is missing.
+RUN python3 -m venv /opt/tlserve \
+    && /opt/tlserve/bin/pip install --no-cache-dir -c deploy/constraints.txt ".[gpu,s3]" \
+    && if /opt/tlserve/bin/pip show onnxruntime >/dev/null 2>&1; then \
+         echo "the CPU onnxruntime wheel is installed beside onnxruntime-gpu" >&2; exit 1; fi \
+    && /opt/tlserve/bin/python -c "import onnxruntime as ort; \
+providers = ort.get_available_providers(); \
+assert 'CUDAExecutionProvider' in providers, f'no CUDA provider in {providers}'"
+
+FROM ${BASE_IMAGE}
+COPY --from=build /opt/tlserve /opt/tlserve
+RUN useradd --uid 10001 --gid 0 --home-dir /data --no-create-home --shell /usr/sbin/nologin tlserve \
+    && mkdir -p /data /registry \
+    && chown 10001:0 /data /registry && chmod 0770 /data /registry
+USER 10001:0
+WORKDIR /data
+ENV PATH=/opt/tlserve/bin:$PATH HOME=/data TLSERVE_DATA_DIR=/data TLSERVE_REGISTRY_DIR=/registry \
+    TLSERVE_HOST=0.0.0.0 TLSERVE_METRICS_HOST=0.0.0.0 PYTHONDONTWRITEBYTECODE=1 \
+    TLSERVE_EXECUTION_PROVIDER=cuda TLSERVE_MAX_BATCH_SIZE=64 \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 EXPOSE 50051 8000 9464
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["tlserve-server", "probe", "live"]
 ENTRYPOINT ["tlserve-server"]
