@@ -67,16 +67,6 @@ def test_sigterm_drain_with_busy_clients(tmp_path: Path, store: str) -> None:
     server.loop.call_soon_threadsafe(server.loop.stop)
 
     codes = {a.code for a in attempts}
-    print(
-        "DEBUG",
-        stop_began,
-        drained,
-        sorted(
-            (round(a.started - stop_began, 3), round(a.finished - stop_began, 3), a.code)
-            for a in attempts
-            if a.code != "OK"
-        ),
-    )
     assert codes <= {"OK", "UNAVAILABLE"}, codes
     in_flight = [a for a in attempts if a.started < stop_began < a.finished]
     assert in_flight, "the stop should have caught requests in flight"
