@@ -47,7 +47,7 @@ def _service_config(retries: int) -> str:
                         "retryableStatusCodes": ["UNAVAILABLE"],
                     },
                 }
-            ]
+            ],
         }
     )
 
