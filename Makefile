@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
 .PHONY: demo test test-fast lint bench bench-labels protos clean browser screenshots \
-	deploy-check docker-engine constraints
+	deploy-check docker-engine locks
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
@@ -48,9 +48,9 @@ docker-engine:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; \
 	  else echo "make: deploy-check needs root, docker.io and debootstrap" >&2; exit 1; fi; }
 
-# Re-pin deploy/constraints.txt (what the images install) to today's resolution.
-constraints: $(STAMP)
-	$(BIN)/python scripts/constraints.py
+# Re-pin deploy/locks/ (what each image installs) to today's resolution.
+locks: $(STAMP)
+	$(BIN)/python scripts/locks.py
 
 # Re-take the labeling page's screenshots in docs/images (the browser test writes them).
 screenshots: $(STAMP) browser

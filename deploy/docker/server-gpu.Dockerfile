@@ -5,24 +5,28 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
+# Exactly the locked versions (deploy/locks/, `make locks`), in a layer of their own that
+# a change to the sources does not invalidate.
+COPY deploy/locks/server-gpu.txt /tmp/lock.txt
+RUN python3 -m venv /opt/tlserve \
+    && /opt/tlserve/bin/pip install --no-cache-dir --no-deps -r /tmp/lock.txt
+# onnxruntime-gpu instead of the CPU wheel (both provide `onnxruntime`; with both
+# installed the CPU one can win): the build fails here if the CPU wheel crept in or the
+# CUDA provider is missing.
+RUN if /opt/tlserve/bin/pip show onnxruntime >/dev/null 2>&1; then \
+      echo "the CPU onnxruntime wheel is installed beside onnxruntime-gpu" >&2; exit 1; fi \
+    && /opt/tlserve/bin/python -c "import onnxruntime as ort; \
+providers = ort.get_available_providers(); \
+assert 'CUDAExecutionProvider' in providers, f'no CUDA provider in {providers}'"
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY deploy/constraints.txt deploy/constraints.txt
 COPY clients clients
 COPY proto proto
 COPY server server
 # The trainer's sources too (one distribution); TensorFlow is not installed here.
 COPY trainer trainer
-# `gpu` brings onnxruntime-gpu instead of the CPU wheel (both provide `onnxruntime`; with
-# both installed the CPU one can win). The build fails here if the CPU wheel crept in or
-# the CUDA provider is missing.
-RUN python3 -m venv /opt/tlserve \
-    && /opt/tlserve/bin/pip install --no-cache-dir -c deploy/constraints.txt ".[gpu,s3]" \
-    && if /opt/tlserve/bin/pip show onnxruntime >/dev/null 2>&1; then \
-         echo "the CPU onnxruntime wheel is installed beside onnxruntime-gpu" >&2; exit 1; fi \
-    && /opt/tlserve/bin/python -c "import onnxruntime as ort; \
-providers = ort.get_available_providers(); \
-assert 'CUDAExecutionProvider' in providers, f'no CUDA provider in {providers}'"
+# tlserve itself, its dependencies from the lock; `pip check` fails the build if one is missing.
+RUN /opt/tlserve/bin/pip install --no-cache-dir --no-deps . && /opt/tlserve/bin/pip check
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/tlserve /opt/tlserve

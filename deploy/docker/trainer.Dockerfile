@@ -3,15 +3,19 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
+# Exactly the locked versions (deploy/locks/, `make locks`), in a layer of their own that
+# a change to the sources does not invalidate.
+COPY deploy/locks/trainer.txt /tmp/lock.txt
+RUN python3 -m venv /opt/tlserve \
+    && /opt/tlserve/bin/pip install --no-cache-dir --no-deps -r /tmp/lock.txt
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY deploy/constraints.txt deploy/constraints.txt
 COPY clients clients
 COPY proto proto
 COPY server server
 COPY trainer trainer
-RUN python3 -m venv /opt/tlserve \
-    && /opt/tlserve/bin/pip install --no-cache-dir -c deploy/constraints.txt ".[trainer,s3]"
+# tlserve itself, its dependencies from the lock; `pip check` fails the build if one is missing.
+RUN /opt/tlserve/bin/pip install --no-cache-dir --no-deps . && /opt/tlserve/bin/pip check
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/tlserve /opt/tlserve

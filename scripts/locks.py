@@ -1,10 +1,11 @@
-"""Write deploy/constraints.txt: every package the images install, pinned (`make constraints`).
+"""Write the images' lock files, deploy/locks/<image>.txt (`make locks`).
 
-One resolution by pip (`--dry-run --report`, nothing is installed) of what the three
-images ask for: `.[server,s3]`, `.[trainer,s3]` and `.[gpu,s3]`, on this interpreter,
-which must be what the images run (CPython 3.11 on glibc Linux x86_64, as bookworm).
-The Dockerfiles install with `-c deploy/constraints.txt`, so an image built next month
-holds the versions tested today; re-run this to move them.
+One resolution by pip (`--dry-run --report`, nothing is installed) per image of what it
+asks for: `.[server,s3]`, `.[trainer,s3]` and `.[gpu,s3]`, on this interpreter, which
+must be what the images run (CPython 3.11 on glibc Linux x86_64, as bookworm). Each
+Dockerfile installs exactly its lock (`--no-deps -r`, then `pip check`) in a layer of its
+own, so an image built next month holds the versions tested today, and a change to the
+sources does not reinstall TensorFlow; re-run this to move the versions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGET = ROOT / "deploy" / "constraints.txt"
+LOCKS = ROOT / "deploy" / "locks"
 # The CPU and the CUDA wheel both provide `onnxruntime`: resolved one image at a time.
 IMAGES = {
     "server": [".[server,s3]"],
@@ -57,20 +58,16 @@ def main() -> int:
     if sys.version_info[:2] != IMAGE_PYTHON or sys.platform != "linux":
         print(f"run on CPython {IMAGE_PYTHON} on Linux: the images' interpreter", file=sys.stderr)
         return 2
-    pins: dict[str, str] = {}
+    LOCKS.mkdir(exist_ok=True)
     for image, requirements in IMAGES.items():
-        for name, version in resolve(requirements).items():
-            if pins.get(name, version) != version:
-                print(f"{name}: {pins[name]} and {version} ({image}) disagree", file=sys.stderr)
-                return 1
-            pins[name] = version
-    lines = [
-        "# Every package the images install, pinned: written by `make constraints`",
-        "# (scripts/constraints.py) for CPython 3.11 on Linux x86_64. Used by deploy/docker/*.",
-        *(f"{name}=={version}" for name, version in sorted(pins.items())),
-    ]
-    TARGET.write_text("\n".join(lines) + "\n")
-    print(f"{TARGET.relative_to(ROOT)}: {len(pins)} packages")
+        pins = resolve(requirements)
+        lines = [
+            f"# The {image} image's packages, pinned: written by `make locks`",
+            f"# (scripts/locks.py) from {' '.join(requirements)}, CPython 3.11, Linux x86_64.",
+            *(f"{name}=={version}" for name, version in sorted(pins.items())),
+        ]
+        (LOCKS / f"{image}.txt").write_text("\n".join(lines) + "\n")
+        print(f"deploy/locks/{image}.txt: {len(pins)} packages")
     return 0
 
 
