@@ -15,7 +15,13 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tlserve.server.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
+from tlserve.server.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.store.base import FeedbackStore, KeptPrediction, sample_id_of
@@ -346,3 +352,38 @@ def test_labels_added_since_a_time(store: FeedbackStore) -> None:
     assert store.labels_added_since(0) == 2
     assert store.labels_added_since(midnight) == 1
     assert store.labels_added_since(time.time() + 60) == 0
+
+
+def test_closing_waits_for_calls_in_other_threads_and_refuses_later_ones(
+    store: FeedbackStore,
+) -> None:
+    """A server's stop closes the store while a cancelled task's worker thread may still be
+    writing kept predictions: SQLite crashed the process (a connection closed under a
+    running statement). Close must wait for such calls; later ones get Unavailable."""
+    outcomes: list[str] = []
+    started = threading.Event()
+
+    def writer(worker: int) -> None:
+        for n in range(100_000):
+            try:
+                store.keep_predictions(
+                    [prediction(f"{worker}-{n}-{i}", [0.5, 0.5], seed=i) for i in range(20)]
+                )
+            except Unavailable as exc:
+                outcomes.append(str(exc))
+                return
+            except Exception as exc:
+                outcomes.append(f"unexpected {exc!r}")
+                return
+            started.set()
+        outcomes.append("never refused")
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    assert started.wait(30)
+    store.close()
+    for thread in threads:
+        thread.join(30)
+    assert len(outcomes) == 4
+    assert all("closed" in outcome for outcome in outcomes), outcomes

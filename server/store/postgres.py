@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from tlserve.server.store.sql import Cursor, SqlFeedbackStore
+from tlserve.server.store.sql import ClosingGate, Cursor, SqlFeedbackStore
 
 IDEMPOTENCY_LOCK_SPACE = 7319003
 SAMPLE_LOCK_SPACE = 7319005
@@ -41,6 +41,7 @@ class PostgresFeedbackStore(SqlFeedbackStore):
             dsn, min_size=min_size, max_size=max_size, configure=configure, open=True
         )
         self.pool.wait(timeout=30)
+        self._gate = ClosingGate()
         self.migrate()
 
     def _sql(self, statement: str) -> str:
@@ -48,7 +49,7 @@ class PostgresFeedbackStore(SqlFeedbackStore):
 
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
-        with self.pool.connection() as connection, connection.transaction():
+        with self._gate.use(), self.pool.connection() as connection, connection.transaction():
             yield connection.cursor()
 
     def _lock_idempotency_key(self, cursor: Cursor, key: str) -> None:
@@ -71,7 +72,7 @@ class PostgresFeedbackStore(SqlFeedbackStore):
 
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
-        with self.pool.connection() as connection, connection.transaction():
+        with self._gate.use(), self.pool.connection() as connection, connection.transaction():
             yield connection.cursor()
 
     @contextmanager
@@ -85,4 +86,5 @@ class PostgresFeedbackStore(SqlFeedbackStore):
                 connection.execute("SELECT pg_advisory_unlock(7319002)")
 
     def close(self) -> None:
+        self._gate.close()
         self.pool.close()

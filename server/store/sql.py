@@ -4,15 +4,16 @@ dialects differ only in types, placeholders, and how a write transaction starts.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 import numpy as np
 
-from tlserve.server.errors import AlreadyExists, NotFound, PermissionDenied
+from tlserve.server.errors import AlreadyExists, NotFound, PermissionDenied, Unavailable
 from tlserve.server.store.base import (
     RETRACTED,
     FeedbackStore,
@@ -23,6 +24,36 @@ from tlserve.server.store.base import (
     payload_hash,
     sample_id_of,
 )
+
+
+class ClosingGate:
+    """Counts the store's calls in progress. `close` refuses new calls and waits for those
+    under way, so a store is never closed under a worker thread still using it (a thread
+    cannot be cancelled; SQLite crashes on a connection closed mid-statement)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._active = 0
+        self._closed = False
+
+    @contextmanager
+    def use(self) -> Iterator[None]:
+        with self._condition:
+            if self._closed:
+                raise Unavailable("the feedback store is closed: this server is stopping")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._active -= 1
+                self._condition.notify_all()
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Refuse new calls; True once none is under way (False: `timeout` passed)."""
+        with self._condition:
+            self._closed = True
+            return self._condition.wait_for(lambda: self._active == 0, timeout)
 
 
 class Cursor(Protocol):

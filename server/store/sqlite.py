@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tlserve.server.errors import Unavailable
-from tlserve.server.store.sql import Cursor, SqlFeedbackStore
+from tlserve.server.store.sql import ClosingGate, Cursor, SqlFeedbackStore
 
 _LOCK_RETRIES = 20
 
@@ -31,6 +31,7 @@ class SqliteFeedbackStore(SqlFeedbackStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._gate = ClosingGate()
         self.migrate()
 
     def _connection(self) -> sqlite3.Connection:
@@ -53,6 +54,11 @@ class SqliteFeedbackStore(SqlFeedbackStore):
 
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
+        with self._gate.use(), self._written() as cursor:
+            yield cursor
+
+    @contextmanager
+    def _written(self) -> Iterator[Cursor]:
         connection = self._connection()
         for attempt in range(_LOCK_RETRIES):
             try:
@@ -76,12 +82,13 @@ class SqliteFeedbackStore(SqlFeedbackStore):
 
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
-        connection = self._connection()
-        connection.execute("BEGIN")
-        try:
-            yield connection.cursor()
-        finally:
-            connection.execute("COMMIT")
+        with self._gate.use():
+            connection = self._connection()
+            connection.execute("BEGIN")
+            try:
+                yield connection.cursor()
+            finally:
+                connection.execute("COMMIT")
 
     @contextmanager
     def training_lock(self) -> Iterator[None]:
@@ -99,6 +106,7 @@ class SqliteFeedbackStore(SqlFeedbackStore):
             return str(cursor.fetchone()[0])
 
     def close(self) -> None:
+        self._gate.close()
         with self._connections_lock:
             for connection in self._connections:
                 connection.close()
