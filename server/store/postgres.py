@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from tlserve.server.store.sql import ClosingGate, Cursor, SqlFeedbackStore
+from tlserve.server.store.sql import Cursor, SqlFeedbackStore
 
 IDEMPOTENCY_LOCK_SPACE = 7319003
 SAMPLE_LOCK_SPACE = 7319005
@@ -28,6 +28,7 @@ class PostgresFeedbackStore(SqlFeedbackStore):
     def __init__(
         self, dsn: str, *, schema: str = "public", min_size: int = 1, max_size: int = 8
     ) -> None:
+        super().__init__()
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema name {schema!r} must match {_SCHEMA_NAME.pattern}")
         self.schema = schema
@@ -41,15 +42,14 @@ class PostgresFeedbackStore(SqlFeedbackStore):
             dsn, min_size=min_size, max_size=max_size, configure=configure, open=True
         )
         self.pool.wait(timeout=30)
-        self._gate = ClosingGate()
         self.migrate()
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
 
     @contextmanager
-    def _write(self) -> Iterator[Cursor]:
-        with self._gate.use(), self.pool.connection() as connection, connection.transaction():
+    def _write_transaction(self) -> Iterator[Cursor]:
+        with self.pool.connection() as connection, connection.transaction():
             yield connection.cursor()
 
     def _lock_idempotency_key(self, cursor: Cursor, key: str) -> None:
@@ -71,8 +71,8 @@ class PostgresFeedbackStore(SqlFeedbackStore):
         cursor.execute("SELECT pg_advisory_xact_lock(7319001)")
 
     @contextmanager
-    def _read(self) -> Iterator[Cursor]:
-        with self._gate.use(), self.pool.connection() as connection, connection.transaction():
+    def _read_transaction(self) -> Iterator[Cursor]:
+        with self.pool.connection() as connection, connection.transaction():
             yield connection.cursor()
 
     @contextmanager
@@ -85,6 +85,5 @@ class PostgresFeedbackStore(SqlFeedbackStore):
             finally:
                 connection.execute("SELECT pg_advisory_unlock(7319002)")
 
-    def close(self) -> None:
-        self._gate.close()
+    def _close_connections(self) -> None:
         self.pool.close()

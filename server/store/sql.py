@@ -206,13 +206,34 @@ class SqlFeedbackStore(FeedbackStore):
     serial_type = "INTEGER PRIMARY KEY AUTOINCREMENT"
     skip_first = "LIMIT -1 OFFSET"  # "all rows after the first N"
 
+    def __init__(self) -> None:
+        self._gate = ClosingGate()
+
     @abstractmethod
-    def _write(self) -> AbstractContextManager[Cursor]:
+    def _write_transaction(self) -> AbstractContextManager[Cursor]:
         """A cursor inside a write transaction, committed (durably) on normal exit."""
 
     @abstractmethod
-    def _read(self) -> AbstractContextManager[Cursor]:
+    def _read_transaction(self) -> AbstractContextManager[Cursor]:
         """A cursor for consistent reads."""
+
+    @abstractmethod
+    def _close_connections(self) -> None:
+        """Close every connection; no call is using one any more."""
+
+    @contextmanager
+    def _write(self) -> Iterator[Cursor]:
+        with self._gate.use(), self._write_transaction() as cursor:
+            yield cursor
+
+    @contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        with self._gate.use(), self._read_transaction() as cursor:
+            yield cursor
+
+    def close(self) -> None:
+        self._gate.close()
+        self._close_connections()
 
     def _sql(self, statement: str) -> str:
         return statement

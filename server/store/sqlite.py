@@ -18,20 +18,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tlserve.server.errors import Unavailable
-from tlserve.server.store.sql import ClosingGate, Cursor, SqlFeedbackStore
+from tlserve.server.store.sql import Cursor, SqlFeedbackStore
 
 _LOCK_RETRIES = 20
 
 
 class SqliteFeedbackStore(SqlFeedbackStore):
     def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
+        super().__init__()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        self._gate = ClosingGate()
         self.migrate()
 
     def _connection(self) -> sqlite3.Connection:
@@ -53,12 +53,7 @@ class SqliteFeedbackStore(SqlFeedbackStore):
         return connection
 
     @contextmanager
-    def _write(self) -> Iterator[Cursor]:
-        with self._gate.use(), self._written() as cursor:
-            yield cursor
-
-    @contextmanager
-    def _written(self) -> Iterator[Cursor]:
+    def _write_transaction(self) -> Iterator[Cursor]:
         connection = self._connection()
         for attempt in range(_LOCK_RETRIES):
             try:
@@ -81,14 +76,13 @@ class SqliteFeedbackStore(SqlFeedbackStore):
         connection.execute("COMMIT")
 
     @contextmanager
-    def _read(self) -> Iterator[Cursor]:
-        with self._gate.use():
-            connection = self._connection()
-            connection.execute("BEGIN")
-            try:
-                yield connection.cursor()
-            finally:
-                connection.execute("COMMIT")
+    def _read_transaction(self) -> Iterator[Cursor]:
+        connection = self._connection()
+        connection.execute("BEGIN")
+        try:
+            yield connection.cursor()
+        finally:
+            connection.execute("COMMIT")
 
     @contextmanager
     def training_lock(self) -> Iterator[None]:
@@ -105,8 +99,7 @@ class SqliteFeedbackStore(SqlFeedbackStore):
             cursor.execute("PRAGMA integrity_check")
             return str(cursor.fetchone()[0])
 
-    def close(self) -> None:
-        self._gate.close()
+    def _close_connections(self) -> None:
         with self._connections_lock:
             for connection in self._connections:
                 connection.close()
