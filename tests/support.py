@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import socket
 import ssl
 import threading
 import time
@@ -33,6 +34,13 @@ from tlserve.clients.types import LabelCount
 from tlserve.server.app import TlserveServer
 from tlserve.server.registry import Registry
 from tlserve.server.settings import ServerSettings
+
+
+def free_port() -> int:
+    """A port free on loopback now (for a server in another process)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)

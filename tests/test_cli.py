@@ -6,14 +6,13 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from examples.colour_model import publish_colour_version
-from tests.support import ServerThread, solid_image
+from tests.support import ServerThread, free_port, solid_image
 from tlserve.clients import TlserveClient
 from tlserve.server.main import _parser, _settings
 from tlserve.server.registry import Registry
@@ -84,12 +83,6 @@ def test_status_of_a_server_without_a_model(empty_server: ServerThread) -> None:
 def test_health_of_a_server_without_a_model(empty_server: ServerThread) -> None:
     result = tlserve("health", target=empty_server.target)
     assert result.returncode == 1 and result.stdout.strip() == "NOT_SERVING"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_server_process_serves_and_drains_on_sigterm(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.test_cli import free_port
+from tests.support import free_port
 from tlserve.clients import TlserveClient
 from tlserve.server.store.sqlite import SqliteFeedbackStore
 

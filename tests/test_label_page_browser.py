@@ -18,10 +18,8 @@ import pytest
 
 from examples.odd_even import Task, parity, png, wait_for_model_covering
 from tests.support import ServerThread, label_samples
-from tests.training import Loop
+from tests.training import Loop, on_pretrained
 from tlserve.clients import TlserveClient
-from tlserve.trainer.pretrain import CUT_LAYER
-from tlserve.trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.slow  # TensorFlow and a browser
 
@@ -40,15 +38,7 @@ def system(tmp_path: Path, pretrained: Path) -> Iterator[ServerThread]:
         label_tokens=TOKEN,
         anonymous_role="none",
     ).start()
-    settings = TrainerSettings(
-        data_dir=tmp_path,
-        backbone=str(pretrained),
-        backbone_cut_layer=CUT_LAYER,
-        backbone_weights="none",
-        min_new_labels=10,
-        poll_seconds=0.2,
-        metrics_port=None,
-    )
+    settings = on_pretrained(tmp_path, pretrained, min_new_labels=10, poll_seconds=0.2)
     try:
         with Loop(settings):
             yield server

@@ -13,10 +13,8 @@ import pytest
 
 from examples.odd_even import Task, label_rounds, parity
 from tests.support import ServerThread
-from tests.training import Loop
+from tests.training import Loop, on_pretrained
 from tlserve.clients import TlserveClient
-from tlserve.trainer.pretrain import CUT_LAYER
-from tlserve.trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.slow  # TensorFlow: the whole learning loop
 
@@ -28,16 +26,14 @@ def system(tmp_path: Path, pretrained: Path) -> Iterator[tuple[ServerThread, Loo
     server = ServerThread(
         tmp_path, keep_max_per_second=0.0, prediction_retention_count=100_000
     ).start()
-    settings = TrainerSettings(
-        data_dir=tmp_path,
-        backbone=str(pretrained),
-        backbone_cut_layer=CUT_LAYER,
-        backbone_weights="none",
+    # Otherwise the defaults, the promotion gate's included.
+    settings = on_pretrained(
+        tmp_path,
+        pretrained,
         min_new_labels=10,
         # Labels that arrive while a run trains are picked up by the timer.
         train_every_seconds=2.0,
         poll_seconds=0.2,
-        metrics_port=None,  # and the default promotion gate
     )
     try:
         with Loop(settings) as loop:

@@ -10,7 +10,6 @@ rollback sent to replica B reaches A.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from examples.odd_even import Task, parity, png
 from tests.s3 import MotoServer
-from tests.support import http_call
+from tests.support import free_port, http_call
 from tests.test_store import POSTGRES_DSN, postgres_or_skip
 from tlserve.clients import TlserveClient
 from tlserve.trainer.pretrain import CUT_LAYER
@@ -48,12 +47,6 @@ class Replica:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -93,7 +86,7 @@ def cluster(
     started: list[Replica] = []
 
     def start(name: str, module: str, *args: str) -> Replica:
-        grpc_port, metrics_port = _free_port(), _free_port()
+        grpc_port, metrics_port = free_port(), free_port()
         env = {
             **shared,
             "TLSERVE_DATA_DIR": str(tmp_path / name),  # each pod's own disk (model cache)

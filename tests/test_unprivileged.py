@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import grpc
 import pytest
 
 from examples.colour_model import publish_colour_version
-from tests.support import http_call, solid_image
+from tests.support import free_port, http_call, solid_image
 from tlserve.clients import TlserveClient, errors
 from tlserve.server.registry import Registry
 
@@ -56,12 +55,6 @@ def _not_writable(folder: Path) -> None:
             os.chown(path, NOBODY, NOBODY)
         elif path.is_dir():
             path.chmod(0o555)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _server(
@@ -116,7 +109,7 @@ def test_a_read_only_registry_serves_and_refuses_rollback_with_failed_preconditi
     first = publish_colour_version(registry)
     second = publish_colour_version(registry, parent=first)
     _not_writable(world / "registry")
-    port, http_port = _free_port(), _free_port()
+    port, http_port = free_port(), free_port()
     process = _server(
         {
             "TLSERVE_DATA_DIR": str(world / "data"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -10,7 +12,21 @@ from tlserve.server.registry import Registry
 from tlserve.server.store.sqlite import SqliteFeedbackStore
 from tlserve.trainer.loop import TrainerLoop
 from tlserve.trainer.metrics import TrainerMetrics
+from tlserve.trainer.pretrain import CUT_LAYER
 from tlserve.trainer.settings import TrainerSettings
+
+
+def on_pretrained(data_dir: Path, pretrained: Path, **settings: Any) -> TrainerSettings:
+    """Trainer settings on the `pretrained` fixture's MNIST ConvNet (no weights to download),
+    the server's data dir, no metrics endpoint; `settings` adds the test's own."""
+    return TrainerSettings(
+        data_dir=data_dir,
+        backbone=str(pretrained),
+        backbone_cut_layer=CUT_LAYER,
+        backbone_weights="none",
+        metrics_port=None,
+        **settings,
+    )
 
 
 class Loop:
