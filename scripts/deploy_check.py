@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -55,11 +56,11 @@ class CheckFailed(Exception):
     pass
 
 
-def docker(*args: str, quiet: bool = True, check: bool = True) -> str:
-    result = subprocess.run(["docker", *args], capture_output=quiet, text=True, check=False)
+def docker(*args: str, check: bool = True) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
-        raise CheckFailed(f"docker {' '.join(args[:3])}…: {(result.stderr or '').strip()[-2000:]}")
-    return (result.stdout or "").strip()
+        raise CheckFailed(f"docker {' '.join(args[:3])}…: {result.stderr.strip()[-2000:]}")
+    return result.stdout.strip()
 
 
 def ensure_engine() -> None:
@@ -345,9 +346,9 @@ def check(gpu: bool, keep: bool) -> Steps:
     return steps
 
 
-def _answers(s3: object) -> bool:
+def _answers(s3: Any) -> bool:
     try:
-        s3.list_buckets()  # type: ignore[attr-defined]
+        s3.list_buckets()
     except Exception:
         return False
     return True
