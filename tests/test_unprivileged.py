@@ -10,12 +10,9 @@ are made read-only.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -32,20 +29,6 @@ NOBODY = 65534
 WITHOUT_ROOT_POWERS = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
 ADMIN = "admin-token-for-unprivileged-tests"
 AS_ROOT = os.geteuid() == 0
-
-
-@pytest.fixture
-def world() -> Iterator[Path]:
-    """A folder every user may enter (pytest's own tmp_path is private to its owner)."""
-    folder = Path(tempfile.mkdtemp(prefix="tlserve-unprivileged-"))
-    folder.chmod(0o755)
-    try:
-        yield folder
-    finally:
-        for path in folder.rglob("*"):
-            if path.is_dir():
-                path.chmod(0o755)
-        shutil.rmtree(folder)
 
 
 def _not_writable(folder: Path) -> None:
@@ -71,25 +54,25 @@ def _server(
 
 
 def test_a_data_dir_the_server_cannot_write_stops_it_with_the_setting_to_change(
-    world: Path,
+    tmp_path: Path,
 ) -> None:
-    _not_writable(world / "volume")
-    process = _server({"TLSERVE_DATA_DIR": str(world / "volume" / "data"), "TLSERVE_PORT": "0"})
+    _not_writable(tmp_path / "volume")
+    process = _server({"TLSERVE_DATA_DIR": str(tmp_path / "volume" / "data"), "TLSERVE_PORT": "0"})
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1, stderr
     assert "Traceback" not in stderr
-    assert f"{world / 'volume' / 'data'}" in stderr
+    assert f"{tmp_path / 'volume' / 'data'}" in stderr
     assert "not writable" in stderr
     assert "TLSERVE_DATA_DIR" in stderr
 
 
-def test_the_trainer_names_the_folder_and_setting_before_it_trains(world: Path) -> None:
-    _not_writable(world / "registry")
-    (world / "data").mkdir()
+def test_the_trainer_names_the_folder_and_setting_before_it_trains(tmp_path: Path) -> None:
+    _not_writable(tmp_path / "registry")
+    (tmp_path / "data").mkdir()
     process = _server(
         {
-            "TLSERVE_DATA_DIR": str(world / "data"),
-            "TLSERVE_REGISTRY_DIR": str(world / "registry"),
+            "TLSERVE_DATA_DIR": str(tmp_path / "data"),
+            "TLSERVE_REGISTRY_DIR": str(tmp_path / "registry"),
             "TLSERVE_BACKBONE_WEIGHTS": "none",
         },
         "tlserve.trainer.main",
@@ -98,22 +81,22 @@ def test_the_trainer_names_the_folder_and_setting_before_it_trains(world: Path) 
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stderr
     assert "Traceback" not in stderr
-    assert f"{world / 'registry'} is not writable" in stderr
+    assert f"{tmp_path / 'registry'} is not writable" in stderr
     assert "TLSERVE_REGISTRY_DIR" in stderr
 
 
 def test_a_read_only_registry_serves_and_refuses_rollback_with_failed_precondition(
-    world: Path,
+    tmp_path: Path,
 ) -> None:
-    registry = Registry.local(world / "registry")
+    registry = Registry.local(tmp_path / "registry")
     first = publish_colour_version(registry)
     second = publish_colour_version(registry, parent=first)
-    _not_writable(world / "registry")
+    _not_writable(tmp_path / "registry")
     port, http_port = free_port(), free_port()
     process = _server(
         {
-            "TLSERVE_DATA_DIR": str(world / "data"),
-            "TLSERVE_REGISTRY_DIR": str(world / "registry"),
+            "TLSERVE_DATA_DIR": str(tmp_path / "data"),
+            "TLSERVE_REGISTRY_DIR": str(tmp_path / "registry"),
             "TLSERVE_PORT": str(port),
             "TLSERVE_HTTP_PORT": str(http_port),
             "TLSERVE_METRICS_PORT": "none",
@@ -148,7 +131,7 @@ def test_a_read_only_registry_serves_and_refuses_rollback_with_failed_preconditi
         )
         assert reply.status == 503, reply.body
         assert "not writable" in reply.json()["error"]
-        assert (world / "registry" / "CURRENT").read_text().strip() == second
+        assert (tmp_path / "registry" / "CURRENT").read_text().strip() == second
     finally:
         process.terminate()
         process.communicate(timeout=30)
