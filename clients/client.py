@@ -36,6 +36,9 @@ def _service_config(retries: int) -> str:
             # DNS name (one address per pod) spreads load over the pods, where one long-lived
             # connection through a ClusterIP would stay on one pod.
             "loadBalancingConfig": [{"round_robin": {}}],
+            # A replica that begins to drain says so on this health service; the balancer
+            # then stops picking it, instead of sending calls that its stop would cancel.
+            "healthCheckConfig": {"serviceName": "liveness"},
             "methodConfig": [
                 {
                     "name": [{"service": "tlserve.v1.Classifier"}],

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -30,10 +30,11 @@ from tlserve.server.api.kserve import KServeServicer
 from tlserve.server.api.wire import RepeatedLimit
 from tlserve.server.classes import ClassPolicy, NewClassPolicy
 from tlserve.server.core import ServingCore
-from tlserve.server.drain import InFlight
+from tlserve.server.drain import Admission
 from tlserve.server.errors import StartupError
 from tlserve.server.feedback import FeedbackLimits, FeedbackService
 from tlserve.server.fsutil import require_writable
+from tlserve.server.health import HealthService
 from tlserve.server.imaging import ImageLimits
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.loop_lag import LoopLagMonitor
@@ -49,10 +50,11 @@ log = logging.getLogger(__name__)
 
 CLASSIFIER_SERVICE = classifier_pb2.DESCRIPTOR.services_by_name["Classifier"].full_name
 KSERVE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-# Kubernetes' liveness probe asks for this service: alive even before a model exists.
+# Alive and taking requests, even before a model exists (feedback is welcome then); it
+# turns NOT_SERVING when the drain begins. Kubernetes' gRPC liveness probe may ask for it,
+# and tlserve's clients watch it, so their load balancer stops sending to a replica that
+# is going away (no model yet must not stop them, so it cannot be readiness).
 LIVENESS_SERVICE = "liveness"
-# The drain closes the listeners once no request has been in flight for this long.
-_QUIET_SECONDS = 0.1
 _MAX_INFER_TENSORS = 16
 
 
@@ -126,17 +128,16 @@ class TlserveServer:
             self.registry,
             self.security.access,
             self.security.limits,
+            Admission(),
             model_name=settings.model_name,
         )
-        self.in_flight = InFlight()
         self.http = HttpApi(
             self.core,
             self.metrics,
-            self.in_flight,
             max_body_bytes=settings.max_message_bytes,
             max_json_bytes=settings.max_json_bytes,
         )
-        self.health = health.aio.HealthServicer()
+        self.health = HealthService()
         self.loop_lag = LoopLagMonitor(self.metrics.loop_lag_seconds)
         self._grpc: grpc.aio.Server | None = None
         self._metrics_http: WSGIServer | None = None
@@ -166,7 +167,7 @@ class TlserveServer:
         ]
         server = grpc.aio.server(
             interceptors=[
-                ServingInterceptor(self.metrics, self.in_flight, self._repeated_limits())
+                ServingInterceptor(self.metrics, self.core.admission, self._repeated_limits())
             ],
             options=options,
         )
@@ -242,8 +243,10 @@ class TlserveServer:
         grace = self.settings.drain_seconds if grace is None else grace
         started = time.monotonic()
         await self._set_readiness(False)
-        self.core.draining = True
-        await self.in_flight.wait_quiet(_QUIET_SECONDS, grace)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.core.admission.close()
+        await self.core.admission.wait_idle(grace)
+        await self.health.end_watches()
         remaining = max(0.0, grace - (time.monotonic() - started))
         stopping = [self.http.stop()]
         if self._grpc is not None:

@@ -14,13 +14,13 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from tlserve.server.drain import Admission
 from tlserve.server.errors import (
     InvalidInput,
     ModelRejected,
     NoModel,
     NotFound,
     TlserveError,
-    Unavailable,
     quoted,
 )
 from tlserve.server.feedback import (
@@ -128,6 +128,7 @@ class ServingCore:
         registry: Registry,
         access: AccessControl,
         limits: RateLimits,
+        admission: Admission,
         *,
         model_name: str,
     ) -> None:
@@ -138,15 +139,15 @@ class ServingCore:
         self.access = access
         self.limits = limits
         self.model_name = model_name
-        # Set when shutdown begins: readiness turns false before the listeners close.
-        self.draining = False
+        # Closed when shutdown begins: readiness turns false before the listeners close.
+        self.admission = admission
 
     def _admit(self, caller: Presented, role: Role) -> Principal:
         """The caller's principal, once the server still takes work and the role allows it.
         Requests that arrive once the drain began are UNAVAILABLE, which clients retry
-        (on another replica); the ones already admitted finish."""
-        if self.draining:
-            raise Unavailable("the server is shutting down; retry (another replica answers)")
+        (on another replica); the ones already admitted finish, and the drain waits for
+        them."""
+        self.admission.admit()
         return self.access.require(caller, role)
 
     # ---- predictions ---------------------------------------------------------------
@@ -192,7 +193,7 @@ class ServingCore:
             )
 
     def is_ready(self) -> bool:
-        return self.slot.current is not None and not self.draining
+        return self.slot.current is not None and not self.admission.closed
 
     async def is_model_ready(self, name: str, version: str = "") -> bool:
         """Ready means served now; a known but unserved version is not ready (NotFound if

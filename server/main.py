@@ -103,16 +103,19 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
 
 
 async def serve(settings: ServerSettings) -> None:
+    # Signals are taken before the listeners open: the gRPC port answers (and a caller may
+    # decide to stop the server) before the HTTP and metrics listeners are up, and a
+    # SIGTERM then must drain, not kill.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     server = TlserveServer(settings)
     try:
         await server.start()
     except BaseException:
         await server.stop(grace=0)  # close what did open, so nothing outlives the loop
         raise
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     logging.getLogger(__name__).info(
         "shutting down: draining for up to %.0fs", settings.drain_seconds

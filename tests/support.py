@@ -11,29 +11,58 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import grpc
 import numpy as np
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from examples.colour_model import (
     COLOURS,
 )
+from tlserve.clients import TlserveClient, calls, errors
 from tlserve.clients.types import LabelCount
+from tlserve.proto import classifier_pb2_grpc
 from tlserve.server.app import TlserveServer
 from tlserve.server.registry import Registry
 from tlserve.server.settings import ServerSettings
+
+POSTGRES_DSN = os.environ.get(
+    "TLSERVE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def postgres_or_skip() -> str:
+    """The test PostgreSQL server's DSN; skips where none runs, fails under CI (which has
+    one), so a broken database never passes as a skip."""
+    try:
+        with psycopg.connect(POSTGRES_DSN, connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        reason = f"no PostgreSQL server reachable at {POSTGRES_DSN}: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return POSTGRES_DSN
 
 
 def free_port() -> int:
@@ -163,3 +192,149 @@ class ServerThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ServerProcess:
+    """`tlserve-server` in a process of its own, as users and SIGTERM see it: free loopback
+    ports for gRPC, HTTP and metrics, the data dir given, its output in a file (a pipe
+    nobody reads would block it). `settings` become TLSERVE_* variables."""
+
+    def __init__(self, data_dir: Path, **settings: object) -> None:
+        self.port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "TLSERVE_HOST": "127.0.0.1",
+            "TLSERVE_PORT": str(self.port),
+            "TLSERVE_HTTP_PORT": str(self.http_port),
+            "TLSERVE_METRICS_PORT": str(self.metrics_port),
+            "TLSERVE_DATA_DIR": str(data_dir),
+            "TLSERVE_EXECUTION_PROVIDER": "cpu",
+            **{f"TLSERVE_{name.upper()}": str(value) for name, value in settings.items()},
+        }
+        self.log_path = data_dir / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        """Starts it and returns once its gRPC readiness says SERVING."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tlserve.server.main"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while self.readiness() != "SERVING":
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the server did not become ready:\n{self.output()}")
+            time.sleep(0.1)
+        return self
+
+    def readiness(self, timeout: float = 1.0) -> str:
+        """The gRPC health status of the server as a whole, or UNREACHABLE."""
+        with grpc.insecure_channel(self.target) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=timeout
+                )
+            except grpc.RpcError:
+                return "UNREACHABLE"
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    def terminate(self) -> None:
+        """SIGTERM, as a container runtime or kubelet sends it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def output(self) -> str:
+        if self._log is not None and not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> ServerProcess:
+        return self if self.process is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+        if self._log is not None:
+            self._log.close()
+
+
+@dataclass
+class Load:
+    """Threads that predict and send feedback in a loop until `stop()`, counting every
+    outcome by status name. A refused request is counted and the loop goes on, as a load
+    generator's does. `plain`: a bare channel and generated stub with no service config
+    (no retries, no health checking), as grpcurl or another language's stub would call;
+    otherwise tlserve's client with `retries`."""
+
+    target: str
+    retries: int = 0
+    plain: bool = False
+    codes: Counter[str] = field(default_factory=Counter)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self, clients: int) -> Load:
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(clients)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> Counter[str]:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(60)
+        return self.codes
+
+    def _run(self, worker: int) -> None:
+        with TlserveClient(self.target, retries=self.retries, timeout=30) as client:
+            channel = grpc.insecure_channel(self.target) if self.plain else None
+            stub = classifier_pb2_grpc.ClassifierStub(channel) if channel else None
+            n = 0
+            while not self._stopping.is_set():
+                n += 1
+                if n % 2:
+                    image = solid_image("red", (20 + worker, 20 + n % 50))
+                    key = f"{worker}-{n}-{uuid.uuid4().hex[:6]}"
+                    call: calls.Call[Any] = calls.submit_feedback(
+                        "red", image=image, idempotency_key=key
+                    )
+                else:
+                    call = calls.predict([solid_image("blue")])
+                code = "OK"
+                try:
+                    if stub is not None:
+                        getattr(stub, call.method)(call.request, timeout=30)
+                    else:
+                        getattr(client.stub, call.method)(call.request, timeout=30)
+                except grpc.RpcError as error:
+                    code = errors.from_rpc_error(error).status.name
+                with self._lock:
+                    self.codes[code] += 1
+                if code != "OK":
+                    time.sleep(0.01)  # a refused client comes back at once, as load does
+            if channel is not None:
+                channel.close()

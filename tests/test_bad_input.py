@@ -15,8 +15,14 @@ import numpy as np
 import pytest
 
 from examples.colour_model import publish_colour_version
-from tests.support import HttpReply, ServerThread, http_call, multipart, solid_image
-from tests.test_store import postgres_or_skip
+from tests.support import (
+    HttpReply,
+    ServerThread,
+    http_call,
+    multipart,
+    postgres_or_skip,
+    solid_image,
+)
 from tlserve.proto import classifier_pb2 as pb
 from tlserve.proto import classifier_pb2_grpc as pb_grpc
 from tlserve.proto import grpc_predict_v2_pb2 as kpb

@@ -14,9 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support import ServerThread, label_samples, solid_image
+from tests.support import ServerThread, label_samples, postgres_or_skip, solid_image
 from tests.test_cli import tlserve
-from tests.test_store import postgres_or_skip
 from tlserve.clients import TlserveClient
 from tlserve.server.dataset import export_data, import_data
 from tlserve.server.imaging import ImageLimits

@@ -24,8 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from examples.odd_even import Task, parity, png
 from tests.s3 import MotoServer
-from tests.support import free_port, http_call
-from tests.test_store import POSTGRES_DSN, postgres_or_skip
+from tests.support import POSTGRES_DSN, free_port, http_call, postgres_or_skip
 from tlserve.clients import TlserveClient
 from tlserve.trainer.pretrain import CUT_LAYER
 

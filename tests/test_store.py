@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -15,6 +14,7 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.support import postgres_or_skip
 from tlserve.server.errors import (
     AlreadyExists,
     InvalidInput,
@@ -29,19 +29,6 @@ from tlserve.server.store.labels import in_holdout, normalize_label
 from tlserve.server.store.postgres import PostgresFeedbackStore
 from tlserve.server.store.sql import MIGRATIONS
 from tlserve.server.store.sqlite import SqliteFeedbackStore
-
-POSTGRES_DSN = os.environ.get(
-    "TLSERVE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
-)
-
-
-def postgres_or_skip() -> str:
-    try:
-        with psycopg.connect(POSTGRES_DSN, connect_timeout=3) as connection:
-            connection.execute("SELECT 1")
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server reachable at {POSTGRES_DSN}: {exc}")
-    return POSTGRES_DSN
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -43,7 +43,6 @@ from tlserve.server.api.page import LabelPage
 from tlserve.server.api.status import http_status_for
 from tlserve.server.api.tensors import EXTENSIONS, SERVER_NAME, images_from_input, infer_outputs
 from tlserve.server.core import ServingCore
-from tlserve.server.drain import InFlight
 from tlserve.server.errors import InvalidInput, TlserveError, TooLarge, quoted
 from tlserve.server.feedback import FeedbackInput
 from tlserve.server.metrics import ServerMetrics
@@ -64,7 +63,6 @@ class HttpApi:
         self,
         core: ServingCore,
         metrics: ServerMetrics,
-        in_flight: InFlight,
         *,
         max_body_bytes: int,
         max_json_bytes: int,
@@ -72,7 +70,6 @@ class HttpApi:
         self.core = core
         self.max_json_bytes = max_json_bytes
         self.metrics = metrics
-        self.in_flight = in_flight
         self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._middleware])
         # The metrics' `method` label per handler: the same names the gRPC services use.
         self._method_names: dict[Handler, str] = {}
@@ -290,7 +287,7 @@ class HttpApi:
         in_flight.inc()
         started = time.perf_counter()
         status = HTTPStatus.INTERNAL_SERVER_ERROR.value
-        with self.in_flight.track():
+        with self.core.admission.request():
             try:
                 response = await handler(request)
                 status = response.status

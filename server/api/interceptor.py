@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError
 from tlserve.server.api.common import OFF_LOOP_BYTES, request_id_of
 from tlserve.server.api.status import grpc_status_for
 from tlserve.server.api.wire import RepeatedLimit, count_field
-from tlserve.server.drain import InFlight
+from tlserve.server.drain import Admission
 from tlserve.server.errors import InvalidInput, TlserveError, TooLarge
 from tlserve.server.metrics import ServerMetrics
 
@@ -37,11 +37,11 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
         metrics: ServerMetrics,
-        in_flight: InFlight,
+        admission: Admission,
         repeated_limits: Mapping[str, Sequence[RepeatedLimit]] | None = None,
     ) -> None:
         self.metrics = metrics
-        self.in_flight = in_flight
+        self.admission = admission
         # Per method name: repeated fields counted on the wire before decoding.
         self.repeated_limits = dict(repeated_limits or {})
 
@@ -87,14 +87,14 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
-        metrics, tracker = self.metrics, self.in_flight
+        metrics, admission = self.metrics, self.admission
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             in_flight = metrics.in_flight.labels(protocol="grpc", method=method)
             in_flight.inc()
-            with tracker.track():
+            with admission.request():
                 try:
                     return await behavior(request, context)
                 except TlserveError as exc:
