@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,23 +25,28 @@ def free_port() -> int:
 
 @contextmanager
 def server_process(**settings: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`tlserve-server` on a free loopback port, quiet, without a metrics endpoint;
-    `settings` become TLSERVE_* variables. Yields (target, process); terminated on exit."""
+    """`tlserve-server` on free loopback ports (gRPC and HTTP), quiet, without a metrics
+    endpoint, its data in a temporary folder unless `data_dir` is given; `settings` become
+    TLSERVE_* variables. Yields (target, process); terminated on exit. Another tlserve on
+    the default ports, or in the checkout's ./tlserve-data, is never touched."""
     port = free_port()
-    env = {
-        **os.environ,
-        "TLSERVE_HOST": "127.0.0.1",
-        "TLSERVE_PORT": str(port),
-        "TLSERVE_METRICS_PORT": "none",
-        "TLSERVE_LOG_LEVEL": "WARNING",
-        **{f"TLSERVE_{name.upper()}": value for name, value in settings.items()},
-    }
-    process = subprocess.Popen([sys.executable, "-m", "tlserve.server.main"], cwd=ROOT, env=env)
-    try:
-        yield f"127.0.0.1:{port}", process
-    finally:
-        process.terminate()
-        process.wait(30)
+    with tempfile.TemporaryDirectory(prefix="tlserve-bench-") as scratch:
+        env = {
+            **os.environ,
+            "TLSERVE_HOST": "127.0.0.1",
+            "TLSERVE_PORT": str(port),
+            "TLSERVE_HTTP_PORT": str(free_port()),
+            "TLSERVE_METRICS_PORT": "none",
+            "TLSERVE_DATA_DIR": scratch,
+            "TLSERVE_LOG_LEVEL": "WARNING",
+            **{f"TLSERVE_{name.upper()}": value for name, value in settings.items()},
+        }
+        process = subprocess.Popen([sys.executable, "-m", "tlserve.server.main"], cwd=ROOT, env=env)
+        try:
+            yield f"127.0.0.1:{port}", process
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def write_report(report: dict[str, Any], output: Path) -> None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from examples.colour_model import publish_colour_version
-from tests.support import ServerThread, free_port, solid_image
+from tests.support import ServerProcess, ServerThread, solid_image
 from tlserve.clients import TlserveClient
 from tlserve.server.main import _parser, _settings
 from tlserve.server.registry import Registry
@@ -86,37 +84,16 @@ def test_health_of_a_server_without_a_model(empty_server: ServerThread) -> None:
 
 
 def test_server_process_serves_and_drains_on_sigterm(tmp_path: Path) -> None:
+    """The real command on free ports for every listener (gRPC, HTTP, metrics): another
+    tlserve on the defaults (8000, 9464, 50051) does not get in its way."""
     publish_colour_version(Registry.local(tmp_path / "registry"))
-    config = tmp_path / "tlserve.toml"
-    port = free_port()
-    config.write_text(
-        f'host = "127.0.0.1"\nport = {port}\nmetrics_port = 0\nexecution_provider = "cpu"\n'
-    )
-    env = {**os.environ, "TLSERVE_DATA_DIR": str(tmp_path)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tlserve.server.main", "--config", str(config)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            health = tlserve("health", target=f"127.0.0.1:{port}")
-            if health.returncode == 0:
-                break
-            assert process.poll() is None and time.monotonic() < deadline, process.stdout
-            time.sleep(0.2)
+    with ServerProcess(tmp_path, log_level="INFO") as server:
         image = tmp_path / "green.png"
         image.write_bytes(solid_image("green"))
-        assert "green" in tlserve("predict", str(image), target=f"127.0.0.1:{port}").stdout
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
-    assert "draining" in output
+        assert "green" in tlserve("predict", str(image), target=server.target).stdout
+        server.terminate()
+        assert server.wait(30) == 0, server.output()
+    assert "draining" in server.output()
 
 
 def test_invalid_settings_exit_with_a_message(tmp_path: Path) -> None:
