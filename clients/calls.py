@@ -25,6 +25,7 @@ from tlserve.clients.types import (
     ModelSummary,
     Prediction,
     PredictResult,
+    ServedModel,
     StreamReceipt,
     TrainingRun,
     TrainingStatus,
@@ -87,6 +88,7 @@ def _predict_result(response: pb.PredictResponse) -> PredictResult:
 
 def _model_summary(info: pb.ModelInfo) -> ModelSummary:
     return ModelSummary(
+        model=info.model,
         version=info.version,
         labels=tuple(info.labels),
         backbone_id=info.backbone_id,
@@ -153,34 +155,49 @@ def _receipt(response: pb.SubmitFeedbackResponse) -> FeedbackReceipt:
 
 
 def predict(
-    images: Iterable[ImageLike], top_k: int = 0, *, keep: bool = True
+    images: Iterable[ImageLike], top_k: int = 0, *, keep: bool = True, model: str = ""
 ) -> Call[PredictResult]:
-    """Classify images, all by one model version. `keep=False`: the server keeps no record
-    (no feedback by prediction id, no suggestions from these images)."""
+    """Classify images, all by one version of `model` (default: the server's default
+    model). `keep=False`: the server keeps no record (no feedback by id, no suggestions
+    from these images)."""
     request = pb.PredictRequest(
-        images=[image_message(i) for i in images], top_k=top_k, do_not_keep=not keep
+        images=[image_message(i) for i in images],
+        top_k=top_k,
+        do_not_keep=not keep,
+        model=model,
     )
     return Call("Predict", request, _predict_result)
 
 
-def predict_one(image: ImageLike, top_k: int = 0) -> Call[Prediction]:
+def predict_one(image: ImageLike, top_k: int = 0, *, model: str = "") -> Call[Prediction]:
     """Classify one image."""
-    request = pb.PredictRequest(images=[image_message(image)], top_k=top_k)
+    request = pb.PredictRequest(images=[image_message(image)], top_k=top_k, model=model)
     return Call("Predict", request, lambda response: _predict_result(response).predictions[0])
 
 
-def get_model(version: str = "") -> Call[ModelSummary]:
-    """A model version (default: the one being served) with its card and live accuracy."""
-    return Call("GetModel", pb.GetModelRequest(version=version), _model_summary)
+def get_model(version: str = "", *, model: str = "") -> Call[ModelSummary]:
+    """A version of `model` (default: the one being served) with its card and live
+    accuracy."""
+    return Call("GetModel", pb.GetModelRequest(version=version, model=model), _model_summary)
 
 
-def list_models() -> Call[tuple[list[ModelSummary], str]]:
-    """Every published version, newest first, and the version CURRENT names."""
+def list_models(*, model: str = "") -> Call[tuple[list[ModelSummary], str]]:
+    """Every published version of `model`, newest first, and the version its CURRENT
+    names."""
 
     def read(response: pb.ListModelsResponse) -> tuple[list[ModelSummary], str]:
         return [_model_summary(m) for m in response.models], response.current_version
 
-    return Call("ListModels", pb.ListModelsRequest(), read)
+    return Call("ListModels", pb.ListModelsRequest(model=model), read)
+
+
+def served_models() -> Call[list[ServedModel]]:
+    """The models the server serves by name (the default first), each with its version."""
+
+    def read(response: pb.ListServedModelsResponse) -> list[ServedModel]:
+        return [ServedModel(m.name, m.version, m.is_default) for m in response.models]
+
+    return Call("ListServedModels", pb.ListServedModelsRequest(), read)
 
 
 def submit_feedback(
@@ -283,14 +300,14 @@ def suggest_labels(
     return Call("SuggestLabels", request, read)
 
 
-def rollback(version: str = "") -> Call[tuple[str, str]]:
-    """Admin: serve `version` (default: the one the current version replaced); returns
-    (previous, current)."""
+def rollback(version: str = "", *, model: str = "") -> Call[tuple[str, str]]:
+    """Admin: serve `version` of `model` (default: the one the current version replaced);
+    returns (previous, current)."""
 
     def read(response: pb.RollbackResponse) -> tuple[str, str]:
         return response.previous_version, response.current_version
 
-    return Call("Rollback", pb.RollbackRequest(version=version), read)
+    return Call("Rollback", pb.RollbackRequest(version=version, model=model), read)
 
 
 def trigger_training(reason: str = "") -> Call[int]:

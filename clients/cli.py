@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
     parser.add_argument(
+        "--model",
+        default=os.environ.get("TLSERVE_MODEL", ""),
+        help="the model predict and models speak to (env TLSERVE_MODEL; default: the "
+        "server's default model; `tlserve served` lists them)",
+    )
+    parser.add_argument(
         "--token",
         default=os.environ.get("TLSERVE_TOKEN", ""),
         help="bearer token sent with every call (env TLSERVE_TOKEN)",
@@ -108,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="admin: ask the trainer for a run now")
     train.add_argument("--reason", default="tlserve train")
     commands.add_parser("health", help="exit 0 when the server is ready to predict")
+    commands.add_parser("served", help="the models the server serves, with their versions")
     feedback = commands.add_parser("feedback", help="send labeled images")
     feedback.add_argument("path", nargs="?", type=Path, help="an image, or a label/image folder")
     feedback.add_argument("--label", help="label of a single image")
@@ -356,7 +363,7 @@ def _predict(client: TlserveClient, args: argparse.Namespace) -> int:
     if missing:
         print(f"tlserve: error: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    result = client.predict(args.images, top_k=args.top_k)
+    result = client.predict(args.images, top_k=args.top_k, model=args.model)
     if args.json:
         rows = [
             {"image": str(path), **asdict(prediction)}
@@ -371,8 +378,15 @@ def _predict(client: TlserveClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _served(client: TlserveClient) -> int:
+    for model in client.served_models():
+        default = "  (default)" if model.is_default else ""
+        print(f"{model.name}: {model.version or 'nothing served yet'}{default}")
+    return 0
+
+
 def _models(client: TlserveClient, args: argparse.Namespace) -> int:
-    models, current = client.list_models()
+    models, current = client.list_models(model=args.model)
     if args.json:
         print(json.dumps({"current": current, "models": [asdict(m) for m in models]}, indent=2))
         return 0
@@ -425,11 +439,13 @@ def _main(argv: list[str] | None = None) -> int:
             if args.command == "predict":
                 return _predict(client, args)
             if args.command == "models" and args.models_command == "rollback":
-                previous, current = client.rollback(args.version)
+                previous, current = client.rollback(args.version, model=args.model)
                 print(f"serving {current} (was {previous})")
                 return 0
             if args.command == "models":
                 return _models(client, args)
+            if args.command == "served":
+                return _served(client)
             if args.command == "train":
                 request_id = client.trigger_training(args.reason)
                 print(f"training requested (request {request_id})")

@@ -118,7 +118,17 @@ class TrainingStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedModel:
+    """A model the server serves: its name, served version ("" before the first)."""
+
+    name: str
+    version: str
+    is_default: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSummary:
+    model: str
     version: str
     labels: tuple[str, ...]
     backbone_id: str

@@ -47,14 +47,16 @@ class Image(_message.Message):
     def __init__(self, encoded: _Optional[bytes] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("images", "top_k", "do_not_keep")
+    __slots__ = ("images", "top_k", "do_not_keep", "model")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     DO_NOT_KEEP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     top_k: int
     do_not_keep: bool
-    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., top_k: _Optional[int] = ..., do_not_keep: bool = ...) -> None: ...
+    model: str
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., top_k: _Optional[int] = ..., do_not_keep: bool = ..., model: _Optional[str] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score")
@@ -81,13 +83,15 @@ class PredictResponse(_message.Message):
     def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
-    __slots__ = ("version",)
+    __slots__ = ("version", "model")
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     version: str
-    def __init__(self, version: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json", "live_accuracy", "live_feedback_count", "error", "training")
+    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json", "live_accuracy", "live_feedback_count", "error", "training", "model")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +107,7 @@ class ModelInfo(_message.Message):
     LIVE_FEEDBACK_COUNT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     version: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     backbone_id: str
@@ -118,11 +123,14 @@ class ModelInfo(_message.Message):
     live_feedback_count: int
     error: str
     training: TrainingStatus
-    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ..., live_accuracy: _Optional[float] = ..., live_feedback_count: _Optional[int] = ..., error: _Optional[str] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ..., live_accuracy: _Optional[float] = ..., live_feedback_count: _Optional[int] = ..., error: _Optional[str] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models", "current_version")
@@ -131,6 +139,26 @@ class ListModelsResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     current_version: str
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., current_version: _Optional[str] = ...) -> None: ...
+
+class ListServedModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServedModel(_message.Message):
+    __slots__ = ("name", "version", "is_default")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    is_default: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., is_default: bool = ...) -> None: ...
+
+class ListServedModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ServedModel]
+    def __init__(self, models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...
 
 class SubmitFeedbackRequest(_message.Message):
     __slots__ = ("prediction_id", "image", "label", "idempotency_key", "source")
@@ -257,10 +285,12 @@ class SuggestLabelsResponse(_message.Message):
     def __init__(self, suggestions: _Optional[_Iterable[_Union[Suggestion, _Mapping]]] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
-    __slots__ = ("version",)
+    __slots__ = ("version", "model")
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     version: str
-    def __init__(self, version: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class RollbackResponse(_message.Message):
     __slots__ = ("previous_version", "current_version")

@@ -49,6 +49,11 @@ class ClassifierStub(object):
                 request_serializer=tlserve_dot_v1_dot_classifier__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=tlserve_dot_v1_dot_classifier__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.ListServedModels = channel.unary_unary(
+                '/tlserve.v1.Classifier/ListServedModels',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.ListServedModelsRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.ListServedModelsResponse.FromString,
+                _registered_method=True)
         self.SubmitFeedback = channel.unary_unary(
                 '/tlserve.v1.Classifier/SubmitFeedback',
                 request_serializer=tlserve_dot_v1_dot_classifier__pb2.SubmitFeedbackRequest.SerializeToString,
@@ -115,7 +120,14 @@ class ClassifierServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ListModels(self, request, context):
-        """Every published version in the registry, newest first.
+        """Every published version of a model (default: the default model), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServedModels(self, request, context):
+        """The models this server serves by name, each with its served version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,6 +220,11 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=tlserve_dot_v1_dot_classifier__pb2.ListModelsRequest.FromString,
                     response_serializer=tlserve_dot_v1_dot_classifier__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'ListServedModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServedModels,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.ListServedModelsRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.ListServedModelsResponse.SerializeToString,
             ),
             'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitFeedback,
@@ -336,6 +353,33 @@ class Classifier(object):
             '/tlserve.v1.Classifier/ListModels',
             tlserve_dot_v1_dot_classifier__pb2.ListModelsRequest.SerializeToString,
             tlserve_dot_v1_dot_classifier__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServedModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.v1.Classifier/ListServedModels',
+            tlserve_dot_v1_dot_classifier__pb2.ListServedModelsRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.ListServedModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,7 @@ from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.loop_lag import LoopLagMonitor
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.model_slot import LoadedModel, ModelLoader, ModelSlot
+from tlserve.server.models import ModelSet
 from tlserve.server.prediction import PredictionService
 from tlserve.server.runtime import SessionFactory
 from tlserve.server.security.setup import build_security, exposed_hosts
@@ -72,12 +73,15 @@ class TlserveServer:
             require_writable(folder, setting)
         self.registry = settings.open_registry()
         self.sessions = SessionFactory(settings.execution_provider, settings.intra_op_threads)
-        self.slot = ModelSlot(
+        loader = ModelLoader(self.registry, self.sessions, warmup_batch=settings.max_batch_size)
+        self.models = ModelSet(
             self.registry,
-            ModelLoader(self.registry, self.sessions, warmup_batch=settings.max_batch_size),
-            self.metrics,
-            refused_retry_seconds=settings.refused_retry_seconds,
+            lambda name, registry: self._new_slot(name, loader.for_registry(registry)),
+            loader.backbones,
+            default_name=settings.model_name,
+            max_models=settings.max_models,
         )
+        self.slot = self.models.default  # the default model's: the feedback service's view
         self.store = open_store(settings.resolved_store_url)
         self.keeper = PredictionKeeper(
             self.store,
@@ -109,7 +113,7 @@ class TlserveServer:
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self.predictions = PredictionService(
-            self.slot,
+            self.models,
             self.metrics,
             self._decode_pool,
             self._inference_pool,
@@ -124,12 +128,10 @@ class TlserveServer:
         self.core = ServingCore(
             self.predictions,
             self.feedback,
-            self.slot,
-            self.registry,
+            self.models,
             self.security.access,
             self.security.limits,
             Admission(),
-            model_name=settings.model_name,
         )
         self.http = HttpApi(
             self.core,
@@ -150,13 +152,12 @@ class TlserveServer:
         settings = self.settings
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self._set_readiness(False)
-        self.slot.on_swap(self._on_swap)
-        await self.slot.refresh()
-        if self.slot.current is not None:
+        await self.models.refresh()
+        if self.core.is_ready():
             await self._set_readiness(True)
         self.predictions.batcher.start()
         self._background = [
-            asyncio.create_task(self.slot.watch(settings.registry_poll_seconds), name="registry"),
+            asyncio.create_task(self.models.watch(settings.registry_poll_seconds), name="registry"),
             asyncio.create_task(self.keeper.run(), name="keeper"),
             asyncio.create_task(self.loop_lag.run(), name="loop-lag"),
         ]
@@ -258,7 +259,7 @@ class TlserveServer:
         await self.predictions.batcher.stop()
         await self.keeper.flush()
         self.store.close()
-        self.slot.close()
+        self.models.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
@@ -286,8 +287,20 @@ class TlserveServer:
             ],
         }
 
+    def _new_slot(self, name: str, loader: ModelLoader) -> ModelSlot:
+        slot = ModelSlot(
+            loader.registry,
+            loader,
+            self.metrics,
+            refused_retry_seconds=self.settings.refused_retry_seconds,
+            model_name=name,
+        )
+        slot.on_swap(self._on_swap)
+        return slot
+
     def _on_swap(self, model: LoadedModel) -> None:
-        asyncio.get_running_loop().create_task(self._set_readiness(True))
+        if not self.core.admission.closed:
+            asyncio.get_running_loop().create_task(self._set_readiness(True))
 
     async def _set_readiness(self, ready: bool) -> None:
         status = (

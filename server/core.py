@@ -21,7 +21,6 @@ from tlserve.server.errors import (
     NoModel,
     NotFound,
     TlserveError,
-    quoted,
 )
 from tlserve.server.feedback import (
     FeedbackInput,
@@ -32,6 +31,7 @@ from tlserve.server.feedback import (
 )
 from tlserve.server.imaging import encode_png
 from tlserve.server.model_slot import ModelSlot
+from tlserve.server.models import ModelSet
 from tlserve.server.prediction import (
     ImageInput,
     LabelScore,
@@ -40,7 +40,7 @@ from tlserve.server.prediction import (
     check_pinned_version,
     top_labels,
 )
-from tlserve.server.registry import ModelManifest, Registry
+from tlserve.server.registry import ModelManifest
 from tlserve.server.security import AccessControl, Action, Presented, Principal, RateLimits, Role
 from tlserve.server.store.base import StoredLabel
 from tlserve.server.training_status import TrainingStatus
@@ -55,6 +55,7 @@ MAX_TRAINING_REASON = 200
 class ModelInfo:
     """A registry version as clients see it, with how it is doing live."""
 
+    model: str
     manifest: ModelManifest
     serving: bool
     providers: tuple[str, ...]
@@ -80,10 +81,20 @@ class ModelListing:
 class ServedSignature:
     """What a request must look like for the served version (KServe model metadata)."""
 
+    model: str
     version: str
     height: int
     width: int
     labels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModelState:
+    """A model this server serves: its name, served version ("" before the first one)."""
+
+    name: str
+    version: str
+    is_default: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,21 +135,16 @@ class ServingCore:
         self,
         predictions: PredictionService,
         feedback: FeedbackService,
-        slot: ModelSlot,
-        registry: Registry,
+        models: ModelSet,
         access: AccessControl,
         limits: RateLimits,
         admission: Admission,
-        *,
-        model_name: str,
     ) -> None:
         self.predictions = predictions
         self.feedback = feedback
-        self.slot = slot
-        self.registry = registry
+        self.models = models
         self.access = access
         self.limits = limits
-        self.model_name = model_name
         # Closed when shutdown begins: readiness turns false before the listeners close.
         self.admission = admission
 
@@ -160,16 +166,22 @@ class ServingCore:
         *,
         keep: bool = True,
         version: str = "",
+        model: str = "",
     ) -> PredictResult:
         principal = self._admit(caller, Role.PREDICT)
         self.limits.take(principal.name, Action.PREDICT, len(images))
         try:
-            return await self.predictions.predict(images, top_k, keep=keep, version=version)
+            return await self.predictions.predict(
+                images, top_k, keep=keep, version=version, model=model
+            )
         except NoModel as exc:
-            raise await self._explained(exc) from None
+            raise await self._explained(exc, model=model) from None
 
-    async def _explained(self, exc: NoModel, advice: str = "") -> NoModel:
-        """NoModel that says what the trainer is doing or waiting for."""
+    async def _explained(self, exc: NoModel, advice: str = "", *, model: str = "") -> NoModel:
+        """NoModel that says what the trainer is doing or waiting for (the trainer trains
+        the default model; a named model's NoModel says enough by itself)."""
+        if self.models.get(model) is not self.models.default:
+            return exc
         status = await self.feedback.training_status()
         return NoModel(f"{exc}{advice}. The trainer: {status.detail}")
 
@@ -185,80 +197,105 @@ class ServingCore:
         """Most images one request may carry; adapters check it before converting any."""
         return self.predictions.max_images_per_request
 
-    def check_model_name(self, name: str) -> None:
-        """The Open Inference Protocol names the model; this server serves one."""
-        if name != self.model_name:
-            raise NotFound(
-                f"unknown model {quoted(name, 128)}; this server serves {self.model_name!r}"
-            )
+    def model_name(self, name: str = "") -> str:
+        """The name of the model a request names (empty: the default model's); NotFound
+        for a model this server does not serve."""
+        return self.models.get(name).model_name
 
     def is_ready(self) -> bool:
-        return self.slot.current is not None and not self.admission.closed
+        """Some model is served and the server takes work."""
+        return not self.admission.closed and any(
+            slot.current is not None for slot in self.models.slots()
+        )
 
     async def is_model_ready(self, name: str, version: str = "") -> bool:
         """Ready means served now; a known but unserved version is not ready (NotFound if
         the registry has no such version)."""
-        self.check_model_name(name)
-        served = self.slot.current
+        slot = self.models.get(name)
+        served = slot.current
         if not version:
             return served is not None
         if served is not None and served.version == version:
             return True
-        await asyncio.to_thread(self.registry.model_manifest, version)
+        await asyncio.to_thread(slot.registry.model_manifest, version)
         return False
 
     def served_signature(self, caller: Presented, name: str, version: str = "") -> ServedSignature:
         self._admit(caller, Role.PREDICT)
-        self.check_model_name(name)
-        with self.slot.lease() as model:
+        slot = self.models.get(name)
+        with slot.lease() as model:
             check_pinned_version(version, model)
             spec = model.input_spec
-            return ServedSignature(model.version, spec.height, spec.width, model.labels)
+            return ServedSignature(
+                slot.model_name, model.version, spec.height, spec.width, model.labels
+            )
 
-    async def model_info(self, caller: Presented, version: str = "") -> ModelInfo:
-        """A version (default: the served one) with its card and live accuracy."""
+    async def model_info(self, caller: Presented, version: str = "", model: str = "") -> ModelInfo:
+        """A version (default: the served one) of a model (default: the default model)
+        with its card and live accuracy."""
         self._admit(caller, Role.PREDICT)
-        return await self._model_info(version)
+        return await self._model_info(self.models.get(model), version)
 
-    async def _model_info(self, version: str) -> ModelInfo:
-        served = self.slot.current
+    async def _model_info(self, slot: ModelSlot, version: str) -> ModelInfo:
+        served = slot.current
         if not version:
             try:
-                version = self.slot.require().version
+                version = slot.require().version
             except NoModel as exc:
-                raise await self._explained(exc) from None
+                raise await self._explained(exc, model=slot.model_name) from None
         training = None
         if served is not None and served.version == version:
             manifest, serving, providers = served.manifest, True, tuple(served.providers)
-            training = await self.feedback.training_status()
+            if slot is self.models.default:
+                training = await self.feedback.training_status()
         else:  # NotFound for an unknown or malformed id, before the store sees it
-            manifest = await asyncio.to_thread(self.registry.model_manifest, version)
+            manifest = await asyncio.to_thread(slot.registry.model_manifest, version)
             serving, providers = False, ()
         correct, total = await self.feedback.live_accuracy(version)
-        return ModelInfo(manifest, serving, providers, correct, total, training)
+        return ModelInfo(slot.model_name, manifest, serving, providers, correct, total, training)
 
-    async def list_models(self, caller: Presented) -> ModelListing:
+    async def list_models(self, caller: Presented, model: str = "") -> ModelListing:
+        """Every published version of a model (default: the default model), newest first;
+        manifests and live accuracy are read concurrently."""
         self._admit(caller, Role.PREDICT)
-        versions = await asyncio.to_thread(self.registry.versions)
+        slot = self.models.get(model)
+        versions = await asyncio.to_thread(slot.registry.versions)
         try:
-            current = await asyncio.to_thread(self.registry.current)
+            current = await asyncio.to_thread(slot.registry.current)
         except ModelRejected:
             current = None  # the model slot reports an unusable CURRENT (once per change)
+        read = await asyncio.gather(
+            *(self._model_info(slot, version) for version in versions), return_exceptions=True
+        )
         models, unreadable = [], []
-        for version in versions:
-            try:
-                models.append(await self._model_info(version))
-            except NotFound:
-                continue  # removed by retention between the listing and the read
-            except ModelRejected as exc:
-                unreadable.append((version, str(exc)))
+        for version, info in zip(versions, read, strict=True):
+            if isinstance(info, ModelInfo):
+                models.append(info)
+            elif isinstance(info, ModelRejected):
+                unreadable.append((version, str(info)))
+            elif not isinstance(info, NotFound):  # NotFound: removed by retention meanwhile
+                raise info
         return ModelListing(models, current, unreadable)
 
-    async def rollback(self, caller: Presented, version: str) -> Rollback:
-        """Admin: point CURRENT at `version` (default: the served version's parent) and
-        return once it is serving here; other replicas follow CURRENT on their next poll."""
+    def served_models(self, caller: Presented) -> list[ServedModelState]:
+        """Every model this server serves, the default first: name, served version, state."""
+        self._admit(caller, Role.PREDICT)
+        return [
+            ServedModelState(
+                name=slot.model_name,
+                version=slot.current.version if slot.current is not None else "",
+                is_default=slot is self.models.default,
+            )
+            for slot in self.models.slots()
+        ]
+
+    async def rollback(self, caller: Presented, version: str, model: str = "") -> Rollback:
+        """Admin: point a model's CURRENT at `version` (default: the served version's
+        parent) and return once it is serving here; other replicas follow on their next
+        poll."""
         principal = self._admit(caller, Role.ADMIN)
-        served = self.slot.require()
+        slot = self.models.get(model)
+        served = slot.require()
         target = version or served.manifest.parent
         if not target:
             raise InvalidInput(
@@ -268,15 +305,21 @@ class ServingCore:
             raise InvalidInput(f"version {target} is already serving")
         # Compare-and-set from what this replica serves: a rollback never overwrites a
         # version published in the meantime without having seen it.
-        await asyncio.to_thread(self.registry.set_current, target, expected=served.version)
-        await self.slot.refresh()
-        current = self.slot.require()
+        await asyncio.to_thread(slot.registry.set_current, target, expected=served.version)
+        await slot.refresh()
+        current = slot.require()
         if current.version != target:
             raise ModelRejected(
                 f"version {target} was refused by verification and {current.version} is still "
                 "serving; see the server log"
             )
-        log.warning("%s rolled back from %s to %s", principal.name, served.version, target)
+        log.warning(
+            "%s rolled model %s back from %s to %s",
+            principal.name,
+            slot.model_name,
+            served.version,
+            target,
+        )
         return Rollback(served.version, current.version)
 
     async def trigger_training(self, caller: Presented, reason: str) -> int:
@@ -345,7 +388,7 @@ class ServingCore:
     ) -> list[LabelSuggestion]:
         """The kept predictions most worth labeling, best first, as PNGs unless omitted."""
         self._admit(caller, Role.LABEL)
-        served = self.slot.current
+        served = self.models.default.current
         picked = await self.feedback.suggest(count, strategy, served.version if served else None)
         if not picked and served is None:
             raise await self._explained(

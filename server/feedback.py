@@ -240,9 +240,10 @@ class FeedbackService:
         if prediction is not None and not stored.duplicate:
             outcome = "correct" if prediction.top_label == label else "wrong"
             version = prediction.model_version
-            self.metrics.live_feedback.labels(version=version, outcome=outcome).inc()
+            model = self.slot.model_name
+            self.metrics.live_feedback.labels(model=model, version=version, outcome=outcome).inc()
             correct, total = await asyncio.to_thread(self.store.live_accuracy, version)
-            self.metrics.live_accuracy.labels(version=version).set(correct / total)
+            self.metrics.live_accuracy.labels(model=model, version=version).set(correct / total)
         return stored
 
     async def _approve_once(self, label: str) -> None:

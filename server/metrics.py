@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -89,8 +91,8 @@ class ServerMetrics:
         )
         self.model_info = Gauge(
             "tlserve_model_info",
-            "The served model version (value 1), with its backbone and execution provider.",
-            ["version", "backbone", "provider"],
+            "Each model's served version (value 1), with its backbone and execution provider.",
+            ["model", "version", "backbone", "provider"],
             registry=registry,
         )
         self.model_swaps = Counter(
@@ -133,14 +135,14 @@ class ServerMetrics:
         )
         self.live_feedback = Counter(
             "tlserve_live_feedback",
-            "Feedback on kept predictions, by the answering version and outcome (correct, wrong).",
-            ["version", "outcome"],
+            "Feedback on kept predictions by model, version (that answered) and outcome.",
+            ["model", "version", "outcome"],
             registry=registry,
         )
         self.live_accuracy = Gauge(
             "tlserve_live_accuracy",
             "Share of a version's answers that feedback confirmed (from the store, all replicas).",
-            ["version"],
+            ["model", "version"],
             registry=registry,
         )
         self.dropped_predictions = Counter(
@@ -162,27 +164,41 @@ class ServerMetrics:
         self.requests.labels(protocol=protocol, method=method, code=code).inc()
         self.request_seconds.labels(protocol=protocol, method=method, code=code).observe(seconds)
 
-    def forget_versions_except(self, keep: set[str]) -> None:
-        """Drop the per-version series of versions no longer served (kept: the served one
-        and the one it replaced), so a long-lived server does not grow a series per version."""
-        per_version: list[tuple[Gauge | Counter, tuple[str, ...]]] = [
-            (self.live_accuracy, ("version",)),
-            (self.live_feedback, ("version", "outcome")),
-        ]
-        for metric, names in per_version:
+    def forget_versions_except(self, model: str, keep: set[str]) -> None:
+        """Drop a model's per-version series of versions no longer served (kept: the served
+        one and the one it replaced), so a long-lived server does not grow a series per
+        version; other models' series stay."""
+        self._forget(model, lambda version: version not in keep)
+
+    def forget_model(self, model: str) -> None:
+        """Drop every series of a model that is no longer served."""
+        self._forget(model, lambda _version: True)
+
+    def set_served_model(
+        self, model: str, version: str, backbone_id: str, providers: list[str]
+    ) -> None:
+        self._forget(model, lambda _version: True, (self.model_info,))
+        provider = providers[0] if providers else "unknown"
+        self.model_info.labels(
+            model=model, version=version, backbone=backbone_id[:12], provider=provider
+        ).set(1)
+
+    def _forget(
+        self,
+        model: str,
+        doomed: Callable[[str], bool],
+        metrics: Sequence[Gauge | Counter] | None = None,
+    ) -> None:
+        for metric in metrics or (self.live_accuracy, self.live_feedback, self.model_info):
+            names = metric._labelnames  # prometheus_client has no public getter
             present = {
                 tuple(sample.labels[name] for name in names)
                 for family in metric.collect()
                 for sample in family.samples
+                if sample.labels.get("model") == model and doomed(sample.labels["version"])
             }
             for labels in present:
-                if labels[0] not in keep:
-                    metric.remove(*labels)
-
-    def set_served_model(self, version: str, backbone_id: str, providers: list[str]) -> None:
-        self.model_info.clear()
-        provider = providers[0] if providers else "unknown"
-        self.model_info.labels(version=version, backbone=backbone_id[:12], provider=provider).set(1)
+                metric.remove(*labels)
 
 
 def add_process_collectors(registry: CollectorRegistry) -> None:

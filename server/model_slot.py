@@ -111,6 +111,46 @@ class LoadedModel:
         return self._leases
 
 
+class BackboneCache:
+    """One resident session per backbone id, loaded on first use and shared by every
+    version of every model on it; thread-safe (versions load in worker threads)."""
+
+    def __init__(self, load: Callable[[str], BackboneRuntime]) -> None:
+        self._load = load
+        self._resident: dict[str, BackboneRuntime] = {}
+        self._loading: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, backbone_id: str) -> BackboneRuntime:
+        with self._lock:
+            resident = self._resident.get(backbone_id)
+            if resident is not None:
+                return resident
+            loading = self._loading.setdefault(backbone_id, threading.Lock())
+        with loading:  # two models asking for one new backbone load it once
+            with self._lock:
+                resident = self._resident.get(backbone_id)
+            if resident is None:
+                resident = self._load(backbone_id)
+                with self._lock:
+                    self._resident[backbone_id] = resident
+        with self._lock:
+            self._loading.pop(backbone_id, None)
+        return resident
+
+    def keep_only(self, backbone_ids: set[str]) -> None:
+        """Forget backbones no served version uses; a retired version still answering
+        holds its own reference, so its requests finish on it."""
+        with self._lock:
+            for backbone_id in [b for b in self._resident if b not in backbone_ids]:
+                del self._resident[backbone_id]
+
+    @property
+    def resident_ids(self) -> set[str]:
+        with self._lock:
+            return set(self._resident)
+
+
 # Rows of a probability head sum to 1 within float32 rounding; more is not probabilities.
 PROBABILITY_TOLERANCE = 1e-3
 # One warm-up batch holds each kind of image once: noise, black, white, a gradient.
@@ -118,23 +158,35 @@ WARM_UP_KINDS = 4
 
 
 class ModelLoader:
-    """Turns a registry version into a LoadedModel, or refuses it with a reason."""
+    """Turns a registry version into a LoadedModel, or refuses it with a reason.
 
-    def __init__(self, registry: Registry, sessions: SessionFactory, warmup_batch: int) -> None:
+    Backbones come from `backbones`: one resident session per id, shared by every version
+    of every model that uses it (the server's `ModelSet` passes its own and forgets the
+    ones no model serves)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        sessions: SessionFactory,
+        warmup_batch: int,
+        backbones: BackboneCache | None = None,
+    ) -> None:
         self.registry = registry
         self.sessions = sessions
         self.warmup_batch = warmup_batch
+        self.backbones = backbones if backbones is not None else BackboneCache(self.load_backbone)
 
-    def load(self, version: str, resident: BackboneRuntime | None) -> LoadedModel:
+    def for_registry(self, registry: Registry) -> ModelLoader:
+        """The same loader for another model's versions (same sessions and backbones)."""
+        return ModelLoader(registry, self.sessions, self.warmup_batch, self.backbones)
+
+    def load(self, version: str) -> LoadedModel:
         try:
             manifest = self.registry.model_manifest(version)
         except NotFound as exc:
             raise ModelRejected(str(exc)) from None
         head_onnx = self.registry.read_version_file(manifest, "head.onnx")
-        if resident is not None and resident.id == manifest.backbone_id:
-            backbone = resident
-        else:
-            backbone = self._load_backbone(manifest.backbone_id)
+        backbone = self.backbones.get(manifest.backbone_id)
         try:
             head = self.sessions.create(head_onnx)
         except Exception as exc:  # ONNX Runtime raises its own exception types
@@ -144,7 +196,7 @@ class ModelLoader:
         self._warm_up(model)
         return model
 
-    def _load_backbone(self, backbone_id: str) -> BackboneRuntime:
+    def load_backbone(self, backbone_id: str) -> BackboneRuntime:
         manifest = self.registry.backbone_manifest(backbone_id)
         onnx_bytes = self.registry.read_backbone_onnx(backbone_id)
         try:
@@ -282,13 +334,17 @@ class ModelSlot:
         metrics: ServerMetrics,
         refused_retry_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        model_name: str = "tlserve",
     ) -> None:
+        self.model_name = model_name
         self.registry = registry
         self.loader = loader
         self.metrics = metrics
         self.refused_retry_seconds = refused_retry_seconds
         self._clock = clock
         self._current: LoadedModel | None = None
+        self._closed = False
         self._refused: dict[str, float] = {}
         self._current_problem: str | None = None
         self._refresh_lock = asyncio.Lock()
@@ -305,8 +361,12 @@ class ModelSlot:
         """The served version, or NoModel (the core adds what the trainer waits for)."""
         model = self._current
         if model is None:
+            if self._closed:
+                raise NotFound(f"model {self.model_name!r} was removed from the registry")
             raise NoModel(
-                "no model version is being served yet: the registry has no CURRENT version"
+                "no model version is being served yet: the registry has no "
+                f"{self.registry.pointer} version"
+                + ("" if self.registry.model is None else f" (model {self.model_name!r})")
             )
         return model
 
@@ -333,7 +393,7 @@ class ModelSlot:
                 return False
             self._current_problem = None
             served = self._current.version if self._current else None
-            if target is None or target == served:
+            if self._closed or target is None or target == served:
                 return False
             refused_at = self._refused.get(target)
             if refused_at is not None and self._clock() - refused_at < self.refused_retry_seconds:
@@ -341,7 +401,7 @@ class ModelSlot:
             resident = self._current.backbone if self._current else None
             started = time.perf_counter()
             try:
-                model = await asyncio.to_thread(self.loader.load, target, resident)
+                model = await asyncio.to_thread(self.loader.load, target)
             except TlserveError as exc:
                 self._refuse(target, str(exc))
                 return False
@@ -354,7 +414,8 @@ class ModelSlot:
             self.metrics.model_swaps.labels(result="head_only" if head_only else "full").inc()
             self.metrics.model_load_seconds.observe(time.perf_counter() - started)
             log.info(
-                "serving version %s (%s swap, %d labels, providers %s)",
+                "model %s: serving version %s (%s swap, %d labels, providers %s)",
+                self.model_name,
                 model.version,
                 "head-only" if head_only else "full",
                 len(model.labels),
@@ -372,17 +433,24 @@ class ModelSlot:
             await asyncio.sleep(poll_seconds)
 
     def close(self) -> None:
+        """Serve nothing more: the served version finishes its leases and is released."""
+        self._closed = True
         if self._current is not None:
             self._current.retire()
             self._current = None
+        self.metrics.forget_model(self.model_name)
 
     def _swap(self, model: LoadedModel) -> None:
         old, self._current = self._current, model
         self._refused.pop(model.version, None)
         if old is not None:
             old.retire()
-        self.metrics.set_served_model(model.version, model.backbone.id, model.providers)
-        self.metrics.forget_versions_except({model.version, *([old.version] if old else [])})
+        self.metrics.set_served_model(
+            self.model_name, model.version, model.backbone.id, model.providers
+        )
+        self.metrics.forget_versions_except(
+            self.model_name, {model.version, *([old.version] if old else [])}
+        )
         newest_label_at = model.manifest.raw.get("dataset", {}).get("newest_label_at")
         if isinstance(newest_label_at, int | float) and newest_label_at > 0:
             self.metrics.feedback_to_serve.observe(max(0.0, time.time() - newest_label_at))

@@ -1,5 +1,10 @@
 """Predictions: images in, scored labels out, every image of a request answered by the
-one version it leased (and, when the caller pins a version, only by that version)."""
+one version of the named model it leased (and, when the caller pins a version, only by
+that version).
+
+Requests batch by backbone, not by model: images for different models (and versions) on
+one resident backbone go through one backbone run together, then each head scores its
+own rows. A head is a small matrix product; the backbone is where the time goes."""
 
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from tlserve.server.errors import InvalidInput, NotFound, TooLarge, quoted
 from tlserve.server.imaging import ImageLimits, decode_image, prepare_pixels
 from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
-from tlserve.server.model_slot import LoadedModel, ModelSlot
+from tlserve.server.model_slot import BackboneRuntime, LoadedModel
+from tlserve.server.models import ModelSet
 from tlserve.server.store.base import KeptPrediction
 
 
@@ -44,9 +50,21 @@ class ImagePrediction:
 
 @dataclass(frozen=True, slots=True)
 class PredictResult:
+    model: str
     version: str
     labels: tuple[str, ...]
     predictions: list[ImagePrediction]
+
+
+_NO_SCORES = np.empty(0, np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class _Image:
+    """One prepared image in a backbone batch, with the leased version whose head scores it."""
+
+    model: LoadedModel
+    pixels: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +76,7 @@ class _Scored:
 class PredictionService:
     def __init__(
         self,
-        slot: ModelSlot,
+        models: ModelSet,
         metrics: ServerMetrics,
         decode_executor: Executor,
         inference_executor: Executor,
@@ -71,14 +89,14 @@ class PredictionService:
         max_queue_items: int,
         keeper: PredictionKeeper | None = None,
     ) -> None:
-        self.slot = slot
+        self.models = models
         self.keeper = keeper
         self.metrics = metrics
         self.limits = limits
         self.max_images_per_request = max_images_per_request
         self.default_top_k = default_top_k
         self._decode_executor = decode_executor
-        self.batcher: DynamicBatcher[LoadedModel, np.ndarray, _Scored] = DynamicBatcher(
+        self.batcher: DynamicBatcher[BackboneRuntime, _Image, _Scored] = DynamicBatcher(
             self._run_batch,
             inference_executor,
             max_batch_size=max_batch_size,
@@ -96,34 +114,41 @@ class PredictionService:
         *,
         keep: bool = True,
         version: str = "",
+        model: str = "",
     ) -> PredictResult:
-        """Score every image with the served version; all answered by that one version.
+        """Score every image with the named model's served version (`model` empty: the
+        default model); all answered by that one version.
 
         A pinned `version` is checked under the same lease that answers, so a swap in
         between can only turn the answer into NotFound, never into another version's."""
         check_image_count(len(images), self.max_images_per_request)
-        with self.slot.lease() as model:
-            check_pinned_version(version, model)
-            k = self._resolve_top_k(top_k, model)
-            pixels = await self._prepare_all(images, model)
-            scored = await self.batcher.submit(model, pixels)
+        slot = self.models.get(model)
+        with slot.lease() as served:
+            check_pinned_version(version, served)
+            k = self._resolve_top_k(top_k, served)
+            pixels = await self._prepare_all(images, served)
+            scored = await self.batcher.submit(
+                served.backbone, [_Image(served, image) for image in pixels]
+            )
         predictions = [
             ImagePrediction(
                 prediction_id=uuid.uuid4().hex,
                 probabilities=result.probabilities,
-                top=top_labels(result.probabilities, model.labels, k),
+                top=top_labels(result.probabilities, served.labels, k),
             )
             for result in scored
         ]
-        if self.keeper is not None and keep:
+        # Kept predictions feed the default model's labels and suggestions; a named
+        # model's would mix into them until the store keeps them per model.
+        if self.keeper is not None and keep and slot is self.models.default:
             now = time.time()
             self.keeper.keep(
                 [
                     KeptPrediction(
                         prediction_id=prediction.prediction_id,
-                        model_version=model.version,
-                        backbone_id=model.backbone.id,
-                        labels=model.labels,
+                        model_version=served.version,
+                        backbone_id=served.backbone.id,
+                        labels=served.labels,
                         probabilities=prediction.probabilities,
                         features=result.features,
                         pixels=image,
@@ -132,7 +157,12 @@ class PredictionService:
                     for prediction, result, image in zip(predictions, scored, pixels, strict=True)
                 ]
             )
-        return PredictResult(version=model.version, labels=model.labels, predictions=predictions)
+        return PredictResult(
+            model=slot.model_name,
+            version=served.version,
+            labels=served.labels,
+            predictions=predictions,
+        )
 
     def _resolve_top_k(self, top_k: int, model: LoadedModel) -> int:
         count = len(model.labels)
@@ -182,12 +212,19 @@ class PredictionService:
             )
         )
 
-    def _run_batch(self, model: LoadedModel, pixels: list[np.ndarray]) -> list[_Scored]:
-        batch = np.stack(pixels)
+    def _run_batch(self, backbone: BackboneRuntime, images: list[_Image]) -> list[_Scored]:
+        batch = np.stack([image.pixels for image in images])
         started = time.perf_counter()
-        features = model.backbone.features(batch)
+        features = backbone.features(batch)
         backbone_done = time.perf_counter()
-        probabilities = model.head_probabilities(features)
+        probabilities = [_NO_SCORES] * len(images)  # every row belongs to one model below
+        rows_of: dict[int, tuple[LoadedModel, list[int]]] = {}
+        for row, image in enumerate(images):
+            rows_of.setdefault(id(image.model), (image.model, []))[1].append(row)
+        for model, rows in rows_of.values():
+            scores = model.head_probabilities(features[rows] if len(rows_of) > 1 else features)
+            for row, score in zip(rows, scores, strict=True):
+                probabilities[row] = score
         self.metrics.inference_seconds.labels(stage="backbone").observe(backbone_done - started)
         self.metrics.inference_seconds.labels(stage="head").observe(
             time.perf_counter() - backbone_done

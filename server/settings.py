@@ -265,7 +265,12 @@ class ServerSettings(DeploymentSettings):
     """Prometheus /metrics HTTP port; `none` disables the endpoint, 0 picks a free one."""
 
     model_name: str = "tlserve"
-    """Model name in the Open Inference Protocol (KServe v2) API."""
+    """The default model's name: requests that name no model, or this one, go to the
+    registry's CURRENT; other names are the registry's named models."""
+
+    max_models: int = Field(default=64, ge=1)
+    """Most models (the default one included) this server loads; further models in the
+    registry's index are refused by name, with this setting in the error."""
 
     execution_provider: ExecutionProvider = "auto"
     """ONNX Runtime provider: auto (CUDA if a GPU is usable, else CPU), cpu, cuda or tensorrt."""

@@ -40,6 +40,6 @@ def test_fine_tuned_run_brings_a_new_backbone(tmp_path: Path) -> None:
     cached = store.features(manifest.backbone_id, [r.sample_id for r in store.current_labels()])
     assert len(cached) == 24  # features recomputed and cached for the new backbone
     loader = ModelLoader(registry, SessionFactory("cpu", 1), warmup_batch=4)
-    loaded = loader.load(record.version, resident=None)
+    loaded = loader.load(record.version)
     assert loaded.backbone.id == manifest.backbone_id
     store.close()

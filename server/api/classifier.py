@@ -26,6 +26,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             codec.images_from_proto(request.images, self.core.max_images),
             request.top_k,
             keep=not request.do_not_keep,
+            model=request.model,
         )
         return codec.predict_response(result)
 
@@ -79,7 +80,9 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     async def Rollback(
         self, request: pb.RollbackRequest, context: grpc.aio.ServicerContext
     ) -> pb.RollbackResponse:
-        rollback = await self.core.rollback(codec.presented(context), request.version)
+        rollback = await self.core.rollback(
+            codec.presented(context), request.version, request.model
+        )
         return codec.rollback_response(rollback)
 
     async def TriggerTraining(
@@ -103,10 +106,16 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInfo:
         return codec.model_info(
-            await self.core.model_info(codec.presented(context), request.version)
+            await self.core.model_info(codec.presented(context), request.version, request.model)
         )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return codec.list_models_response(await self.core.list_models(codec.presented(context)))
+        listing = await self.core.list_models(codec.presented(context), request.model)
+        return codec.list_models_response(listing)
+
+    async def ListServedModels(
+        self, request: pb.ListServedModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListServedModelsResponse:
+        return codec.served_models_response(self.core.served_models(codec.presented(context)))

@@ -27,6 +27,7 @@ from tlserve.server.core import (
     ModelListing,
     Retraction,
     Rollback,
+    ServedModelState,
     ServedSignature,
 )
 from tlserve.server.errors import InvalidInput
@@ -205,6 +206,7 @@ def model_info(info: ModelInfo) -> pb.ModelInfo:
     manifest = info.manifest
     size = manifest.raw.get("input", {})
     return pb.ModelInfo(
+        model=info.model,
         version=manifest.version,
         labels=list(manifest.labels),
         backbone_id=manifest.backbone_id,
@@ -250,6 +252,14 @@ def list_models_response(listing: ModelListing) -> pb.ListModelsResponse:
         models=[model_info(m) for m in listing.models]
         + [pb.ModelInfo(version=version, error=error) for version, error in listing.unreadable],
         current_version=listing.current or "",
+    )
+
+
+def served_models_response(models: Sequence[ServedModelState]) -> pb.ListServedModelsResponse:
+    return pb.ListServedModelsResponse(
+        models=[
+            pb.ServedModel(name=m.name, version=m.version, is_default=m.is_default) for m in models
+        ]
     )
 
 
@@ -311,11 +321,11 @@ def _classification_count(name: str, parameters: Mapping[str, kserve_pb2.InferPa
 
 
 def kserve_response(
-    request: kserve_pb2.ModelInferRequest, model_name: str, result: PredictResult
+    request: kserve_pb2.ModelInferRequest, result: PredictResult
 ) -> kserve_pb2.ModelInferResponse:
     outputs = infer_outputs(kserve_requested_outputs(request), result)
     response = kserve_pb2.ModelInferResponse(
-        model_name=model_name, model_version=result.version, id=request.id
+        model_name=result.model, model_version=result.version, id=request.id
     )
     for output in outputs:
         response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
@@ -323,13 +333,11 @@ def kserve_response(
     return response
 
 
-def kserve_metadata(
-    model_name: str, signature: ServedSignature
-) -> kserve_pb2.ModelMetadataResponse:
+def kserve_metadata(signature: ServedSignature) -> kserve_pb2.ModelMetadataResponse:
     tensor = kserve_pb2.ModelMetadataResponse.TensorMetadata
     inputs, outputs = model_tensors(signature)
     return kserve_pb2.ModelMetadataResponse(
-        name=model_name,
+        name=signature.model,
         versions=[signature.version],
         platform=PLATFORM,
         inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in inputs],

@@ -9,9 +9,14 @@ become HTTP statuses through `status.HTTP_STATUS`, always with a JSON body
     GET  /v2                                            server metadata
     GET  /v2/models/{name}[/versions/{v}][/ready]       model metadata / readiness
     POST /v2/models/{name}[/versions/{v}]/infer         inference (JSON or binary data)
+    POST /v2/repository/index                           every model and its state (Triton's)
     POST /v1/predict                                    image body, or multipart `image` parts
     POST /v1/feedback                                   JSON, or multipart `image` + `label`
     GET  /v1/labels | /v1/suggestions | /v1/models[/{version}] | /v1/model
+    GET  /v1/served-models                              the models served, by name
+    POST /v1/models/{model}/predict                     as /v1/predict, for a named model
+    GET  /v1/models/{model}/model | /versions[/{v}]     as /v1/model and /v1/models[/{v}]
+    POST /v1/models/{model}/rollback                    as /v1/rollback (admin)
     POST /v1/labels/retract                             undo a label (its labeler, or admin)
     GET  /label (and /)                                 the labeling page (tlserve/server/web)
     POST /v1/rollback | /v1/training | /v1/labels/approve   admin
@@ -119,6 +124,7 @@ class HttpApi:
             ("GET", f"{versioned}/ready", self.model_ready, "ModelReady"),
             ("POST", f"{model}/infer", self.model_infer, "ModelInfer"),
             ("POST", f"{versioned}/infer", self.model_infer, "ModelInfer"),
+            ("POST", "/v2/repository/index", self.repository_index, "RepositoryIndex"),
             ("POST", "/v1/predict", self.predict, "Predict"),
             ("POST", "/v1/feedback", self.submit_feedback, "SubmitFeedback"),
             ("GET", "/v1/labels", self.list_labels, "ListLabels"),
@@ -128,6 +134,12 @@ class HttpApi:
             ("GET", "/v1/models", self.list_models, "ListModels"),
             ("GET", "/v1/model", self.get_model, "GetModel"),
             ("GET", "/v1/models/{version}", self.get_model, "GetModel"),
+            ("GET", "/v1/served-models", self.served_models, "ListServedModels"),
+            ("POST", "/v1/models/{model}/predict", self.predict, "Predict"),
+            ("GET", "/v1/models/{model}/model", self.get_model, "GetModel"),
+            ("GET", "/v1/models/{model}/versions", self.list_models, "ListModels"),
+            ("GET", "/v1/models/{model}/versions/{version}", self.get_model, "GetModel"),
+            ("POST", "/v1/models/{model}/rollback", self.rollback, "Rollback"),
             ("POST", "/v1/rollback", self.rollback, "Rollback"),
             ("POST", "/v1/training", self.trigger_training, "TriggerTraining"),
             ("GET", "/v1/training", self.training_status, "GetTrainingStatus"),
@@ -154,7 +166,7 @@ class HttpApi:
     async def model_metadata(self, request: web.Request) -> web.Response:
         name, version = request.match_info["name"], request.match_info.get("version", "")
         signature = self.core.served_signature(codec.presented(request), name, version)
-        return web.json_response(codec.model_metadata(self.core.model_name, signature))
+        return web.json_response(codec.model_metadata(signature))
 
     async def model_ready(self, request: web.Request) -> web.Response:
         name, version = request.match_info["name"], request.match_info.get("version", "")
@@ -164,16 +176,17 @@ class HttpApi:
 
     async def model_infer(self, request: web.Request) -> web.Response:
         name, version = request.match_info["name"], request.match_info.get("version", "")
-        self.core.check_model_name(name)
         body = await request.read()
         header_length = request.headers.get(codec.HEADER_LENGTH)
         infer, images = await _off_loop_if_large(
             len(body), _infer_images, body, header_length, self.max_json_bytes, self.core.max_images
         )
         del body
-        result = await self.core.predict(codec.presented(request), images, top_k=1, version=version)
+        result = await self.core.predict(
+            codec.presented(request), images, top_k=1, version=version, model=name
+        )
         outputs = infer_outputs(infer.outputs, result)
-        payload, json_length = codec.infer_response(self.core.model_name, infer, result, outputs)
+        payload, json_length = codec.infer_response(infer, result, outputs)
         if json_length is None:
             return web.Response(body=payload, content_type="application/json")
         return web.Response(
@@ -199,7 +212,9 @@ class HttpApi:
                 "no image: POST the encoded image as the body (Content-Type image/jpeg, "
                 "image/png, ...) or as multipart/form-data parts named `image`"
             )
-        result = await self.core.predict(codec.presented(request), images, top_k, keep=keep)
+        result = await self.core.predict(
+            codec.presented(request), images, top_k, keep=keep, model=_model(request)
+        )
         return web.json_response(codec.predict_response(result))
 
     async def submit_feedback(self, request: web.Request) -> web.Response:
@@ -237,7 +252,7 @@ class HttpApi:
         approved = await self.core.approve_labels(
             codec.presented(request), codec.approve_labels_request(document)
         )
-        return web.json_response({"labels": approved})
+        return web.json_response(codec.approved_labels_response(approved))
 
     async def suggest_labels(self, request: web.Request) -> web.Response:
         suggestions = await self.core.suggest(
@@ -249,15 +264,22 @@ class HttpApi:
         return web.json_response(codec.suggestions_response(suggestions))
 
     async def list_models(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            codec.list_models_response(await self.core.list_models(codec.presented(request)))
-        )
+        listing = await self.core.list_models(codec.presented(request), _model(request))
+        return web.json_response(codec.list_models_response(listing))
 
     async def get_model(self, request: web.Request) -> web.Response:
         info = await self.core.model_info(
-            codec.presented(request), request.match_info.get("version", "")
+            codec.presented(request), request.match_info.get("version", ""), _model(request)
         )
         return web.json_response(codec.model_info(info))
+
+    async def served_models(self, request: web.Request) -> web.Response:
+        served = self.core.served_models(codec.presented(request))
+        return web.json_response(codec.served_models_response(served))
+
+    async def repository_index(self, request: web.Request) -> web.Response:
+        served = self.core.served_models(codec.presented(request))
+        return web.json_response(codec.repository_index(served))
 
     async def training_status(self, request: web.Request) -> web.Response:
         status = await self.core.training_status(codec.presented(request))
@@ -265,18 +287,13 @@ class HttpApi:
 
     async def rollback(self, request: web.Request) -> web.Response:
         version = await _optional_string_field(request, "version")
-        rollback = await self.core.rollback(codec.presented(request), version)
-        return web.json_response(
-            {
-                "previous_version": rollback.previous_version,
-                "current_version": rollback.current_version,
-            }
-        )
+        rollback = await self.core.rollback(codec.presented(request), version, _model(request))
+        return web.json_response(codec.rollback_response(rollback))
 
     async def trigger_training(self, request: web.Request) -> web.Response:
         reason = await _optional_string_field(request, "reason")
         request_id = await self.core.trigger_training(codec.presented(request), reason)
-        return web.json_response({"request_id": request_id})
+        return web.json_response(codec.training_request_response(request_id))
 
     # ---- every request -------------------------------------------------------------
 
@@ -313,6 +330,11 @@ class HttpApi:
                 self.metrics.observe_request(
                     "http", method, str(status), time.perf_counter() - started
                 )
+
+
+def _model(request: web.Request) -> str:
+    """The model a /v1/models/{model}/... route names; "" (the default) elsewhere."""
+    return request.match_info.get("model", "")
 
 
 def _error(

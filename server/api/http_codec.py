@@ -35,6 +35,8 @@ from tlserve.server.core import (
     ModelInfo,
     ModelListing,
     Retraction,
+    Rollback,
+    ServedModelState,
     ServedSignature,
 )
 from tlserve.server.errors import InvalidInput, TooLarge, quoted
@@ -203,11 +205,11 @@ def _json_numbers(name: str, data: Any) -> np.ndarray:
 
 
 def infer_response(
-    model_name: str, request: InferRequest, result: PredictResult, outputs: Sequence[OutputTensor]
+    request: InferRequest, result: PredictResult, outputs: Sequence[OutputTensor]
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON part's length when binary buffers follow it."""
     document: dict[str, Any] = {
-        "model_name": model_name,
+        "model_name": result.model,
         "model_version": result.version,
         "outputs": [],
     }
@@ -236,10 +238,31 @@ def infer_response(
     return header + b"".join(buffers), len(header)
 
 
-def model_metadata(model_name: str, signature: ServedSignature) -> dict[str, Any]:
+def repository_index(models: Sequence[ServedModelState]) -> list[dict[str, Any]]:
+    """Triton's model repository index: every model with its version and state."""
+    return [
+        {
+            "name": m.name,
+            "version": m.version,
+            "state": "READY" if m.version else "UNAVAILABLE",
+            **({} if m.version else {"reason": "no version is served yet"}),
+        }
+        for m in models
+    ]
+
+
+def served_models_response(models: Sequence[ServedModelState]) -> dict[str, Any]:
+    return {
+        "models": [
+            {"name": m.name, "version": m.version, "is_default": m.is_default} for m in models
+        ]
+    }
+
+
+def model_metadata(signature: ServedSignature) -> dict[str, Any]:
     inputs, outputs = model_tensors(signature)
     return {
-        "name": model_name,
+        "name": signature.model,
         "versions": [signature.version],
         "platform": PLATFORM,
         "inputs": [dataclasses.asdict(t) for t in inputs],
@@ -360,6 +383,7 @@ def suggestions_response(suggestions: Sequence[LabelSuggestion]) -> dict[str, An
 def model_info(info: ModelInfo) -> dict[str, Any]:
     manifest = info.manifest
     return {
+        "model": info.model,
         "version": manifest.version,
         "labels": list(manifest.labels),
         "backbone_id": manifest.backbone_id,
@@ -394,3 +418,18 @@ def list_models_response(listing: ModelListing) -> dict[str, Any]:
         + [{"version": version, "error": error} for version, error in listing.unreadable],
         "current_version": listing.current or "",
     }
+
+
+def rollback_response(rollback: Rollback) -> dict[str, Any]:
+    return {
+        "previous_version": rollback.previous_version,
+        "current_version": rollback.current_version,
+    }
+
+
+def approved_labels_response(labels: Sequence[str]) -> dict[str, Any]:
+    return {"labels": list(labels)}
+
+
+def training_request_response(request_id: int) -> dict[str, Any]:
+    return {"request_id": request_id}

@@ -45,16 +45,19 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         signature = self.core.served_signature(
             codec.presented(context), request.name, request.version
         )
-        return codec.kserve_metadata(self.core.model_name, signature)
+        return codec.kserve_metadata(signature)
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        self.core.check_model_name(request.model_name)
         images = images_from_input(
             codec.kserve_inputs(request, self.core.max_images), self.core.max_images
         )
         result = await self.core.predict(
-            codec.presented(context), images, top_k=1, version=request.model_version
+            codec.presented(context),
+            images,
+            top_k=1,
+            version=request.model_version,
+            model=request.model_name,
         )
-        return codec.kserve_response(request, self.core.model_name, result)
+        return codec.kserve_response(request, result)

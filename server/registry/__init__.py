@@ -7,6 +7,7 @@ from tlserve.server.registry.format import (
     HeadScores,
     ModelManifest,
     Registry,
+    check_model_name,
     new_version_id,
 )
 from tlserve.server.registry.local import LocalFolderStorage
@@ -20,5 +21,6 @@ __all__ = [
     "ModelManifest",
     "Registry",
     "RegistryStorage",
+    "check_model_name",
     "new_version_id",
 ]

@@ -1,9 +1,17 @@
 """The model registry format: manifests, hashes, signatures of files, CURRENT and
 retention, over a `RegistryStorage` (a local folder here; object storage beside it).
 
-    backbones/<sha256>/backbone.onnx, backbone.json   content-addressed, shared
-    versions/<id>/head.onnx, model.json, card/         immutable once published
-    CURRENT                                            the served version id
+    backbones/<sha256>/backbone.onnx, backbone.json   content-addressed, shared by all models
+    versions/<id>/head.onnx, model.json, card/         the default model's versions, immutable
+    CURRENT                                            the default model's served version id
+    MODELS                                             the index of named models (JSON)
+    versions.<model>/<id>/...                          a named model's versions
+    CURRENT.<model>                                    a named model's served version id
+
+The default model's keys are the ones every earlier release wrote, so a registry made
+before there were named models is read unchanged: its model is the default model. Every
+key keeps the storage seam's shape (pointers of one segment, groups of two), so the
+folder and object storage hold named models without a change.
 
 A version or backbone is published as one atomic group; CURRENT changes only by
 compare-and-set, so two writers (a trainer and a rollback) cannot lose an update.
@@ -48,6 +56,10 @@ M = TypeVar("M")
 MODEL_FORMAT = "tlserve.model/v1"
 BACKBONE_FORMAT = "tlserve.backbone/v1"
 _VERSION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+# Lower case, digits, '-' and '_': a name that is safe in a registry key, a URL path, a
+# Prometheus label and a Kubernetes object name alike.
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+MODELS_FORMAT = "tlserve.models/v1"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -201,18 +213,44 @@ class _Any:
 
 ANY = _Any()
 CURRENT = "CURRENT"
+MODELS = "MODELS"
 _CAS_ATTEMPTS = 5
 
 
-class Registry:
-    """Reads and (for the trainer, rollbacks and tests) writes the registry format."""
+def check_model_name(name: str) -> str:
+    """A named model's name, or InvalidInput saying what a name may hold."""
+    if not MODEL_NAME.match(name):
+        raise InvalidInput(
+            f"model name {quoted(name, 80)} is not valid: lower-case letters, digits, '-' and "
+            "'_', starting with a letter or digit, at most 63 characters"
+        )
+    return name
 
-    def __init__(self, storage: RegistryStorage) -> None:
+
+class Registry:
+    """Reads and (for the trainer, rollbacks and tests) writes the registry format.
+
+    One instance reads and writes one model's versions and pointer: the default model's,
+    or a named model's (`for_model`); backbones and the model index are shared by all."""
+
+    def __init__(self, storage: RegistryStorage, model: str | None = None) -> None:
         self.storage = storage
+        self.model = None if model is None else check_model_name(model)
+        self._versions = "versions" if model is None else f"versions.{model}"
+        self._pointer = CURRENT if model is None else f"{CURRENT}.{model}"
 
     @classmethod
     def local(cls, root: Path) -> Registry:
         return cls(LocalFolderStorage(root))
+
+    @property
+    def pointer(self) -> str:
+        """The name of this model's served-version pointer (CURRENT for the default)."""
+        return self._pointer
+
+    def for_model(self, model: str | None) -> Registry:
+        """The same registry, reading and writing `model`'s versions (None: the default)."""
+        return Registry(self.storage, model)
 
     def describe(self) -> str:
         return self.storage.describe()
@@ -220,21 +258,26 @@ class Registry:
     # ---- reading -------------------------------------------------------------
 
     def current(self) -> str | None:
-        """The version CURRENT points at, or None before the first publication."""
-        raw = self.storage.read_pointer(CURRENT)
+        """The version this model's pointer names, or None before its first publication."""
+        raw = self.storage.read_pointer(self._pointer)
         if raw is None:
             return None
-        return _parse_current(raw)
+        return _parse_current(raw, self._pointer)
 
     def versions(self) -> list[str]:
-        """Published versions, newest first."""
-        names = self.storage.list("versions")
+        """This model's published versions, newest first."""
+        names = self.storage.list(self._versions)
         return sorted((v for v in names if _VERSION_ID.match(v)), reverse=True)
+
+    def model_names(self) -> list[str]:
+        """The named models the index lists (the default model is never listed)."""
+        raw = self.storage.read_pointer(MODELS)
+        return [] if raw is None else _parse_model_index(raw)
 
     def model_manifest(self, version: str) -> ModelManifest:
         _check_version_id(version)
         try:
-            raw = self.storage.read(f"versions/{version}/model.json")
+            raw = self.storage.read(f"{self._versions}/{version}/model.json")
         except MissingObject:
             raise NotFound(f"model version {version!r} is not in the registry") from None
         manifest = _parse_manifest(ModelManifest.from_json, raw, f"version {version}: model.json")
@@ -266,7 +309,7 @@ class Registry:
         if expected is None:
             raise ModelRejected(f"version {manifest.version}: model.json lists no {name}")
         return self._read_verified(
-            f"versions/{manifest.version}/{name}", expected, f"version {manifest.version}"
+            f"{self._versions}/{manifest.version}/{name}", expected, f"version {manifest.version}"
         )
 
     def read_backbone_onnx(self, backbone_id: str) -> bytes:
@@ -373,10 +416,11 @@ class Registry:
                 "scores": head_scores,
             },
             **dict(card or {}),
+            **({"model": self.model} if self.model is not None else {}),
             "files": hashes,
         }
         files["model.json"] = _dump_json(document)
-        if not self.storage.publish(f"versions/{version}", files):
+        if not self.storage.publish(f"{self._versions}/{version}", files):
             raise Conflict(f"version {version} is already published; versions are immutable")
         return version
 
@@ -391,22 +435,50 @@ class Registry:
         if not isinstance(expected, _Any):
             previous = None if expected is None else f"{expected}\n".encode()
             try:
-                self.storage.compare_and_set_pointer(CURRENT, previous, value)
+                self.storage.compare_and_set_pointer(self._pointer, previous, value)
             except PointerChanged:
+                now = self.current() or "nothing"
                 raise Conflict(
-                    f"CURRENT moved from {expected or 'nothing'} to {self.current() or 'nothing'} "
+                    f"{self._pointer} moved from {expected or 'nothing'} to {now} "
                     f"before {version} could be set; read it again and retry"
                 ) from None
             return
         for _ in range(_CAS_ATTEMPTS):
             try:
                 self.storage.compare_and_set_pointer(
-                    CURRENT, self.storage.read_pointer(CURRENT), value
+                    self._pointer, self.storage.read_pointer(self._pointer), value
                 )
                 return
             except PointerChanged:
                 continue
-        raise Conflict(f"CURRENT kept changing; {version} was not set")
+        raise Conflict(f"{self._pointer} kept changing; {version} was not set")
+
+    @_writing()
+    def add_model(self, name: str) -> None:
+        """List a named model in the index (a no-op when it is listed); its versions and
+        pointer are `for_model(name)`'s. Servers load it once its pointer is set."""
+        self._change_index(lambda names: names | {check_model_name(name)})
+
+    @_writing()
+    def remove_model(self, name: str) -> None:
+        """Drop a named model from the index: servers drain and unload it. Its versions
+        stay until retention removes them."""
+        self._change_index(lambda names: names - {name})
+
+    def _change_index(self, change: Callable[[set[str]], set[str]]) -> None:
+        for _ in range(_CAS_ATTEMPTS):
+            raw = self.storage.read_pointer(MODELS)
+            names = set() if raw is None else set(_parse_model_index(raw))
+            wanted = change(names)
+            if wanted == names and raw is not None:
+                return
+            document = {"format": MODELS_FORMAT, "models": sorted(wanted)}
+            try:
+                self.storage.compare_and_set_pointer(MODELS, raw, _dump_json(document))
+                return
+            except PointerChanged:
+                continue
+        raise Conflict("the model index kept changing; try again")
 
     @_writing()
     def remove_partials(self) -> list[str]:
@@ -415,29 +487,36 @@ class Registry:
 
     @_writing()
     def retain(self, keep_versions: int) -> list[str]:
-        """Keep the newest versions, CURRENT and the version it replaced, and every backbone
-        a kept version uses; delete the rest. Returns the deleted versions."""
+        """Keep this model's newest versions, its served version and the one that replaced,
+        and every backbone a kept version of any model uses; delete the rest. Returns the
+        deleted versions."""
+        removed = [v for v in self.versions() if v not in self._protected(keep_versions)]
+        for version in removed:
+            self.storage.delete(f"{self._versions}/{version}")
+        used = set()
+        for model in [self, *(self.for_model(name) for name in self.model_names())]:
+            # Another model's retention setting is its own: every version it has counts.
+            protected = model._protected(keep_versions) if model is self else set(model.versions())
+            for version in protected:
+                try:
+                    used.add(model.model_manifest(version).backbone_id)
+                except (ModelRejected, NotFound):
+                    continue  # unreadable or gone: keeps nothing alive
+        for backbone_id in self.storage.list("backbones"):
+            if _SHA256.match(backbone_id) and backbone_id not in used:
+                self.storage.delete(f"backbones/{backbone_id}")
+        return removed
+
+    def _protected(self, keep_versions: int) -> set[str]:
         versions = self.versions()
-        current = self.current()
         protected = set(versions[:keep_versions])
+        current = self.current()
         if current is not None:
             protected.add(current)
             parent = self.model_manifest(current).parent
             if parent:
                 protected.add(parent)
-        removed = [v for v in versions if v not in protected]
-        for version in removed:
-            self.storage.delete(f"versions/{version}")
-        used = set()
-        for version in (v for v in versions if v in protected):
-            try:
-                used.add(self.model_manifest(version).backbone_id)
-            except ModelRejected:
-                continue  # unreadable: keeps nothing alive
-        for backbone_id in self.storage.list("backbones"):
-            if _SHA256.match(backbone_id) and backbone_id not in used:
-                self.storage.delete(f"backbones/{backbone_id}")
-        return removed
+        return protected & set(versions)
 
 
 def _parse_manifest(parse: Callable[[Any], M], raw: bytes, what: str) -> M:
@@ -448,16 +527,32 @@ def _parse_manifest(parse: Callable[[Any], M], raw: bytes, what: str) -> M:
         raise ModelRejected(f"{what} is invalid: {exc}") from None
 
 
-def _parse_current(raw: bytes) -> str | None:
+def _parse_current(raw: bytes, pointer: str = CURRENT) -> str | None:
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise ModelRejected("CURRENT is not UTF-8 text; it must hold one version id") from None
+        raise ModelRejected(f"{pointer} is not UTF-8 text; it must hold one version id") from None
     if not text:
-        raise ModelRejected("CURRENT is empty; it must hold one version id")
+        raise ModelRejected(f"{pointer} is empty; it must hold one version id")
     if not _VERSION_ID.match(text):
-        raise ModelRejected(f"CURRENT holds {quoted(text, 80)}, which is not a version id")
+        raise ModelRejected(f"{pointer} holds {quoted(text, 80)}, which is not a version id")
     return text
+
+
+def _parse_model_index(raw: bytes) -> list[str]:
+    """MODELS: {"format": "tlserve.models/v1", "models": [names]}; ModelRejected otherwise."""
+    try:
+        document = json.loads(raw)
+        if document.get("format") != MODELS_FORMAT:
+            raise ValueError(f"format {document.get('format')!r}, expected {MODELS_FORMAT!r}")
+        names = document["models"]
+        if not isinstance(names, list) or not all(
+            isinstance(n, str) and MODEL_NAME.match(n) for n in names
+        ):
+            raise ValueError("models must be a list of model names")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelRejected(f"the model index (MODELS) is invalid: {exc}") from None
+    return list(dict.fromkeys(names))
 
 
 def _check_version_id(version: str) -> None:

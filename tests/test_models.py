@@ -1,0 +1,308 @@
+"""Several named models on one server, as heads over one resident backbone: each answers
+by its own head over gRPC, HTTP and KServe by name; they share one backbone session and
+batch through it together; a bad version of one is refused while the others answer; a
+model dropped from the registry's index drains and goes; a registry with only the
+default model is served as before."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from examples.colour_model import COLOURS, publish_backbone, publish_colour_version
+from tests.support import ServerThread, http_call, solid_image
+from tlserve.clients import TlserveClient, errors
+from tlserve.server.errors import InvalidInput
+from tlserve.server.registry import Registry
+
+# Each named model answers every colour with another one: a row scored by the wrong head
+# would give the wrong label.
+SHIFTS = {"shift-one": 1, "shift-two": 2}
+ORDER = list(COLOURS)
+
+
+def shifted(shift: int) -> dict[str, str]:
+    return {c: ORDER[(i + shift) % len(ORDER)] for i, c in enumerate(ORDER)}
+
+
+def publish_named(registry: Registry, name: str, answer_for: dict[str, str]) -> str:
+    registry.add_model(name)
+    return publish_colour_version(registry.for_model(name), answer_for=answer_for)
+
+
+@pytest.fixture
+def three_models(tmp_path: Path) -> Iterator[ServerThread]:
+    registry = Registry.local(tmp_path / "registry")
+    publish_colour_version(registry)
+    for name, shift in SHIFTS.items():
+        publish_named(registry, name, shifted(shift))
+    server = ServerThread(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_each_model_answers_with_its_own_head_on_one_backbone(
+    three_models: ServerThread,
+) -> None:
+    with TlserveClient(three_models.target) as client:
+        served = client.served_models()
+        assert [(m.name, m.is_default) for m in served] == [
+            ("tlserve", True),
+            ("shift-one", False),
+            ("shift-two", False),
+        ]
+        assert all(m.version for m in served)
+        for colour in COLOURS:
+            image = solid_image(colour)
+            assert client.predict_one(image).top[0].label == colour
+            assert client.predict_one(image, model="tlserve").top[0].label == colour
+            for name, shift in SHIFTS.items():
+                answer = client.predict_one(image, model=name).top[0].label
+                assert answer == shifted(shift)[colour], (name, colour)
+        assert client.get_model(model="shift-one").model == "shift-one"
+        versions, current = client.list_models(model="shift-two")
+        assert [v.version for v in versions] == [current]
+        assert {v.model for v in versions} == {"shift-two"}
+    assert three_models.server is not None
+    models = three_models.server.models
+    backbones = {id(slot.current.backbone) for slot in models.slots() if slot.current}
+    assert len(backbones) == 1, "three heads on one backbone share one session"
+    assert len(models.backbones.resident_ids) == 1
+
+
+def test_models_by_name_over_http_and_kserve(three_models: ServerThread) -> None:
+    url = three_models.http_url
+    image = solid_image("red")
+    headers = {"Content-Type": "image/png"}
+    default = http_call(f"{url}/v1/predict", "POST", image, headers)
+    named = http_call(f"{url}/v1/models/shift-one/predict", "POST", image, headers)
+    assert default.status == named.status == 200
+    assert default.json()["predictions"][0]["top"][0]["label"] == "red"
+    assert named.json()["predictions"][0]["top"][0]["label"] == shifted(1)["red"]
+    info = http_call(f"{url}/v1/models/shift-two/model").json()
+    assert info["model"] == "shift-two" and info["serving"]
+    versions = http_call(f"{url}/v1/models/shift-two/versions").json()
+    assert versions["current_version"] == info["version"]
+    index = http_call(f"{url}/v2/repository/index", "POST", b"{}").json()
+    assert [(m["name"], m["state"]) for m in index] == [
+        ("tlserve", "READY"),
+        ("shift-one", "READY"),
+        ("shift-two", "READY"),
+    ]
+    metadata = http_call(f"{url}/v2/models/shift-two").json()
+    assert metadata["name"] == "shift-two"
+    assert http_call(f"{url}/v2/models/shift-two/ready").status == 200
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "PIXELS",
+                    "datatype": "UINT8",
+                    "shape": [1, 2, 2, 3],
+                    "data": list(COLOURS["blue"]) * 4,
+                }
+            ],
+            "outputs": [{"name": "LABEL"}],
+        }
+    ).encode()
+    inferred = http_call(f"{url}/v2/models/shift-two/infer", "POST", body)
+    assert inferred.status == 200, inferred.body
+    answer = inferred.json()
+    assert answer["model_name"] == "shift-two"
+    assert answer["outputs"][0]["data"] == [shifted(2)["blue"]]
+    unknown = http_call(f"{url}/v2/models/nope/infer", "POST", body)
+    assert unknown.status == 404 and "shift-one" in unknown.json()["error"]
+
+
+def test_unknown_model_is_not_found_and_names_the_served_ones(
+    three_models: ServerThread,
+) -> None:
+    with TlserveClient(three_models.target) as client, pytest.raises(errors.NotFound) as missing:
+        client.predict_one(solid_image("red"), model="no-such-model")
+    assert "'tlserve', 'shift-one', 'shift-two'" in str(missing.value)
+
+
+def test_mixed_load_batches_models_together_and_scores_each_row_by_its_head(
+    tmp_path: Path,
+) -> None:
+    """Five models on one backbone under concurrent mixed requests: batches hold rows of
+    several models (one backbone run), and every row gets its own model's answer."""
+    registry = Registry.local(tmp_path / "registry")
+    publish_colour_version(registry)
+    names = [f"model-{n}" for n in range(4)]
+    for n, name in enumerate(names):
+        publish_named(registry, name, shifted(n + 1))
+    server = ServerThread(tmp_path, max_queue_delay_ms=20.0, max_batch_size=8).start()
+    wrong: list[tuple[str, str, str]] = []
+
+    def load(worker: int) -> None:
+        with TlserveClient(server.target) as client:
+            for n in range(30):
+                colour = ORDER[(worker + n) % 3]
+                index = (worker + n) % 5
+                model = "" if index == 0 else names[index - 1]
+                expected = colour if index == 0 else shifted(index)[colour]
+                label = client.predict_one(solid_image(colour), model=model).top[0].label
+                if label != expected:
+                    wrong.append((model, colour, label))
+
+    try:
+        workers = [threading.Thread(target=load, args=(w,)) for w in range(10)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert wrong == []
+        batch_sizes = server.metrics_registry.get_sample_value
+        batches = batch_sizes("tlserve_batch_size_count") or 0
+        images = batch_sizes("tlserve_batch_size_sum") or 0
+        assert images == 300
+        assert batches < images, "some batches held requests for several models"
+    finally:
+        server.stop()
+
+
+def test_a_bad_version_of_one_model_is_refused_while_the_others_answer(
+    three_models: ServerThread, tmp_path: Path
+) -> None:
+    registry = Registry.local(tmp_path / "registry").for_model("shift-one")
+    good = registry.current()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with TlserveClient(three_models.target) as client:
+            while not stop.is_set():
+                try:
+                    assert client.predict_one(solid_image("green")).top[0].label == "green"
+                    label = client.predict_one(solid_image("green"), model="shift-two").top[0]
+                    assert label.label == shifted(2)["green"]
+                except (errors.ApiError, AssertionError) as exc:
+                    failures.append(repr(exc))
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        # A head that is not ONNX at all: refused by verification.
+        bad = registry.publish_version(
+            head_onnx=b"not an onnx graph",
+            labels=["red", "green", "blue"],
+            backbone=publish_backbone(registry),
+            head_input="features",
+            head_output="probabilities",
+        )
+        registry.set_current(bad, expected=good)
+        assert three_models.server is not None
+        swaps = three_models.metrics_registry.get_sample_value
+        wait_for(lambda: (swaps("tlserve_model_swaps_total", {"result": "refused"}) or 0) >= 1)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+    assert failures == []
+    with TlserveClient(three_models.target) as client:
+        assert client.get_model(model="shift-one").version == good
+
+
+def test_a_model_dropped_from_the_index_drains_and_goes(
+    three_models: ServerThread, tmp_path: Path
+) -> None:
+    registry = Registry.local(tmp_path / "registry")
+    assert three_models.server is not None
+    models = three_models.server.models
+    leaving = models.get("shift-two")
+    with leaving.lease() as held:  # a request still under way on it
+        registry.remove_model("shift-two")
+        wait_for(lambda: "shift-two" not in models.names())
+        assert held.leases == 1 and not held.wait_drained(0)
+    assert held.wait_drained(5), "released once its last request ended"
+    with TlserveClient(three_models.target) as client:
+        with pytest.raises(errors.NotFound):
+            client.predict_one(solid_image("red"), model="shift-two")
+        assert [m.name for m in client.served_models()] == ["tlserve", "shift-one"]
+        assert client.predict_one(solid_image("red"), model="shift-one").top[0].label == "green"
+    info = three_models.metrics_registry.get_sample_value
+    assert info("tlserve_model_info", {"model": "shift-two", **_info_labels(held)}) is None
+
+
+def _info_labels(model: object) -> dict[str, str]:
+    version = getattr(model, "version")  # noqa: B009 (a LoadedModel)
+    backbone = getattr(model, "backbone").id[:12]  # noqa: B009
+    return {"version": version, "backbone": backbone, "provider": "CPUExecutionProvider"}
+
+
+def test_more_models_than_the_limit_are_refused_by_name(tmp_path: Path) -> None:
+    registry = Registry.local(tmp_path / "registry")
+    publish_colour_version(registry)
+    for name, shift in SHIFTS.items():
+        publish_named(registry, name, shifted(shift))
+    server = ServerThread(tmp_path, max_models=2).start()
+    try:
+        with TlserveClient(server.target) as client:
+            assert client.predict_one(solid_image("red"), model="shift-one").top
+            with pytest.raises(errors.ApiError) as refused:
+                client.predict_one(solid_image("red"), model="shift-two")
+        assert refused.value.status == grpc.StatusCode.FAILED_PRECONDITION
+        assert "TLSERVE_MAX_MODELS" in str(refused.value)
+    finally:
+        server.stop()
+
+
+def test_a_registry_without_named_models_serves_its_model_as_the_default(
+    tmp_path: Path,
+) -> None:
+    """The layout every earlier release wrote (CURRENT, versions/): no index, no change."""
+    registry = Registry.local(tmp_path / "registry")
+    version = publish_colour_version(registry)
+    assert registry.model_names() == []
+    assert not (tmp_path / "registry" / "MODELS").exists()
+    assert sorted(p.name for p in (tmp_path / "registry").iterdir() if p.is_dir()) == [
+        "backbones",
+        "versions",
+    ]
+    server = ServerThread(tmp_path).start()
+    try:
+        with TlserveClient(server.target) as client:
+            assert [(m.name, m.version) for m in client.served_models()] == [("tlserve", version)]
+            assert client.predict_one(solid_image("blue")).top[0].label == "blue"
+    finally:
+        server.stop()
+
+
+def test_model_names_are_checked_and_retention_keeps_shared_backbones(tmp_path: Path) -> None:
+    registry = Registry.local(tmp_path / "registry")
+    for bad in ("Upper", "-dash-first", "a/b", "x" * 64, ""):
+        with pytest.raises(InvalidInput):
+            registry.add_model(bad)
+    first = publish_colour_version(registry)  # the default model, on backbone A
+    dropped_backbone = registry.model_manifest(first).backbone_id
+    named = registry.for_model("kept")
+    registry.add_model("kept")
+    publish_colour_version(named, scale=2.0)  # the named model, on backbone B
+    for _ in range(3):
+        publish_colour_version(registry, scale=3.0)  # newer default versions, backbone C
+    assert len(registry.retain(keep_versions=1)) == 3
+    assert registry.versions() == [registry.current()]
+    # Backbone A went with the default model's old versions; B, which only the named
+    # model uses, survives the default model's retention.
+    assert not registry.has_backbone(dropped_backbone)
+    kept = named.model_manifest(named.current() or "").backbone_id
+    assert registry.has_backbone(kept)
+    assert named.versions() == [named.current()]
