@@ -128,14 +128,18 @@ def _training_status(status: pb.TrainingStatus) -> TrainingStatus:
     )
 
 
-def training_status() -> Call[TrainingStatus]:
-    """What the trainer is doing or waiting for, its last run, and what starts the next."""
-    return Call("GetTrainingStatus", pb.GetTrainingStatusRequest(), _training_status)
+def training_status(*, model: str = "") -> Call[TrainingStatus]:
+    """What the model's trainer is doing or waiting for, its last run, and what starts the
+    next."""
+    return Call("GetTrainingStatus", pb.GetTrainingStatusRequest(model=model), _training_status)
 
 
 def _feedback_message(item: FeedbackItem) -> pb.SubmitFeedbackRequest:
     request = pb.SubmitFeedbackRequest(
-        label=item.label, idempotency_key=item.idempotency_key, source=item.source
+        label=item.label,
+        idempotency_key=item.idempotency_key,
+        source=item.source,
+        model=item.model,
     )
     if item.prediction_id:
         request.prediction_id = item.prediction_id
@@ -207,9 +211,11 @@ def submit_feedback(
     image: ImageLike | None = None,
     idempotency_key: str = "",
     source: str = "",
+    model: str = "",
 ) -> Call[FeedbackReceipt]:
-    """Label a kept prediction (by id) or an image; answered after a durable commit."""
-    item = FeedbackItem(label, prediction_id, image, idempotency_key, source)
+    """Label a kept prediction (by id) or an image, for `model` (default: the default
+    model); answered after a durable commit."""
+    item = FeedbackItem(label, prediction_id, image, idempotency_key, source, model)
     return Call("SubmitFeedback", _feedback_message(item), _receipt)
 
 
@@ -244,8 +250,8 @@ def stream_feedback(
     return Call("StreamFeedback", messages(), read, timeout=timeout)
 
 
-def list_labels() -> Call[list[LabelCount]]:
-    """Labels with their sample counts and whether training uses them yet."""
+def list_labels(*, model: str = "") -> Call[list[LabelCount]]:
+    """The model's labels with their sample counts and whether training uses them yet."""
 
     def read(response: pb.ListLabelsResponse) -> list[LabelCount]:
         return [
@@ -253,36 +259,36 @@ def list_labels() -> Call[list[LabelCount]]:
             for e in response.labels
         ]
 
-    return Call("ListLabels", pb.ListLabelsRequest(), read)
+    return Call("ListLabels", pb.ListLabelsRequest(model=model), read)
 
 
-def labels_added_since(timestamp: float) -> Call[int]:
+def labels_added_since(timestamp: float, *, model: str = "") -> Call[int]:
     """How many samples got their current label at or after `timestamp` (unix seconds)."""
     return Call(
         "ListLabels",
-        pb.ListLabelsRequest(added_after=timestamp),
+        pb.ListLabelsRequest(added_after=timestamp, model=model),
         lambda response: int(response.labels_added),
     )
 
 
-def retract_label(sample_id: str) -> Call[str]:
+def retract_label(sample_id: str, *, model: str = "") -> Call[str]:
     """Undo a sample's current label (yours, or anyone's as an admin); returns that label."""
     return Call(
         "RetractLabel",
-        pb.RetractLabelRequest(sample_id=sample_id),
+        pb.RetractLabelRequest(sample_id=sample_id, model=model),
         lambda response: response.retracted_label,
     )
 
 
 def suggest_labels(
-    count: int, strategy: str = "balanced", *, images: bool = True
+    count: int, strategy: str = "balanced", *, images: bool = True, model: str = ""
 ) -> Call[list[LabelSuggestion]]:
     """The kept predictions most worth labeling (strategy: balanced, the server's default;
     or entropy, margin, least_confidence), with their images as PNG unless `images=False`."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     request = pb.SuggestLabelsRequest(
-        count=count, strategy=STRATEGIES[strategy], omit_images=not images
+        count=count, strategy=STRATEGIES[strategy], omit_images=not images, model=model
     )
 
     def read(response: pb.SuggestLabelsResponse) -> list[LabelSuggestion]:
@@ -310,13 +316,14 @@ def rollback(version: str = "", *, model: str = "") -> Call[tuple[str, str]]:
     return Call("Rollback", pb.RollbackRequest(version=version, model=model), read)
 
 
-def trigger_training(reason: str = "") -> Call[int]:
-    """Admin: ask the trainer for a run now; returns the request id."""
-    request = pb.TriggerTrainingRequest(reason=reason)
+def trigger_training(reason: str = "", *, model: str = "") -> Call[int]:
+    """Admin: ask the model's trainer for a run now; returns the request id."""
+    request = pb.TriggerTrainingRequest(reason=reason, model=model)
     return Call("TriggerTraining", request, lambda response: response.request_id)
 
 
-def approve_labels(labels: Iterable[str]) -> Call[list[str]]:
-    """Admin: let new labels into training now; returns them as stored (normalised)."""
-    request = pb.ApproveLabelsRequest(labels=list(labels))
+def approve_labels(labels: Iterable[str], *, model: str = "") -> Call[list[str]]:
+    """Admin: let new labels into the model's training now; returns them as stored
+    (normalised)."""
+    request = pb.ApproveLabelsRequest(labels=list(labels), model=model)
     return Call("ApproveLabels", request, lambda response: list(response.labels))

@@ -228,7 +228,7 @@ def _feedback(client: TlserveClient, args: argparse.Namespace) -> int:
     for start in range(0, len(items), STREAM_CHUNK):
         chunk = items[start : start + STREAM_CHUNK]
         receipt = client.stream_feedback(
-            [_feedback_item(row, args.source) for row in chunk],
+            [_feedback_item(row, args.source, args.model) for row in chunk],
             timeout=max(60.0, args.timeout),
         )
         accepted += receipt.accepted
@@ -239,7 +239,10 @@ def _feedback(client: TlserveClient, args: argparse.Namespace) -> int:
         ]
         if expired:  # the kept prediction is gone: send its image instead
             retry = client.stream_feedback(
-                [_feedback_item(Row(row.path, row.label), args.source) for row in expired],
+                [
+                    _feedback_item(Row(row.path, row.label), args.source, args.model)
+                    for row in expired
+                ],
                 timeout=max(60.0, args.timeout),
             )
             accepted += retry.accepted
@@ -257,20 +260,25 @@ def _feedback(client: TlserveClient, args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def _feedback_item(row: Row, source: str) -> FeedbackItem:
+def _feedback_item(row: Row, source: str, model: str) -> FeedbackItem:
+    scope = f"{model}:" if model else ""  # keys are unique across models
     if row.prediction_id:
-        key = f"cli:{row.prediction_id}:{row.label}"
+        key = f"cli:{scope}{row.prediction_id}:{row.label}"
         return FeedbackItem(
-            row.label, prediction_id=row.prediction_id, idempotency_key=key, source=source
+            row.label,
+            prediction_id=row.prediction_id,
+            idempotency_key=key,
+            source=source,
+            model=model,
         )
     data = row.path.read_bytes()
     # Same image and label, same key: re-running an upload stores nothing twice.
-    key = f"cli:{hashlib.sha256(data).hexdigest()}:{row.label}"
-    return FeedbackItem(row.label, image=data, idempotency_key=key, source=source)
+    key = f"cli:{scope}{hashlib.sha256(data).hexdigest()}:{row.label}"
+    return FeedbackItem(row.label, image=data, idempotency_key=key, source=source, model=model)
 
 
 def _suggest(client: TlserveClient, args: argparse.Namespace) -> int:
-    suggestions = client.suggest_labels(args.count, args.strategy)
+    suggestions = client.suggest_labels(args.count, args.strategy, model=args.model)
     args.folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for suggestion in suggestions:
@@ -303,10 +311,10 @@ def _suggest(client: TlserveClient, args: argparse.Namespace) -> int:
 
 def _labels(client: TlserveClient, args: argparse.Namespace) -> int:
     if args.labels_command == "approve":
-        approved = client.approve_labels(args.labels)
+        approved = client.approve_labels(args.labels, model=args.model)
         print(f"approved for training: {', '.join(approved)}")
         return 0
-    counts = client.list_labels()
+    counts = client.list_labels(model=args.model)
     if args.json:
         print(json.dumps({"labels": [asdict(c) for c in counts]}, indent=2))
         return 0
@@ -319,9 +327,9 @@ def _labels(client: TlserveClient, args: argparse.Namespace) -> int:
 
 
 def _status(client: TlserveClient, args: argparse.Namespace) -> int:
-    training = client.training_status()
+    training = client.training_status(model=args.model)
     try:
-        served: ModelSummary | None = client.get_model()
+        served: ModelSummary | None = client.get_model(model=args.model)
     except grpc.RpcError as exc:
         if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
             raise
@@ -447,7 +455,7 @@ def _main(argv: list[str] | None = None) -> int:
             if args.command == "served":
                 return _served(client)
             if args.command == "train":
-                request_id = client.trigger_training(args.reason)
+                request_id = client.trigger_training(args.reason, model=args.model)
                 print(f"training requested (request {request_id})")
                 return 0
             if args.command == "feedback":

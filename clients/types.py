@@ -47,6 +47,8 @@ class FeedbackItem:
     image: ImageLike | None = None
     idempotency_key: str = ""
     source: str = ""
+    # The model the label is for; empty: the server's default model.
+    model: str = ""
 
     def __post_init__(self) -> None:
         if bool(self.prediction_id) == (self.image is not None):

@@ -161,18 +161,20 @@ class ListServedModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...
 
 class SubmitFeedbackRequest(_message.Message):
-    __slots__ = ("prediction_id", "image", "label", "idempotency_key", "source")
+    __slots__ = ("prediction_id", "image", "label", "idempotency_key", "source", "model")
     PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     prediction_id: str
     image: Image
     label: str
     idempotency_key: str
     source: str
-    def __init__(self, prediction_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., label: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, prediction_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., label: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., source: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class SubmitFeedbackResponse(_message.Message):
     __slots__ = ("sample_id", "label", "duplicate", "previous_label")
@@ -211,10 +213,12 @@ class StreamFeedbackResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[int] = ..., results: _Optional[_Iterable[_Union[FeedbackItemResult, _Mapping]]] = ...) -> None: ...
 
 class ListLabelsRequest(_message.Message):
-    __slots__ = ("added_after",)
+    __slots__ = ("added_after", "model")
     ADDED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     added_after: float
-    def __init__(self, added_after: _Optional[float] = ...) -> None: ...
+    model: str
+    def __init__(self, added_after: _Optional[float] = ..., model: _Optional[str] = ...) -> None: ...
 
 class LabelCount(_message.Message):
     __slots__ = ("label", "samples", "holdout", "status", "images_needed")
@@ -241,10 +245,12 @@ class ListLabelsResponse(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[_Union[LabelCount, _Mapping]]] = ..., total_samples: _Optional[int] = ..., labels_added: _Optional[int] = ...) -> None: ...
 
 class RetractLabelRequest(_message.Message):
-    __slots__ = ("sample_id",)
+    __slots__ = ("sample_id", "model")
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     sample_id: str
-    def __init__(self, sample_id: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, sample_id: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class RetractLabelResponse(_message.Message):
     __slots__ = ("sample_id", "retracted_label")
@@ -255,14 +261,16 @@ class RetractLabelResponse(_message.Message):
     def __init__(self, sample_id: _Optional[str] = ..., retracted_label: _Optional[str] = ...) -> None: ...
 
 class SuggestLabelsRequest(_message.Message):
-    __slots__ = ("count", "strategy", "omit_images")
+    __slots__ = ("count", "strategy", "omit_images", "model")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     OMIT_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     count: int
     strategy: SuggestStrategy
     omit_images: bool
-    def __init__(self, count: _Optional[int] = ..., strategy: _Optional[_Union[SuggestStrategy, str]] = ..., omit_images: bool = ...) -> None: ...
+    model: str
+    def __init__(self, count: _Optional[int] = ..., strategy: _Optional[_Union[SuggestStrategy, str]] = ..., omit_images: bool = ..., model: _Optional[str] = ...) -> None: ...
 
 class Suggestion(_message.Message):
     __slots__ = ("prediction_id", "uncertainty", "top", "model_version", "image_png")
@@ -301,10 +309,12 @@ class RollbackResponse(_message.Message):
     def __init__(self, previous_version: _Optional[str] = ..., current_version: _Optional[str] = ...) -> None: ...
 
 class TriggerTrainingRequest(_message.Message):
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "model")
     REASON_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     reason: str
-    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, reason: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class TriggerTrainingResponse(_message.Message):
     __slots__ = ("request_id",)
@@ -313,10 +323,12 @@ class TriggerTrainingResponse(_message.Message):
     def __init__(self, request_id: _Optional[int] = ...) -> None: ...
 
 class ApproveLabelsRequest(_message.Message):
-    __slots__ = ("labels",)
+    __slots__ = ("labels", "model")
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    model: str
+    def __init__(self, labels: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ApproveLabelsResponse(_message.Message):
     __slots__ = ("labels",)
@@ -325,8 +337,10 @@ class ApproveLabelsResponse(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetTrainingStatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class TrainingRun(_message.Message):
     __slots__ = ("run_id", "result", "reasons", "version", "finished_at", "labels")

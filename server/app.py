@@ -81,7 +81,7 @@ class TlserveServer:
             default_name=settings.model_name,
             max_models=settings.max_models,
         )
-        self.slot = self.models.default  # the default model's: the feedback service's view
+        self.slot = self.models.default  # the default model's (tests wait on it)
         self.store = open_store(settings.resolved_store_url)
         self.keeper = PredictionKeeper(
             self.store,
@@ -92,24 +92,29 @@ class TlserveServer:
             max_bytes=settings.keep_max_bytes,
         )
         limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
-        self.feedback = FeedbackService(
-            self.store,
-            self.keeper,
-            self.metrics,
-            self.slot,
-            limits=FeedbackLimits(
-                images=limits,
-                max_image_bytes=settings.max_feedback_image_bytes,
-                fallback_side=settings.feedback_image_side,
-                max_suggestions=settings.max_suggestions,
-                max_stream_items=settings.max_stream_items,
-                # Room for the reply's other fields: ids, scores, labels.
-                suggestion_bytes=settings.max_message_bytes * 9 // 10,
-            ),
-            holdout_percent=settings.holdout_percent,
-            holdout_min_class_samples=settings.holdout_min_class_samples,
-            class_policy=ClassPolicy(_new_class_policy(settings), settings.new_class_quorum),
+        feedback_limits = FeedbackLimits(
+            images=limits,
+            max_image_bytes=settings.max_feedback_image_bytes,
+            fallback_side=settings.feedback_image_side,
+            max_suggestions=settings.max_suggestions,
+            max_stream_items=settings.max_stream_items,
+            # Room for the reply's other fields: ids, scores, labels.
+            suggestion_bytes=settings.max_message_bytes * 9 // 10,
         )
+        class_policy = ClassPolicy(_new_class_policy(settings), settings.new_class_quorum)
+
+        def feedback_for(slot: ModelSlot) -> FeedbackService:
+            return FeedbackService(
+                self.store.for_model(slot.stored_as),
+                self.keeper,
+                self.metrics,
+                slot,
+                limits=feedback_limits,
+                holdout_percent=settings.holdout_percent,
+                holdout_min_class_samples=settings.holdout_min_class_samples,
+                class_policy=class_policy,
+            )
+
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self._inference_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self.predictions = PredictionService(
@@ -127,7 +132,7 @@ class TlserveServer:
         )
         self.core = ServingCore(
             self.predictions,
-            self.feedback,
+            feedback_for,
             self.models,
             self.security.access,
             self.security.limits,

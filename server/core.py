@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from tlserve.server.drain import Admission
@@ -134,19 +134,29 @@ class ServingCore:
     def __init__(
         self,
         predictions: PredictionService,
-        feedback: FeedbackService,
+        feedback_for: Callable[[ModelSlot], FeedbackService],
         models: ModelSet,
         access: AccessControl,
         limits: RateLimits,
         admission: Admission,
     ) -> None:
         self.predictions = predictions
-        self.feedback = feedback
+        self._new_feedback = feedback_for
+        self._feedback: dict[str, FeedbackService] = {}
         self.models = models
         self.access = access
         self.limits = limits
         # Closed when shutdown begins: readiness turns false before the listeners close.
         self.admission = admission
+
+    def feedback(self, model: str = "") -> FeedbackService:
+        """The feedback service of the model a request names (labels, suggestions,
+        training requests and status are each model's own)."""
+        slot = self.models.get(model)
+        service = self._feedback.get(slot.model_name)
+        if service is None or service.slot is not slot:  # new, or removed and back
+            service = self._feedback[slot.model_name] = self._new_feedback(slot)
+        return service
 
     def _admit(self, caller: Presented, role: Role) -> Principal:
         """The caller's principal, once the server still takes work and the role allows it.
@@ -178,17 +188,15 @@ class ServingCore:
             raise await self._explained(exc, model=model) from None
 
     async def _explained(self, exc: NoModel, advice: str = "", *, model: str = "") -> NoModel:
-        """NoModel that says what the trainer is doing or waiting for (the trainer trains
-        the default model; a named model's NoModel says enough by itself)."""
-        if self.models.get(model) is not self.models.default:
-            return exc
-        status = await self.feedback.training_status()
+        """NoModel that says what the model's trainer is doing or waiting for."""
+        status = await self.feedback(model).training_status()
         return NoModel(f"{exc}{advice}. The trainer: {status.detail}")
 
-    async def training_status(self, caller: Presented) -> TrainingStatus:
-        """What the trainer is doing or waiting for, its last run, what starts the next."""
+    async def training_status(self, caller: Presented, model: str = "") -> TrainingStatus:
+        """What the model's trainer is doing or waiting for, its last run, what starts the
+        next."""
         self._admit(caller, Role.PREDICT)
-        return await self.feedback.training_status()
+        return await self.feedback(model).training_status()
 
     # ---- models --------------------------------------------------------------------
 
@@ -246,12 +254,11 @@ class ServingCore:
         training = None
         if served is not None and served.version == version:
             manifest, serving, providers = served.manifest, True, tuple(served.providers)
-            if slot is self.models.default:
-                training = await self.feedback.training_status()
+            training = await self.feedback(slot.model_name).training_status()
         else:  # NotFound for an unknown or malformed id, before the store sees it
             manifest = await asyncio.to_thread(slot.registry.model_manifest, version)
             serving, providers = False, ()
-        correct, total = await self.feedback.live_accuracy(version)
+        correct, total = await self.feedback(slot.model_name).live_accuracy(version)
         return ModelInfo(slot.model_name, manifest, serving, providers, correct, total, training)
 
     async def list_models(self, caller: Presented, model: str = "") -> ModelListing:
@@ -322,25 +329,28 @@ class ServingCore:
         )
         return Rollback(served.version, current.version)
 
-    async def trigger_training(self, caller: Presented, reason: str) -> int:
-        """Admin: ask the trainer for a run now; returns the request id (the pending
-        request's, when one is still waiting)."""
+    async def trigger_training(self, caller: Presented, reason: str, model: str = "") -> int:
+        """Admin: ask the model's trainer for a run now; returns the request id (the
+        pending request's, when one is still waiting)."""
         principal = self._admit(caller, Role.ADMIN)
         self.limits.take(principal.name, Action.TRAINING)
         reason = reason.strip()[:MAX_TRAINING_REASON] or "TriggerTraining"
-        return await self.feedback.request_training(f"{reason} ({principal.name})")
+        return await self.feedback(model).request_training(f"{reason} ({principal.name})")
 
-    async def approve_labels(self, caller: Presented, labels: Sequence[str]) -> list[str]:
-        """Admin: let these labels into training (and into feedback, under `closed`)."""
+    async def approve_labels(
+        self, caller: Presented, labels: Sequence[str], model: str = ""
+    ) -> list[str]:
+        """Admin: let these labels into the model's training (and into feedback, under
+        `closed`)."""
         principal = self._admit(caller, Role.ADMIN)
-        return await self.feedback.approve_labels(list(labels), principal.name)
+        return await self.feedback(model).approve_labels(list(labels), principal.name)
 
     # ---- feedback ------------------------------------------------------------------
 
     async def submit_feedback(self, caller: Presented, item: FeedbackInput) -> StoredLabel:
         principal = self._admit(caller, Role.LABEL)
         self.limits.take(principal.name, Action.FEEDBACK)
-        return await self.feedback.submit(item, principal.name)
+        return await self.feedback(item.model).submit(item, principal.name)
 
     async def stream_feedback(
         self, caller: Presented, items: AsyncIterator[FeedbackInput | TlserveError]
@@ -351,28 +361,32 @@ class ServingCore:
 
         async def submit(item: FeedbackInput) -> StoredLabel:
             self.limits.take(principal.name, Action.FEEDBACK)
-            return await self.feedback.submit(item, principal.name)
+            return await self.feedback(item.model).submit(item, principal.name)
 
-        return await self.feedback.submit_stream(items, submit)
+        return await self.feedback().submit_stream(items, submit)
 
-    async def labels(self, caller: Presented, added_after: float | None = None) -> LabelOverview:
-        """The label set with counts; with `added_after` (unix seconds), also how many
-        samples got their current label since then (the labeling page's "today")."""
+    async def labels(
+        self, caller: Presented, added_after: float | None = None, model: str = ""
+    ) -> LabelOverview:
+        """The model's label set with counts; with `added_after` (unix seconds), also how
+        many samples got their current label since then (the labeling page's "today")."""
         self._admit(caller, Role.LABEL)
+        feedback = self.feedback(model)
         if added_after is None:
-            return LabelOverview(await self.feedback.labels())
+            return LabelOverview(await feedback.labels())
         if not math.isfinite(added_after):
             raise InvalidInput(f"added_after must be a time in unix seconds, got {added_after}")
         labels, added = await asyncio.gather(
-            self.feedback.labels(), self.feedback.labels_added_since(added_after)
+            feedback.labels(), feedback.labels_added_since(added_after)
         )
         return LabelOverview(labels, added)
 
-    async def retract_label(self, caller: Presented, sample_id: str) -> Retraction:
-        """Undo a sample's current label: its labeler may, and an admin may undo anyone's."""
+    async def retract_label(self, caller: Presented, sample_id: str, model: str = "") -> Retraction:
+        """Undo a sample's current label for a model: its labeler may, and an admin may
+        undo anyone's."""
         principal = self._admit(caller, Role.LABEL)
         self.limits.take(principal.name, Action.FEEDBACK)
-        label = await self.feedback.retract(
+        label = await self.feedback(model).retract(
             sample_id, principal.name, any_principal=principal.role >= Role.ADMIN
         )
         log.info("%s retracted label %r of sample %s", principal.name, label, sample_id)
@@ -385,11 +399,14 @@ class ServingCore:
         strategy: SuggestStrategy,
         *,
         with_images: bool = True,
+        model: str = "",
     ) -> list[LabelSuggestion]:
-        """The kept predictions most worth labeling, best first, as PNGs unless omitted."""
+        """The model's kept predictions most worth labeling, best first, as PNGs unless
+        omitted."""
         self._admit(caller, Role.LABEL)
-        served = self.models.default.current
-        picked = await self.feedback.suggest(count, strategy, served.version if served else None)
+        feedback = self.feedback(model)
+        served = feedback.slot.current
+        picked = await feedback.suggest(count, strategy, served.version if served else None)
         if not picked and served is None:
             raise await self._explained(
                 NoModel("nothing to suggest yet: no model version is being served"),
@@ -397,6 +414,7 @@ class ServingCore:
                     ", so no predictions are kept to choose from; label images of at least two "
                     "classes with SubmitFeedback to start"
                 ),
+                model=model,
             )
         if with_images:
             pngs = await asyncio.gather(

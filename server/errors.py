@@ -92,3 +92,7 @@ class NotWritable(TlserveError):
 
 class ModelRejected(TlserveError):
     """A published version failed verification and will not be served."""
+
+
+class StoreTooNew(StartupError):
+    """The feedback store was written by a newer release (a schema this code does not know)."""

@@ -58,6 +58,8 @@ class FeedbackInput:
     pixels: np.ndarray | None = None
     idempotency_key: str = ""
     source: str = ""
+    # The model the label is for ('' : the default model).
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +195,7 @@ class FeedbackService:
                 f"{MAX_PREDICTION_ID}-or-fewer-character ids Predict returned"
             )
         if item.prediction_id:
-            prediction = await self.keeper.lookup(item.prediction_id)
+            prediction = await self.keeper.lookup(item.prediction_id, self.store.model)
             if prediction is None:
                 raise NotFound(
                     f"prediction {quoted(item.prediction_id)} is unknown, expired or was not kept "
@@ -339,7 +341,7 @@ class FeedbackService:
         chosen = []
         budget = self.limits.suggestion_bytes
         for index in order:
-            whole = await self.keeper.lookup(kept[index].prediction_id)
+            whole = await self.keeper.lookup(kept[index].prediction_id, self.store.model)
             if whole is None:
                 continue  # pruned since it was listed
             # Raw pixels bound the PNG's size from above (plus a little framing).

@@ -80,11 +80,12 @@ class PredictionKeeper:
         self._tokens -= allowed
         return allowed
 
-    async def lookup(self, prediction_id: str) -> KeptPrediction | None:
+    async def lookup(self, prediction_id: str, model: str = "") -> KeptPrediction | None:
+        """A kept prediction of `model` ('' : the default model), pending or stored."""
         pending = self._pending.get(prediction_id)
         if pending is not None:
-            return pending
-        return await asyncio.to_thread(self.store.prediction, prediction_id)
+            return pending if pending.model == model else None
+        return await asyncio.to_thread(self.store.for_model(model).prediction, prediction_id)
 
     async def flush(self) -> None:
         """Write what is pending. A batch the store refuses is retried row by row, and a

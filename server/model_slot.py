@@ -354,6 +354,12 @@ class ModelSlot:
     def current(self) -> LoadedModel | None:
         return self._current
 
+    @property
+    def stored_as(self) -> str:
+        """The model's key in the feedback store: '' for the default model, whatever the
+        server calls it (so a renamed default keeps its labels), else its name."""
+        return self.registry.model or ""
+
     def on_swap(self, callback: Callable[[LoadedModel], None]) -> None:
         self._on_swap.append(callback)
 

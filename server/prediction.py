@@ -138,9 +138,7 @@ class PredictionService:
             )
             for result in scored
         ]
-        # Kept predictions feed the default model's labels and suggestions; a named
-        # model's would mix into them until the store keeps them per model.
-        if self.keeper is not None and keep and slot is self.models.default:
+        if self.keeper is not None and keep:
             now = time.time()
             self.keeper.keep(
                 [
@@ -153,6 +151,7 @@ class PredictionService:
                         features=result.features,
                         pixels=image,
                         created_at=now,
+                        model=slot.stored_as,
                     )
                     for prediction, result, image in zip(predictions, scored, pixels, strict=True)
                 ]

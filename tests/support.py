@@ -338,3 +338,45 @@ class Load:
                     time.sleep(0.01)  # a refused client comes back at once, as load does
             if channel is not None:
                 channel.close()
+
+
+# The last release whose registry and store had no named models: upgrade tests write
+# their data with its code, not with hand-made rows.
+RELEASE_BEFORE_MODELS = "abe8142"
+
+
+def previous_release(folder: Path, commit: str = RELEASE_BEFORE_MODELS) -> Path:
+    """A folder whose `tlserve` package is that commit's code (from this repository's
+    history), to put first on PYTHONPATH of a subprocess; skips without the history."""
+    code = folder / "code"
+    tlserve = code / "tlserve"
+    tlserve.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", commit, "server", "clients", "proto"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        reason = f"commit {commit} is not in this clone's history: {archive.stderr.decode()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    subprocess.run(["tar", "-x", "-C", str(tlserve)], input=archive.stdout, check=True)
+    (tlserve / "__init__.py").write_text("")
+    return code
+
+
+def run_previous_release(code: Path, script: str, *args: str) -> str:
+    """Runs `script` (with `args` in sys.argv[1:]) under the previous release's code;
+    returns its standard output."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env={**os.environ, "PYTHONPATH": str(code)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

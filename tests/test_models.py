@@ -306,3 +306,44 @@ def test_model_names_are_checked_and_retention_keeps_shared_backbones(tmp_path: 
     kept = named.model_manifest(named.current() or "").backbone_id
     assert registry.has_backbone(kept)
     assert named.versions() == [named.current()]
+
+
+def test_feedback_for_one_model_never_reaches_another(three_models: ServerThread) -> None:
+    """Labels, kept predictions, suggestions, approvals and training requests are each
+    model's own, over gRPC and HTTP."""
+    with TlserveClient(three_models.target) as client:
+        named = client.predict_one(solid_image("red", (20, 24)), model="shift-one")
+        client.predict_one(solid_image("green", (22, 26)))  # one for the default model
+        # A prediction id belongs to the model that answered.
+        with pytest.raises(errors.NotFound):
+            client.submit_feedback("red", prediction_id=named.prediction_id)
+        stored = client.submit_feedback(
+            "scarlet", prediction_id=named.prediction_id, model="shift-one"
+        )
+        assert not stored.duplicate
+        client.submit_feedback("blue", image=solid_image("blue", (30, 30)))
+        assert {c.label for c in client.list_labels(model="shift-one")} == {"scarlet"}
+        assert {c.label for c in client.list_labels()} == {"blue"}
+        assert client.list_labels(model="shift-two") == []
+        # Suggestions come from each model's own kept predictions.
+        suggested = client.suggest_labels(5, images=False)
+        assert suggested and all(s.prediction_id != named.prediction_id for s in suggested)
+        assert client.suggest_labels(5, images=False, model="shift-one") == []  # labeled
+        live = client.get_model(model="shift-one")
+        assert live.live_feedback_count == 1 and live.live_accuracy == 0.0
+        assert client.get_model().live_feedback_count == 0
+    url = three_models.http_url
+    body = json.dumps({"label": "teal", "image_base64": _b64(solid_image("green"))}).encode()
+    sent = http_call(
+        f"{url}/v1/models/shift-two/feedback", "POST", body, {"Content-Type": "application/json"}
+    )
+    assert sent.status == 200, sent.body
+    labels = http_call(f"{url}/v1/models/shift-two/labels").json()["labels"]
+    assert [entry["label"] for entry in labels] == ["teal"]
+    assert all(e["label"] != "teal" for e in http_call(f"{url}/v1/labels").json()["labels"])
+
+
+def _b64(data: bytes) -> str:
+    import base64  # noqa: PLC0415
+
+    return base64.b64encode(data).decode()

@@ -216,7 +216,7 @@ def test_migrations_are_applied_once(tmp_path: Path) -> None:
     path = tmp_path / "feedback.sqlite3"
     SqliteFeedbackStore(path).close()
     reopened = SqliteFeedbackStore(path)
-    assert reopened.migrate() == len(MIGRATIONS) == 5
+    assert reopened.migrate() == len(MIGRATIONS) == 6
     assert reopened.integrity_check() == "ok"
     reopened.close()
 

@@ -58,12 +58,15 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         self, request: pb.ListLabelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListLabelsResponse:
         added_after = request.added_after if request.HasField("added_after") else None
-        return codec.labels_response(await self.core.labels(codec.presented(context), added_after))
+        overview = await self.core.labels(codec.presented(context), added_after, request.model)
+        return codec.labels_response(overview)
 
     async def RetractLabel(
         self, request: pb.RetractLabelRequest, context: grpc.aio.ServicerContext
     ) -> pb.RetractLabelResponse:
-        retraction = await self.core.retract_label(codec.presented(context), request.sample_id)
+        retraction = await self.core.retract_label(
+            codec.presented(context), request.sample_id, request.model
+        )
         return codec.retraction_response(retraction)
 
     async def SuggestLabels(
@@ -74,6 +77,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             request.count,
             codec.suggest_strategy(request.strategy),
             with_images=not request.omit_images,
+            model=request.model,
         )
         return codec.suggestions_response(suggestions)
 
@@ -88,19 +92,24 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     async def TriggerTraining(
         self, request: pb.TriggerTrainingRequest, context: grpc.aio.ServicerContext
     ) -> pb.TriggerTrainingResponse:
-        request_id = await self.core.trigger_training(codec.presented(context), request.reason)
+        request_id = await self.core.trigger_training(
+            codec.presented(context), request.reason, request.model
+        )
         return pb.TriggerTrainingResponse(request_id=request_id)
 
     async def ApproveLabels(
         self, request: pb.ApproveLabelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ApproveLabelsResponse:
-        labels = await self.core.approve_labels(codec.presented(context), request.labels)
+        labels = await self.core.approve_labels(
+            codec.presented(context), request.labels, request.model
+        )
         return pb.ApproveLabelsResponse(labels=labels)
 
     async def GetTrainingStatus(
         self, request: pb.GetTrainingStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.TrainingStatus:
-        return codec.training_status(await self.core.training_status(codec.presented(context)))
+        status = await self.core.training_status(codec.presented(context), request.model)
+        return codec.training_status(status)
 
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext

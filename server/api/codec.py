@@ -84,6 +84,7 @@ def feedback_from_proto(request: pb.SubmitFeedbackRequest) -> FeedbackInput:
         "label": request.label,
         "idempotency_key": request.idempotency_key,
         "source": request.source,
+        "model": request.model,
     }
     if subject == "prediction_id":
         return FeedbackInput(prediction_id=request.prediction_id, **common)

@@ -17,6 +17,8 @@ become HTTP statuses through `status.HTTP_STATUS`, always with a JSON body
     POST /v1/models/{model}/predict                     as /v1/predict, for a named model
     GET  /v1/models/{model}/model | /versions[/{v}]     as /v1/model and /v1/models[/{v}]
     POST /v1/models/{model}/rollback                    as /v1/rollback (admin)
+    ... /v1/models/{model}/feedback | labels[/retract|/approve] | suggestions | training
+                                                        as under /v1, for that model
     POST /v1/labels/retract                             undo a label (its labeler, or admin)
     GET  /label (and /)                                 the labeling page (tlserve/server/web)
     POST /v1/rollback | /v1/training | /v1/labels/approve   admin
@@ -140,6 +142,13 @@ class HttpApi:
             ("GET", "/v1/models/{model}/versions", self.list_models, "ListModels"),
             ("GET", "/v1/models/{model}/versions/{version}", self.get_model, "GetModel"),
             ("POST", "/v1/models/{model}/rollback", self.rollback, "Rollback"),
+            ("POST", "/v1/models/{model}/feedback", self.submit_feedback, "SubmitFeedback"),
+            ("GET", "/v1/models/{model}/labels", self.list_labels, "ListLabels"),
+            ("POST", "/v1/models/{model}/labels/approve", self.approve_labels, "ApproveLabels"),
+            ("POST", "/v1/models/{model}/labels/retract", self.retract_label, "RetractLabel"),
+            ("GET", "/v1/models/{model}/suggestions", self.suggest_labels, "SuggestLabels"),
+            ("POST", "/v1/models/{model}/training", self.trigger_training, "TriggerTraining"),
+            ("GET", "/v1/models/{model}/training", self.training_status, "GetTrainingStatus"),
             ("POST", "/v1/rollback", self.rollback, "Rollback"),
             ("POST", "/v1/training", self.trigger_training, "TriggerTraining"),
             ("GET", "/v1/training", self.training_status, "GetTrainingStatus"),
@@ -229,28 +238,31 @@ class HttpApi:
                 encoded=image,
                 idempotency_key=fields.get("idempotency_key", b"").decode("utf-8", "replace"),
                 source=fields.get("source", b"").decode("utf-8", "replace"),
+                model=_model(request),
             )
         else:
             body = await request.read()
             document = await _off_loop_if_large(len(body), codec.parse_json, body, "feedback")
-            item = codec.feedback_from_json(document)
+            item = codec.feedback_from_json(document, _model(request))
         stored = await self.core.submit_feedback(codec.presented(request), item)
         return web.json_response(codec.feedback_response(stored))
 
     async def list_labels(self, request: web.Request) -> web.Response:
         added_after = _float_query(request, "added_after")
-        overview = await self.core.labels(codec.presented(request), added_after)
+        overview = await self.core.labels(codec.presented(request), added_after, _model(request))
         return web.json_response(codec.labels_response(overview))
 
     async def retract_label(self, request: web.Request) -> web.Response:
         sample_id = await _optional_string_field(request, "sample_id")
-        retraction = await self.core.retract_label(codec.presented(request), sample_id)
+        retraction = await self.core.retract_label(
+            codec.presented(request), sample_id, _model(request)
+        )
         return web.json_response(codec.retraction_response(retraction))
 
     async def approve_labels(self, request: web.Request) -> web.Response:
         document = codec.parse_json(await request.read(), "the request body")
         approved = await self.core.approve_labels(
-            codec.presented(request), codec.approve_labels_request(document)
+            codec.presented(request), codec.approve_labels_request(document), _model(request)
         )
         return web.json_response(codec.approved_labels_response(approved))
 
@@ -260,6 +272,7 @@ class HttpApi:
             _int_query(request, "count", 10),
             codec.suggest_strategy(request.query.get("strategy", "")),
             with_images=_bool_query(request, "images", True),
+            model=_model(request),
         )
         return web.json_response(codec.suggestions_response(suggestions))
 
@@ -282,7 +295,7 @@ class HttpApi:
         return web.json_response(codec.repository_index(served))
 
     async def training_status(self, request: web.Request) -> web.Response:
-        status = await self.core.training_status(codec.presented(request))
+        status = await self.core.training_status(codec.presented(request), _model(request))
         return web.json_response(codec.training_status(status))
 
     async def rollback(self, request: web.Request) -> web.Response:
@@ -292,7 +305,9 @@ class HttpApi:
 
     async def trigger_training(self, request: web.Request) -> web.Response:
         reason = await _optional_string_field(request, "reason")
-        request_id = await self.core.trigger_training(codec.presented(request), reason)
+        request_id = await self.core.trigger_training(
+            codec.presented(request), reason, _model(request)
+        )
         return web.json_response(codec.training_request_response(request_id))
 
     # ---- every request -------------------------------------------------------------

@@ -286,14 +286,16 @@ def predict_response(result: PredictResult) -> dict[str, Any]:
     }
 
 
-def feedback_from_json(document: Any) -> FeedbackInput:
-    """`{"label", "prediction_id" | "image_base64", "idempotency_key"?, "source"?}`."""
+def feedback_from_json(document: Any, model: str = "") -> FeedbackInput:
+    """`{"label", "prediction_id" | "image_base64", "idempotency_key"?, "source"?}`, for
+    `model` (the route's; '' is the default model)."""
     body = _object(document, "the feedback")
     label = _string(body.get("label", ""), "label")
     common = {
         "label": label,
         "idempotency_key": _string(body.get("idempotency_key", ""), "idempotency_key"),
         "source": _string(body.get("source", ""), "source"),
+        "model": model,
     }
     prediction_id = _string(body.get("prediction_id", ""), "prediction_id")
     image = _string(body.get("image_base64", ""), "image_base64")

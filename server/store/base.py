@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -64,6 +64,8 @@ class KeptPrediction:
     # content_id_of(pixels): the same image predicted twice has one content id. Filled in
     # when read back from a store (rows are read without pixels to pick suggestions).
     content_id: str = ""
+    # The model that answered ('' : the default model); its store view reads it back.
+    model: str = ""
 
     @property
     def content(self) -> str:
@@ -98,17 +100,26 @@ def content_id_of(pixels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def payload_hash(sample_id: str, label: str, prediction_id: str | None) -> str:
-    """What an idempotency key promises: this image, this label, this prediction."""
-    return hashlib.sha256(f"{sample_id}\0{label}\0{prediction_id or ''}".encode()).hexdigest()
+def payload_hash(sample_id: str, label: str, prediction_id: str | None, model: str = "") -> str:
+    """What an idempotency key promises: this image, this label, this prediction, for this
+    model (keys are unique across models: one reused for another model is another payload;
+    the default model's hash is what it always was)."""
+    text = f"{sample_id}\0{label}\0{prediction_id or ''}" + (f"\0{model}" if model else "")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class FeedbackStore(ABC):
     """Durable samples, label history, kept predictions and cached features.
 
+    A store object reads and writes one model's labels, kept predictions, training
+    requests, approvals and trainer status (the default model's, or `for_model(name)`'s);
+    samples and features are shared by every model.
+
     Every write is committed before the method returns: acknowledging a write means
     it survives a crash. Methods are blocking; the server calls them from threads.
     """
+
+    model: str  # whose data this object reads and writes ('' : the default model)
 
     @abstractmethod
     def add_label(
@@ -230,6 +241,11 @@ class FeedbackStore(ABC):
     def live_accuracy(self, model_version: str) -> tuple[int, int]:
         """(correct, total) answers of a version on predictions that got feedback; a
         prediction labeled twice counts once (its newest label), a retracted one not at all."""
+
+    @abstractmethod
+    def for_model(self, model: str) -> Self:
+        """The same store for `model`'s data ('' is the default model); it shares this
+        store's connections and is closed with it."""
 
     @abstractmethod
     def close(self) -> None: ...

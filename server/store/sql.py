@@ -3,17 +3,24 @@ dialects differ only in types, placeholders, and how a write transaction starts.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 
-from tlserve.server.errors import AlreadyExists, NotFound, PermissionDenied, Unavailable
+from tlserve.server.errors import (
+    AlreadyExists,
+    NotFound,
+    PermissionDenied,
+    StoreTooNew,
+    Unavailable,
+)
 from tlserve.server.store.base import (
     RETRACTED,
     FeedbackStore,
@@ -145,6 +152,37 @@ MIGRATIONS: list[str] = [
         updated_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # Several models on one store: labels, kept predictions, training requests, approvals
+    # and the trainer's status belong to a model ('' is the default model, so what an
+    # earlier release stored is the default model's). Samples and features are content-
+    # addressed and shared. Two tables are rebuilt because their keys gain the model.
+    """
+    ALTER TABLE labels ADD COLUMN model TEXT NOT NULL DEFAULT '';
+    CREATE INDEX labels_by_model_sample ON labels (model, sample_id, seq);
+    ALTER TABLE predictions ADD COLUMN model TEXT NOT NULL DEFAULT '';
+    CREATE INDEX predictions_by_model_time ON predictions (model, created_at);
+    ALTER TABLE training_requests ADD COLUMN model TEXT NOT NULL DEFAULT '';
+    CREATE TABLE approved_labels_by_model (
+        model TEXT NOT NULL,
+        label TEXT NOT NULL,
+        approved_by TEXT NOT NULL,
+        approved_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (model, label)
+    );
+    INSERT INTO approved_labels_by_model (model, label, approved_by, approved_at)
+        SELECT '', label, approved_by, approved_at FROM approved_labels;
+    DROP TABLE approved_labels;
+    ALTER TABLE approved_labels_by_model RENAME TO approved_labels;
+    CREATE TABLE trainer_status_by_model (
+        model TEXT PRIMARY KEY,
+        document TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    INSERT INTO trainer_status_by_model (model, document, updated_at)
+        SELECT '', document, updated_at FROM trainer_status;
+    DROP TABLE trainer_status;
+    ALTER TABLE trainer_status_by_model RENAME TO trainer_status;
+    """,
 ]
 
 _PREDICTION_COLUMNS = (
@@ -208,6 +246,14 @@ class SqlFeedbackStore(FeedbackStore):
 
     def __init__(self) -> None:
         self._gate = ClosingGate()
+        # Whose labels, predictions, requests and status this view reads and writes; ''
+        # is the default model. Views share the connections and the closing gate.
+        self.model = ""
+
+    def for_model(self, model: str) -> Self:
+        view = copy.copy(self)
+        view.model = model
+        return view
 
     @abstractmethod
     def _write_transaction(self) -> AbstractContextManager[Cursor]:
@@ -262,6 +308,12 @@ class SqlFeedbackStore(FeedbackStore):
             )
             cursor.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
             applied = int(cursor.fetchone()[0])
+            if applied > len(MIGRATIONS):
+                raise StoreTooNew(
+                    f"the feedback store has schema version {applied}, written by a newer "
+                    f"tlserve; this release knows versions up to {len(MIGRATIONS)}: upgrade "
+                    "tlserve, or point TLSERVE_STORE_URL at another store"
+                )
             for version, script in enumerate(MIGRATIONS[applied:], start=applied + 1):
                 ddl = script.format(blob=self.blob_type, serial=self.serial_type)
                 for statement in filter(str.strip, ddl.split(";")):
@@ -287,7 +339,7 @@ class SqlFeedbackStore(FeedbackStore):
         if content_id is None and prediction is not None:
             content_id = prediction.content
         prediction_id = prediction.prediction_id if prediction else None
-        promise = payload_hash(sample_id, label, prediction_id)
+        promise = payload_hash(sample_id, label, prediction_id, self.model)
         now = time.time()
         with self._write() as cursor:
             if idempotency_key:
@@ -316,18 +368,22 @@ class SqlFeedbackStore(FeedbackStore):
                 (sample_id, image, now),
             )
             cursor.execute(
-                self._sql("SELECT label FROM labels WHERE sample_id = ? ORDER BY seq DESC LIMIT 1"),
-                (sample_id,),
+                self._sql(
+                    "SELECT label FROM labels WHERE sample_id = ? AND model = ? "
+                    "ORDER BY seq DESC LIMIT 1"
+                ),
+                (sample_id, self.model),
             )
             row = cursor.fetchone()
             previous = row[0] if row and row[0] != RETRACTED else None
             cursor.execute(
                 self._sql(
-                    "INSERT INTO labels (sample_id, label, source, principal, created_at, "
-                    "idempotency_key, payload_hash, prediction_id, model_version, "
-                    "predicted_label, content_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO labels (model, sample_id, label, source, principal, "
+                    "created_at, idempotency_key, payload_hash, prediction_id, model_version, "
+                    "predicted_label, content_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
+                    self.model,
                     sample_id,
                     label,
                     source,
@@ -354,9 +410,10 @@ class SqlFeedbackStore(FeedbackStore):
     def _label_before(self, cursor: Cursor, sample_id: str, seq: int) -> str | None:
         cursor.execute(
             self._sql(
-                "SELECT label FROM labels WHERE sample_id = ? AND seq < ? ORDER BY seq DESC LIMIT 1"
+                "SELECT label FROM labels WHERE sample_id = ? AND model = ? AND seq < ? "
+                "ORDER BY seq DESC LIMIT 1"
             ),
-            (sample_id, seq),
+            (sample_id, self.model, seq),
         )
         row = cursor.fetchone()
         return row[0] if row and row[0] != RETRACTED else None
@@ -366,10 +423,10 @@ class SqlFeedbackStore(FeedbackStore):
             self._lock_sample(cursor, sample_id)
             cursor.execute(
                 self._sql(
-                    "SELECT label, principal FROM labels WHERE sample_id = ? "
+                    "SELECT label, principal FROM labels WHERE sample_id = ? AND model = ? "
                     "ORDER BY seq DESC LIMIT 1"
                 ),
-                (sample_id,),
+                (sample_id, self.model),
             )
             row = cursor.fetchone()
             if row is None:
@@ -384,24 +441,24 @@ class SqlFeedbackStore(FeedbackStore):
                 )
             cursor.execute(
                 self._sql(
-                    "INSERT INTO labels (sample_id, label, source, principal, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)"
+                    "INSERT INTO labels (model, sample_id, label, source, principal, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)"
                 ),
-                (sample_id, RETRACTED, "retract", principal, time.time()),
+                (self.model, sample_id, RETRACTED, "retract", principal, time.time()),
             )
         return str(label)
 
     def keep_predictions(self, predictions: Sequence[KeptPrediction]) -> None:
         if not predictions:
             return
-        rows = [_prediction_row(p) for p in predictions]
+        rows = [(*_prediction_row(p), p.model) for p in predictions]
         with self._write() as cursor:
             cursor.executemany(
                 self._sql(
                     "INSERT INTO predictions (id, model_version, backbone_id, labels, "
                     "probabilities, features, pixels, pixels_shape, least_confidence, margin, "
-                    "entropy, created_at, content_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "entropy, created_at, content_id, model) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (id) DO NOTHING"
                 ),
                 rows,
@@ -410,8 +467,10 @@ class SqlFeedbackStore(FeedbackStore):
     def prediction(self, prediction_id: str) -> KeptPrediction | None:
         with self._read() as cursor:
             cursor.execute(
-                self._sql(f"SELECT {_PREDICTION_COLUMNS} FROM predictions WHERE id = ?"),
-                (prediction_id,),
+                self._sql(
+                    f"SELECT {_PREDICTION_COLUMNS} FROM predictions WHERE id = ? AND model = ?"
+                ),
+                (prediction_id, self.model),
             )
             row = cursor.fetchone()
         return _prediction_from_row(row) if row else None
@@ -447,12 +506,13 @@ class SqlFeedbackStore(FeedbackStore):
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
-                    f"SELECT {columns} FROM predictions p WHERE NOT EXISTS "
+                    f"SELECT {columns} FROM predictions p WHERE p.model = ? AND NOT EXISTS "
                     "(SELECT 1 FROM labels l WHERE l.prediction_id = p.id) AND NOT EXISTS "
-                    "(SELECT 1 FROM labels l WHERE l.content_id = p.content_id) "
-                    f"{version_filter}ORDER BY {order} DESC, created_at DESC LIMIT ?"
+                    "(SELECT 1 FROM labels l WHERE l.content_id = p.content_id "
+                    f"AND l.model = p.model) {version_filter}"
+                    f"ORDER BY {order} DESC, created_at DESC LIMIT ?"
                 ),
-                (model_version, limit) if model_version else (limit,),
+                (self.model, model_version, limit) if model_version else (self.model, limit),
             )
             rows = cursor.fetchall()
         return [_prediction_from_row(row) for row in rows]
@@ -464,14 +524,14 @@ class SqlFeedbackStore(FeedbackStore):
         principals: Sequence[str] = (),
         exclude_principals: Sequence[str] = (),
     ) -> list[LabelRecord]:
-        conditions, params = [], []
+        conditions, params = ["model = ?"], [self.model]
         if principals:
             conditions.append(f"principal IN ({', '.join('?' * len(principals))})")
             params.extend(principals)
         if exclude_principals:
             conditions.append(f"principal NOT IN ({', '.join('?' * len(exclude_principals))})")
             params.extend(exclude_principals)
-        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        where = f"WHERE {' AND '.join(conditions)} "
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
@@ -489,9 +549,10 @@ class SqlFeedbackStore(FeedbackStore):
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
-                    f"SELECT {_LABEL_COLUMNS} FROM labels l WHERE sample_id = ? ORDER BY seq"
+                    f"SELECT {_LABEL_COLUMNS} FROM labels l WHERE sample_id = ? AND model = ? "
+                    "ORDER BY seq"
                 ),
-                (sample_id,),
+                (sample_id, self.model),
             )
             rows = cursor.fetchall()
         return [_label_record(row) for row in rows]
@@ -500,20 +561,25 @@ class SqlFeedbackStore(FeedbackStore):
         with self._write() as cursor:
             cursor.executemany(
                 self._sql(
-                    "INSERT INTO approved_labels (label, approved_by, approved_at) "
-                    "VALUES (?, ?, ?) ON CONFLICT (label) DO NOTHING"
+                    "INSERT INTO approved_labels (model, label, approved_by, approved_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (model, label) DO NOTHING"
                 ),
-                [(label, principal, time.time()) for label in labels],
+                [(self.model, label, principal, time.time()) for label in labels],
             )
 
     def approved_labels(self) -> set[str]:
         with self._read() as cursor:
-            cursor.execute("SELECT label FROM approved_labels")
+            cursor.execute(
+                self._sql("SELECT label FROM approved_labels WHERE model = ?"), (self.model,)
+            )
             return {row[0] for row in cursor.fetchall()}
 
     def last_label_seq(self) -> int:
         with self._read() as cursor:
-            cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM labels")
+            cursor.execute(
+                self._sql("SELECT COALESCE(MAX(seq), 0) FROM labels WHERE model = ?"),
+                (self.model,),
+            )
             return int(cursor.fetchone()[0])
 
     def labels_added_since(self, created_at: float) -> int:
@@ -521,38 +587,50 @@ class SqlFeedbackStore(FeedbackStore):
             cursor.execute(
                 self._sql(
                     "SELECT COUNT(*) FROM labels l JOIN (SELECT sample_id, MAX(seq) AS seq "
-                    "FROM labels GROUP BY sample_id) latest ON latest.seq = l.seq "
-                    "WHERE l.label <> ? AND l.created_at >= ?"
+                    "FROM labels WHERE model = ? GROUP BY sample_id) latest "
+                    "ON latest.seq = l.seq WHERE l.label <> ? AND l.created_at >= ?"
                 ),
-                (RETRACTED, created_at),
+                (self.model, RETRACTED, created_at),
             )
             return int(cursor.fetchone()[0])
 
     def labels_since(self, seq: int) -> int:
         with self._read() as cursor:
-            cursor.execute(self._sql("SELECT COUNT(*) FROM labels WHERE seq > ?"), (seq,))
+            cursor.execute(
+                self._sql("SELECT COUNT(*) FROM labels WHERE model = ? AND seq > ?"),
+                (self.model, seq),
+            )
             return int(cursor.fetchone()[0])
 
     def request_training(self, reason: str) -> int:
         with self._write() as cursor:
             self._lock_training_requests(cursor)
-            cursor.execute("SELECT MIN(id) FROM training_requests WHERE handled_at IS NULL")
+            cursor.execute(
+                self._sql(
+                    "SELECT MIN(id) FROM training_requests WHERE model = ? AND handled_at IS NULL"
+                ),
+                (self.model,),
+            )
             pending = cursor.fetchone()[0]
             if pending is not None:
                 return int(pending)
             cursor.execute(
                 self._sql(
-                    "INSERT INTO training_requests (reason, requested_at) VALUES (?, ?) "
-                    "RETURNING id"
+                    "INSERT INTO training_requests (model, reason, requested_at) "
+                    "VALUES (?, ?, ?) RETURNING id"
                 ),
-                (reason, time.time()),
+                (self.model, reason, time.time()),
             )
             return int(cursor.fetchone()[0])
 
     def pending_training_requests(self) -> list[tuple[int, str]]:
         with self._read() as cursor:
             cursor.execute(
-                "SELECT id, reason FROM training_requests WHERE handled_at IS NULL ORDER BY id"
+                self._sql(
+                    "SELECT id, reason FROM training_requests "
+                    "WHERE model = ? AND handled_at IS NULL ORDER BY id"
+                ),
+                (self.model,),
             )
             return [(int(row[0]), row[1]) for row in cursor.fetchall()]
 
@@ -609,16 +687,19 @@ class SqlFeedbackStore(FeedbackStore):
         with self._write() as cursor:
             cursor.execute(
                 self._sql(
-                    "INSERT INTO trainer_status (id, document, updated_at) VALUES (1, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET document = excluded.document, "
+                    "INSERT INTO trainer_status (model, document, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (model) DO UPDATE SET document = excluded.document, "
                     "updated_at = excluded.updated_at"
                 ),
-                (json.dumps(dict(status)), time.time()),
+                (self.model, json.dumps(dict(status)), time.time()),
             )
 
     def trainer_status(self) -> tuple[dict[str, Any], float] | None:
         with self._read() as cursor:
-            cursor.execute("SELECT document, updated_at FROM trainer_status WHERE id = 1")
+            cursor.execute(
+                self._sql("SELECT document, updated_at FROM trainer_status WHERE model = ?"),
+                (self.model,),
+            )
             row = cursor.fetchone()
         return (json.loads(row[0]), float(row[1])) if row else None
 
@@ -629,7 +710,8 @@ class SqlFeedbackStore(FeedbackStore):
                     "SELECT COALESCE(SUM(CASE WHEN l.label = l.predicted_label THEN 1 ELSE 0 "
                     "END), 0), COUNT(*) FROM labels l WHERE l.model_version = ? AND NOT EXISTS "
                     "(SELECT 1 FROM labels later WHERE later.sample_id = l.sample_id AND "
-                    "later.seq > l.seq AND (later.prediction_id = l.prediction_id OR "
+                    "later.model = l.model AND later.seq > l.seq AND "
+                    "(later.prediction_id = l.prediction_id OR "
                     "later.label = ?))"
                 ),
                 (model_version, RETRACTED),
