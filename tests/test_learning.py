@@ -69,10 +69,12 @@ def test_odd_even_from_100_suggested_labels(system: tuple[ServerThread, Loop]) -
     assert fixed > 0 and final.holdout_accuracy > first.holdout_accuracy
     assert final.live_accuracy is not None and 0 <= final.live_accuracy <= 1
     value = loop.metrics.registry.get_sample_value
-    assert (value("tlserve_trainer_runs_total", {"result": "promoted"}) or 0) >= ROUNDS + 1
-    assert (value("tlserve_trainer_holdout_accuracy") or 0) > 0
-    assert (value("tlserve_trainer_feedback_to_publish_seconds_count") or 0) >= ROUNDS + 1
-    assert (value("tlserve_trainer_stage_seconds_count", {"stage": "train"}) or 0) >= ROUNDS + 1
+    model = {"model": "tlserve"}  # the default model's series
+    assert (value("tlserve_trainer_runs_total", {**model, "result": "promoted"}) or 0) >= ROUNDS + 1
+    assert (value("tlserve_trainer_holdout_accuracy", model) or 0) > 0
+    assert (value("tlserve_trainer_feedback_to_publish_seconds_count", model) or 0) >= ROUNDS + 1
+    train = {**model, "stage": "train"}
+    assert (value("tlserve_trainer_stage_seconds_count", train) or 0) >= ROUNDS + 1
     assert np.isfinite(final.feedback_to_serve_seconds)
     served = server.metrics_registry.get_sample_value
     assert (served("tlserve_feedback_to_serve_seconds_count") or 0) >= ROUNDS + 1

@@ -137,7 +137,8 @@ def _promotions(trainers: list[Replica]) -> list[float]:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == "tlserve_trainer_runs_total" and sample.labels == {
-                    "result": "promoted"
+                    "model": "tlserve",
+                    "result": "promoted",
                 }:
                     promoted = sample.value
         counts.append(promoted)

@@ -102,8 +102,9 @@ def test_the_trainer_state_is_visible_and_skipped_runs_do_not_repeat(tmp_path: P
             # Two runs in all: the skipped one and the promoting one.
             assert len(list(runs.iterdir())) == 2
             value = metrics.registry.get_sample_value
-            assert value("tlserve_trainer_state", {"state": "idle"}) == 1
-            assert value("tlserve_trainer_state", {"state": "waiting"}) == 0
+            default = {"model": "tlserve"}
+            assert value("tlserve_trainer_state", {**default, "state": "idle"}) == 1
+            assert value("tlserve_trainer_state", {**default, "state": "waiting"}) == 0
     finally:
         store.close()
         server.stop()

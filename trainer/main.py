@@ -1,7 +1,9 @@
 """`tlserve-trainer`: retrain the classifier head on the feedback, publish, export.
 
-    tlserve-trainer run                    the loop: train on new labels, a timer or request
-    tlserve-trainer once                   one training run now
+    tlserve-trainer run [--model NAME]     the loop: train on new labels, a timer or request,
+                                           for the default model and every model of
+                                           TLSERVE_MODELS_FILE (or only NAME)
+    tlserve-trainer once [--model NAME]    one training run now (default: the default model)
     tlserve-trainer export VERSION OUT     one fused ONNX (images -> probabilities), parity-checked
     tlserve-trainer pretrain [OUT]         train the MNIST source ConvNet (the demo's backbone)
 
@@ -53,6 +55,7 @@ with needs_extra("trainer", "tlserve-trainer"), _native_stderr_silenced():
     from tlserve.trainer.errors import TrainerError
     from tlserve.trainer.loop import TrainerLoop
     from tlserve.trainer.metrics import TrainerMetrics
+    from tlserve.trainer.models_file import ModelsFileError, load_models
     from tlserve.trainer.onnx_export import fuse
     from tlserve.trainer.pipeline import RunResult
     from tlserve.trainer.pretrain import CUT_LAYER, pretrain_digits
@@ -64,8 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=version_string())
     parser.add_argument("--config", type=Path, help="TOML settings file")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="the training loop")
-    commands.add_parser("once", help="one training run now")
+    run = commands.add_parser("run", help="the training loop")
+    once = commands.add_parser("once", help="one training run now")
+    for command in (run, once):
+        command.add_argument(
+            "--model",
+            default="",
+            help="a named model of the models file (default: run trains every model, "
+            "once the default model)",
+        )
     export = commands.add_parser("export", help="write a fused standalone ONNX of a version")
     export.add_argument("version", help="version id, or `current`")
     export.add_argument("output", type=Path)
@@ -97,12 +107,25 @@ def main(argv: list[str] | None = None) -> int:
         registry = settings.open_registry()
         if args.command == "export":
             return _export(registry, args.version, args.output)
+        models = _models(settings, args.model)
         store = open_store(settings.resolved_store_url)
         try:
             metrics_registry = CollectorRegistry()
-            loop = TrainerLoop(settings, store, registry, TrainerMetrics(metrics_registry))
+            metrics = TrainerMetrics(metrics_registry)
+            loops = []
+            for name, model_settings in models.items():
+                if name:
+                    registry.add_model(name)  # servers load it once a version is current
+                loops.append(
+                    TrainerLoop(
+                        model_settings,
+                        store.for_model(name),
+                        registry.for_model(name or None),
+                        metrics.for_model(name or DEFAULT_MODEL),
+                    )
+                )
             if args.command == "once":
-                record = loop.run_once("manual")
+                record = loops[0].run_once("manual")
                 print(
                     json.dumps(
                         {
@@ -114,21 +137,50 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 return 0 if record.result != RunResult.FAILED else 1
-            return _run(loop, settings, metrics_registry)
+            return _run(loops, settings, metrics_registry)
         finally:
             store.close()
-    except (TrainerError, TlserveError, StartupError) as exc:
+    except (TrainerError, TlserveError, StartupError, ModelsFileError) as exc:
         print(f"tlserve-trainer: error: {exc}", file=sys.stderr)
         return 1
 
 
-def _run(loop: TrainerLoop, settings: TrainerSettings, metrics: CollectorRegistry) -> int:
+# The default model's name in the trainer's metrics (the server's default `model_name`).
+DEFAULT_MODEL = "tlserve"
+
+
+def _models(settings: TrainerSettings, only: str) -> dict[str, TrainerSettings]:
+    """The models to train, by name ('' : the default model), each with its settings."""
+    named = load_models(settings.models_file, settings) if settings.models_file else {}
+    if only:
+        if only not in named:
+            listed = ", ".join(sorted(named)) or "none"
+            raise TrainerError(
+                f"--model {only!r} is not in the models file (TLSERVE_MODELS_FILE); it lists "
+                f"{listed}"
+            )
+        return {only: named[only]}
+    return {"": settings, **named}
+
+
+def _run(loops: list[TrainerLoop], settings: TrainerSettings, metrics: CollectorRegistry) -> int:
+    """Every model's loop in a thread of its own: one model's slow or failing run never
+    delays another's (each holds its own model's training lock)."""
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    loop.run_forever(stop)
+    threads = [
+        threading.Thread(target=loop.run_forever, args=(stop,), name=f"model-{n}", daemon=True)
+        for n, loop in enumerate(loops)
+    ]
+    for thread in threads:
+        thread.start()
+    while not stop.wait(0.5):
+        pass
+    for thread in threads:
+        thread.join()
     return 0
 
 

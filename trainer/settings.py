@@ -137,6 +137,10 @@ class TrainerSettings(DeploymentSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the trainer process."""
 
+    models_file: Path | None = None
+    """TOML file of named models to train beside the default model, one `[models.<name>]`
+    table each, whose keys override these settings for that model (trainer/models_file.py)."""
+
     def folders_to_write(self) -> list[tuple[Path, str]]:
         """The store's and cache's folders, and the trainer's own: run records under the data
         folder, and the registry it publishes to when that is a folder."""

@@ -78,12 +78,16 @@ class PostgresFeedbackStore(SqlFeedbackStore):
     @contextmanager
     def training_lock(self) -> Iterator[None]:
         # A session advisory lock: released by PostgreSQL itself if the holder dies.
+        # The default model keeps the one-key lock earlier releases take (a trainer of
+        # either release excludes the other); a named model's is the two-key form, its
+        # own space, so one model's run never waits for another's.
+        key, args = ("7319002", ()) if not self.model else ("7319002, hashtext(%s)", (self.model,))
         with self.pool.connection() as connection:
-            connection.execute("SELECT pg_advisory_lock(7319002)")
+            connection.execute(f"SELECT pg_advisory_lock({key})", args)
             try:
                 yield
             finally:
-                connection.execute("SELECT pg_advisory_unlock(7319002)")
+                connection.execute(f"SELECT pg_advisory_unlock({key})", args)
 
     def _close_connections(self) -> None:
         self.pool.close()

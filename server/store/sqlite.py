@@ -87,7 +87,9 @@ class SqliteFeedbackStore(SqlFeedbackStore):
     @contextmanager
     def training_lock(self) -> Iterator[None]:
         # SQLite lives on one machine's disk, so an OS file lock beside it is enough.
-        with open(self.path.with_suffix(".training.lock"), "a") as handle:
+        # One lock per model, so one model's run never waits for another's.
+        suffix = f".training.{self.model}.lock" if self.model else ".training.lock"
+        with open(self.path.with_suffix(suffix), "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
