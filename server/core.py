@@ -158,13 +158,18 @@ class ServingCore:
             service = self._feedback[slot.model_name] = self._new_feedback(slot)
         return service
 
-    def _admit(self, caller: Presented, role: Role) -> Principal:
-        """The caller's principal, once the server still takes work and the role allows it.
-        Requests that arrive once the drain began are UNAVAILABLE, which clients retry
-        (on another replica); the ones already admitted finish, and the drain waits for
-        them."""
+    def _admit(self, caller: Presented, role: Role, model: str | None = None) -> Principal:
+        """The caller's principal, once the server still takes work, the role allows it
+        and, for a call about `model` ('' : the default model), its credential covers
+        that model. Requests that arrive once the drain began are UNAVAILABLE, which
+        clients retry (on another replica); the ones already admitted finish, and the
+        drain waits for them. The caller is authenticated before the model's name is
+        looked up, so an anonymous caller cannot probe which models exist."""
         self.admission.admit()
-        return self.access.require(caller, role)
+        principal = self.access.require(caller, role)
+        if model is not None:
+            self.access.check_model(principal, self.model_name(model))
+        return principal
 
     # ---- predictions ---------------------------------------------------------------
 
@@ -178,8 +183,8 @@ class ServingCore:
         version: str = "",
         model: str = "",
     ) -> PredictResult:
-        principal = self._admit(caller, Role.PREDICT)
-        self.limits.take(principal.name, Action.PREDICT, len(images))
+        principal = self._admit(caller, Role.PREDICT, model)
+        self.limits.take(principal.name, Action.PREDICT, len(images), self.model_name(model))
         try:
             return await self.predictions.predict(
                 images, top_k, keep=keep, version=version, model=model
@@ -195,7 +200,7 @@ class ServingCore:
     async def training_status(self, caller: Presented, model: str = "") -> TrainingStatus:
         """What the model's trainer is doing or waiting for, its last run, what starts the
         next."""
-        self._admit(caller, Role.PREDICT)
+        self._admit(caller, Role.PREDICT, model)
         return await self.feedback(model).training_status()
 
     # ---- models --------------------------------------------------------------------
@@ -229,7 +234,7 @@ class ServingCore:
         return False
 
     def served_signature(self, caller: Presented, name: str, version: str = "") -> ServedSignature:
-        self._admit(caller, Role.PREDICT)
+        self._admit(caller, Role.PREDICT, name)
         slot = self.models.get(name)
         with slot.lease() as model:
             check_pinned_version(version, model)
@@ -241,7 +246,7 @@ class ServingCore:
     async def model_info(self, caller: Presented, version: str = "", model: str = "") -> ModelInfo:
         """A version (default: the served one) of a model (default: the default model)
         with its card and live accuracy."""
-        self._admit(caller, Role.PREDICT)
+        self._admit(caller, Role.PREDICT, model)
         return await self._model_info(self.models.get(model), version)
 
     async def _model_info(self, slot: ModelSlot, version: str) -> ModelInfo:
@@ -264,7 +269,7 @@ class ServingCore:
     async def list_models(self, caller: Presented, model: str = "") -> ModelListing:
         """Every published version of a model (default: the default model), newest first;
         manifests and live accuracy are read concurrently."""
-        self._admit(caller, Role.PREDICT)
+        self._admit(caller, Role.PREDICT, model)
         slot = self.models.get(model)
         versions = await asyncio.to_thread(slot.registry.versions)
         try:
@@ -285,8 +290,9 @@ class ServingCore:
         return ModelListing(models, current, unreadable)
 
     def served_models(self, caller: Presented) -> list[ServedModelState]:
-        """Every model this server serves, the default first: name, served version, state."""
-        self._admit(caller, Role.PREDICT)
+        """Every model this server serves that the caller may use, the default first: name,
+        served version, state."""
+        principal = self._admit(caller, Role.PREDICT)
         return [
             ServedModelState(
                 name=slot.model_name,
@@ -294,13 +300,14 @@ class ServingCore:
                 is_default=slot is self.models.default,
             )
             for slot in self.models.slots()
+            if principal.may_use(slot.model_name)
         ]
 
     async def rollback(self, caller: Presented, version: str, model: str = "") -> Rollback:
         """Admin: point a model's CURRENT at `version` (default: the served version's
         parent) and return once it is serving here; other replicas follow on their next
         poll."""
-        principal = self._admit(caller, Role.ADMIN)
+        principal = self._admit(caller, Role.ADMIN, model)
         slot = self.models.get(model)
         served = slot.require()
         target = version or served.manifest.parent
@@ -332,8 +339,8 @@ class ServingCore:
     async def trigger_training(self, caller: Presented, reason: str, model: str = "") -> int:
         """Admin: ask the model's trainer for a run now; returns the request id (the
         pending request's, when one is still waiting)."""
-        principal = self._admit(caller, Role.ADMIN)
-        self.limits.take(principal.name, Action.TRAINING)
+        principal = self._admit(caller, Role.ADMIN, model)
+        self.limits.take(principal.name, Action.TRAINING, model=self.model_name(model))
         reason = reason.strip()[:MAX_TRAINING_REASON] or "TriggerTraining"
         return await self.feedback(model).request_training(f"{reason} ({principal.name})")
 
@@ -342,14 +349,14 @@ class ServingCore:
     ) -> list[str]:
         """Admin: let these labels into the model's training (and into feedback, under
         `closed`)."""
-        principal = self._admit(caller, Role.ADMIN)
+        principal = self._admit(caller, Role.ADMIN, model)
         return await self.feedback(model).approve_labels(list(labels), principal.name)
 
     # ---- feedback ------------------------------------------------------------------
 
     async def submit_feedback(self, caller: Presented, item: FeedbackInput) -> StoredLabel:
-        principal = self._admit(caller, Role.LABEL)
-        self.limits.take(principal.name, Action.FEEDBACK)
+        principal = self._admit(caller, Role.LABEL, item.model)
+        self.limits.take(principal.name, Action.FEEDBACK, model=self.model_name(item.model))
         return await self.feedback(item.model).submit(item, principal.name)
 
     async def stream_feedback(
@@ -360,7 +367,8 @@ class ServingCore:
         principal = self._admit(caller, Role.LABEL)
 
         async def submit(item: FeedbackInput) -> StoredLabel:
-            self.limits.take(principal.name, Action.FEEDBACK)
+            self.access.check_model(principal, self.model_name(item.model))
+            self.limits.take(principal.name, Action.FEEDBACK, model=self.model_name(item.model))
             return await self.feedback(item.model).submit(item, principal.name)
 
         return await self.feedback().submit_stream(items, submit)
@@ -370,7 +378,7 @@ class ServingCore:
     ) -> LabelOverview:
         """The model's label set with counts; with `added_after` (unix seconds), also how
         many samples got their current label since then (the labeling page's "today")."""
-        self._admit(caller, Role.LABEL)
+        self._admit(caller, Role.LABEL, model)
         feedback = self.feedback(model)
         if added_after is None:
             return LabelOverview(await feedback.labels())
@@ -384,8 +392,8 @@ class ServingCore:
     async def retract_label(self, caller: Presented, sample_id: str, model: str = "") -> Retraction:
         """Undo a sample's current label for a model: its labeler may, and an admin may
         undo anyone's."""
-        principal = self._admit(caller, Role.LABEL)
-        self.limits.take(principal.name, Action.FEEDBACK)
+        principal = self._admit(caller, Role.LABEL, model)
+        self.limits.take(principal.name, Action.FEEDBACK, model=self.model_name(model))
         label = await self.feedback(model).retract(
             sample_id, principal.name, any_principal=principal.role >= Role.ADMIN
         )
@@ -403,7 +411,7 @@ class ServingCore:
     ) -> list[LabelSuggestion]:
         """The model's kept predictions most worth labeling, best first, as PNGs unless
         omitted."""
-        self._admit(caller, Role.LABEL)
+        self._admit(caller, Role.LABEL, model)
         feedback = self.feedback(model)
         served = feedback.slot.current
         picked = await feedback.suggest(count, strategy, served.version if served else None)

@@ -85,6 +85,17 @@ def test_each_model_answers_with_its_own_head_on_one_backbone(
     assert len(models.backbones.resident_ids) == 1
 
 
+def blue_infer_body() -> bytes:
+    """A KServe v2 JSON inference of one solid blue 2x2 image, asking for its label."""
+    pixels = {"name": "PIXELS", "datatype": "UINT8", "shape": [1, 2, 2, 3]}
+    return json.dumps(
+        {
+            "inputs": [{**pixels, "data": list(COLOURS["blue"]) * 4}],
+            "outputs": [{"name": "LABEL"}],
+        }
+    ).encode()
+
+
 def test_models_by_name_over_http_and_kserve(three_models: ServerThread) -> None:
     url = three_models.http_url
     image = solid_image("red")
@@ -107,19 +118,7 @@ def test_models_by_name_over_http_and_kserve(three_models: ServerThread) -> None
     metadata = http_call(f"{url}/v2/models/shift-two").json()
     assert metadata["name"] == "shift-two"
     assert http_call(f"{url}/v2/models/shift-two/ready").status == 200
-    body = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "PIXELS",
-                    "datatype": "UINT8",
-                    "shape": [1, 2, 2, 3],
-                    "data": list(COLOURS["blue"]) * 4,
-                }
-            ],
-            "outputs": [{"name": "LABEL"}],
-        }
-    ).encode()
+    body = blue_infer_body()
     inferred = http_call(f"{url}/v2/models/shift-two/infer", "POST", body)
     assert inferred.status == 200, inferred.body
     answer = inferred.json()
@@ -347,3 +346,60 @@ def _b64(data: bytes) -> str:
     import base64  # noqa: PLC0415
 
     return base64.b64encode(data).decode()
+
+
+SCOPED = "label-token-for-shift-one-only"
+EVERYWHERE = "predict-token-for-every-model"
+
+
+@pytest.fixture
+def scoped_server(tmp_path: Path) -> Iterator[ServerThread]:
+    registry = Registry.local(tmp_path / "registry")
+    publish_colour_version(registry)
+    for name, shift in SHIFTS.items():
+        publish_named(registry, name, shifted(shift))
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"label@shift-one {SCOPED} one\npredict {EVERYWHERE} all\n")
+    server = ServerThread(tmp_path, tokens_file=tokens).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_token_scoped_to_a_model_is_refused_on_the_others(scoped_server: ServerThread) -> None:
+    image = solid_image("red")
+    with TlserveClient(scoped_server.target, token=SCOPED) as client:
+        assert client.predict_one(image, model="shift-one").top[0].label == shifted(1)["red"]
+        client.submit_feedback("red", image=image, model="shift-one")
+        for call in (
+            lambda: client.predict_one(image, model="shift-two"),
+            lambda: client.predict_one(image),
+            lambda: client.submit_feedback("red", image=image),
+            lambda: client.list_labels(model="shift-two"),
+            lambda: client.suggest_labels(3, model="tlserve"),
+        ):
+            with pytest.raises(errors.PermissionDenied, match="may use the models shift-one"):
+                call()
+        assert [m.name for m in client.served_models()] == ["shift-one"]
+    with TlserveClient(scoped_server.target, token=EVERYWHERE) as client:
+        assert len(client.served_models()) == 3
+        assert client.predict_one(image, model="shift-two").top
+    # Without a credential, a model name tells nothing: 401 before any lookup.
+    with TlserveClient(scoped_server.target) as client, pytest.raises(errors.Unauthenticated):
+        client.predict_one(image, model="no-such-model")
+    url = scoped_server.http_url
+    body = blue_infer_body()
+    assert http_call(f"{url}/v2/models/no-such-model/infer", "POST", body).status == 401
+    assert http_call(f"{url}/v2/models/shift-two").status == 401
+
+
+def test_a_scope_naming_no_valid_model_stops_the_server(tmp_path: Path) -> None:
+    from tlserve.server.security.tokens import TokenConfigError, tokens_from_file  # noqa: PLC0415
+
+    with pytest.raises(TokenConfigError, match="must name models after `@`"):
+        tokens_from_file(f"label@Bad/Name {SCOPED}\n", "tokens file")
+    with pytest.raises(TokenConfigError, match="must name models after `@`"):
+        tokens_from_file(f"label@ {SCOPED}\n", "tokens file")
+    (entry,) = tokens_from_file(f"label@a,b {SCOPED} both\n", "tokens file")
+    assert entry.models == frozenset({"a", "b"})

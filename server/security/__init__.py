@@ -5,8 +5,9 @@ Everything here is protocol-free: the gRPC and HTTP adapters hand over what a ca
 presented (`Presented`), and the core decides with `AccessControl`.
 """
 
-from tlserve.server.security.access import AccessControl, Presented, Principal, Role
+from tlserve.server.security.access import AccessControl, Presented, Principal
 from tlserve.server.security.quotas import Action, RateLimits
+from tlserve.server.security.roles import Role
 from tlserve.server.security.tls import TlsFiles
 from tlserve.server.security.tokens import TokenTable
 

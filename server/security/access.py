@@ -11,36 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import TYPE_CHECKING
 
 from tlserve.server.errors import PermissionDenied, Unauthenticated
-from tlserve.server.security.errors import SecurityConfigError
-
-if TYPE_CHECKING:
-    from tlserve.server.security.tokens import TokenTable
+from tlserve.server.security.roles import Role
+from tlserve.server.security.tokens import TokenTable
 
 ANONYMOUS = "anonymous"
-
-
-class Role(IntEnum):
-    NONE = 0
-    PREDICT = 1
-    LABEL = 2
-    ADMIN = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def parse(cls, value: str, where: str = "role") -> Role:
-        try:
-            return cls[value.strip().upper()]
-        except KeyError:
-            raise SecurityConfigError(
-                f"{where}: unknown role {value!r}; roles are none, predict, label, admin"
-            ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +26,12 @@ class Principal:
 
     name: str
     role: Role
+    # The models it may use; None: every model (a token scoped in the tokens file, e.g.
+    # `label@digits`, may use only those).
+    models: frozenset[str] | None = None
+
+    def may_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +86,12 @@ class AccessControl:
             "`authorization: Bearer <token>` or a client certificate the server trusts"
         )
 
+    def check_model(self, principal: Principal, model: str) -> None:
+        """PermissionDenied unless the principal's credential covers `model`."""
+        if not principal.may_use(model):
+            allowed = ", ".join(sorted(principal.models or ()))
+            raise PermissionDenied(f"{principal.name} may use the models {allowed}, not {model!r}")
+
     def _admin_configured(self) -> bool:
         return self.tokens.has_role(Role.ADMIN) or Role.ADMIN in (
             self.certificate_default_role,
@@ -117,7 +105,7 @@ class AccessControl:
         entry = self.tokens.lookup(token.strip())
         if entry is None:
             raise Unauthenticated("the bearer token is not valid on this server")
-        return Principal(f"token:{entry.name}", entry.role)
+        return Principal(f"token:{entry.name}", entry.role, entry.models)
 
     def _certificate_principal(self, names: Sequence[str]) -> Principal:
         for name in names:

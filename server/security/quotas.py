@@ -1,6 +1,6 @@
-"""Token-bucket rate limits per principal and action.
+"""Token-bucket rate limits per principal, model and action.
 
-Each (principal, action) pair has a bucket of `burst` tokens refilled at `rate` per
+Each (principal, model, action) has a bucket of `burst` tokens refilled at `rate` per
 second; a request costs one token per image or item. An empty bucket refuses with
 `RateLimited`, which says when enough tokens will be back, so a well-behaved client
 waits exactly that long.
@@ -50,23 +50,25 @@ class RateLimits:
     ) -> None:
         self.rates = dict(rates)
         self._clock = clock
-        self._buckets: dict[tuple[Action, str], _Bucket] = {}
+        self._buckets: dict[tuple[Action, str, str], _Bucket] = {}
         # Feedback runs in worker threads too; a bucket's read-modify-write is one step.
         self._lock = threading.Lock()
 
-    def take(self, principal: str, action: Action, cost: float = 1.0) -> None:
-        """Spend `cost` tokens of the principal's bucket, or raise RateLimited."""
+    def take(self, principal: str, action: Action, cost: float = 1.0, model: str = "") -> None:
+        """Spend `cost` tokens of the principal's bucket for `model`, or raise RateLimited:
+        a principal busy with one model does not run dry on another."""
         rate = self.rates.get(action)
         if rate is None or rate.unlimited:
             return
         cost = min(cost, rate.burst)  # a request larger than the burst needs a full bucket
         with self._lock:
             now = self._clock()
-            bucket = self._buckets.get((action, principal))
+            key = (action, principal, model)
+            bucket = self._buckets.get(key)
             if bucket is None:
                 if len(self._buckets) >= MAX_BUCKETS:
                     self._forget_full(now)
-                bucket = self._buckets[(action, principal)] = _Bucket(rate.burst, now)
+                bucket = self._buckets[key] = _Bucket(rate.burst, now)
             refill = (now - bucket.updated) * rate.per_second
             bucket.tokens = min(rate.burst, bucket.tokens + refill)
             bucket.updated = now
@@ -75,7 +77,8 @@ class RateLimits:
                 return
             wait = (cost - bucket.tokens) / rate.per_second
         raise RateLimited(
-            f"{principal} is over its {action} rate limit ({rate.per_second:g}/s, bursts of "
+            f"{principal} is over its {action} rate limit{f' for model {model}' if model else ''} "
+            f"({rate.per_second:g}/s, bursts of "
             f"{rate.burst:g}); retry in {wait:.2f} s",
             retry_after_seconds=wait,
         )

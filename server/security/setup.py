@@ -7,9 +7,10 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-from tlserve.server.security.access import AccessControl, Role
+from tlserve.server.security.access import AccessControl
 from tlserve.server.security.errors import SecurityConfigError
 from tlserve.server.security.quotas import Action, Rate, RateLimits
+from tlserve.server.security.roles import Role
 from tlserve.server.security.tls import ClientAuth, TlsFiles
 from tlserve.server.security.tokens import TokenTable, tokens_from_list
 from tlserve.server.settings import ServerSettings

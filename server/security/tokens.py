@@ -11,6 +11,11 @@ Tokens file, one credential per line (`#` starts a comment):
     admin     sha256:4f0b0c...                                                ops
     label     a-long-random-labeling-token                                    labeling-app
     predict   another-long-random-token
+    label@digits,odd-even  a-token-for-two-models-only                        digit-labelers
+
+A role followed by `@` and model names (the default model by its name, `tlserve`
+unless TLSERVE_MODEL_NAME says otherwise) limits the credential to those models; other
+models answer PERMISSION_DENIED.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlserve.server.security.access import Role
+from tlserve.server.registry.format import MODEL_NAME
 from tlserve.server.security.errors import SecurityConfigError
+from tlserve.server.security.roles import Role
 from tlserve.server.security.watched import WatchedFile
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,7 @@ class TokenEntry:
     digest: bytes
     role: Role
     name: str
+    models: frozenset[str] | None = None  # None: every model
 
 
 def digest_of(token: str) -> bytes:
@@ -65,10 +72,31 @@ def configured_digest(value: str, where: str) -> bytes:
     return digest_of(value)
 
 
-def _entry(value: str, role: Role, name: str | None, where: str) -> TokenEntry:
+def _entry(
+    value: str,
+    role: Role,
+    name: str | None,
+    where: str,
+    models: frozenset[str] | None = None,
+) -> TokenEntry:
     """Unnamed tokens are named by their role and digest prefix, never by the token."""
     digest = configured_digest(value, where)
-    return TokenEntry(digest, role, name or f"{role.label}-{digest.hex()[:8]}")
+    return TokenEntry(digest, role, name or f"{role.label}-{digest.hex()[:8]}", models)
+
+
+def _scoped_role(field: str, where: str) -> tuple[Role, frozenset[str] | None]:
+    """`label` (every model) or `label@digits,defects` (those models only)."""
+    role, scoped, names = field.partition("@")
+    if not scoped:
+        return Role.parse(role, where), None
+    models = frozenset(name.strip() for name in names.split(","))
+    bad = sorted(name for name in models if not MODEL_NAME.match(name))
+    if not models or bad:
+        raise TokenConfigError(
+            f"{where}: `{field}` must name models after `@`, comma-separated "
+            f"(lower-case letters, digits, '-' and '_'); not {bad or 'nothing'}"
+        )
+    return Role.parse(role, where), models
 
 
 def tokens_from_list(values: str, role: Role, setting: str) -> list[TokenEntry]:
@@ -87,9 +115,12 @@ def tokens_from_file(text: str, where: str) -> list[TokenEntry]:
             continue
         at = f"{where} line {number}"
         if len(fields) not in (2, 3):
-            raise TokenConfigError(f"{at}: expected `<role> <token or sha256:hex> [name]`")
-        role = Role.parse(fields[0], at)
-        entries.append(_entry(fields[1], role, fields[2] if len(fields) == 3 else None, at))
+            raise TokenConfigError(
+                f"{at}: expected `<role>[@model,...] <token or sha256:hex> [name]`"
+            )
+        role, models = _scoped_role(fields[0], at)
+        name = fields[2] if len(fields) == 3 else None
+        entries.append(_entry(fields[1], role, name, at, models))
     return entries
 
 
