@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -49,9 +50,20 @@ def server_process(**settings: str) -> Iterator[tuple[str, subprocess.Popen[byte
             process.wait(30)
 
 
+def _commit() -> str:
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    return subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+
 def write_report(report: dict[str, Any], output: Path) -> None:
-    """Stamp the time and write the report where `--output` points (the results folder)."""
+    """Stamp the time, the commit and the machine, and write the report where `--output`
+    points (the results folder)."""
     report["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    report.setdefault("commit", _commit())
+    report.setdefault(
+        "machine",
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {output}")

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -102,16 +100,6 @@ def main() -> int:
         "drain_seconds_max": max(seconds),
         "every_exit_clean": all(result["exit_code"] == 0 for result in drains),
         "per_drain": drains,
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip(),
-        "machine": (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        ),
     }
     write_report(report, args.output)
     return 0

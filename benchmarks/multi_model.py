@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -187,16 +184,6 @@ def main() -> int:
             "requests": "single-image uint8 224x224 Predict, evenly over the models",
             "server": "default settings, execution_provider=cpu",
         },
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip(),
-        "machine": (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        ),
     }
     write_report(report, args.output)
     return 0

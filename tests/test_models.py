@@ -36,12 +36,17 @@ def publish_named(registry: Registry, name: str, answer_for: dict[str, str]) -> 
     return publish_colour_version(registry.for_model(name), answer_for=answer_for)
 
 
-@pytest.fixture
-def three_models(tmp_path: Path) -> Iterator[ServerThread]:
-    registry = Registry.local(tmp_path / "registry")
+def publish_three_models(data_dir: Path) -> None:
+    """The default colour model and the two shifted ones, in the data dir's registry."""
+    registry = Registry.local(data_dir / "registry")
     publish_colour_version(registry)
     for name, shift in SHIFTS.items():
         publish_named(registry, name, shifted(shift))
+
+
+@pytest.fixture
+def three_models(tmp_path: Path) -> Iterator[ServerThread]:
+    publish_three_models(tmp_path)
     server = ServerThread(tmp_path).start()
     try:
         yield server
@@ -248,10 +253,7 @@ def _info_labels(model: object) -> dict[str, str]:
 
 
 def test_more_models_than_the_limit_are_refused_by_name(tmp_path: Path) -> None:
-    registry = Registry.local(tmp_path / "registry")
-    publish_colour_version(registry)
-    for name, shift in SHIFTS.items():
-        publish_named(registry, name, shifted(shift))
+    publish_three_models(tmp_path)
     server = ServerThread(tmp_path, max_models=2).start()
     try:
         with TlserveClient(server.target) as client:
@@ -354,10 +356,7 @@ EVERYWHERE = "predict-token-for-every-model"
 
 @pytest.fixture
 def scoped_server(tmp_path: Path) -> Iterator[ServerThread]:
-    registry = Registry.local(tmp_path / "registry")
-    publish_colour_version(registry)
-    for name, shift in SHIFTS.items():
-        publish_named(registry, name, shifted(shift))
+    publish_three_models(tmp_path)
     tokens = tmp_path / "tokens"
     tokens.write_text(f"label@shift-one {SCOPED} one\npredict {EVERYWHERE} all\n")
     server = ServerThread(tmp_path, tokens_file=tokens).start()

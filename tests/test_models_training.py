@@ -21,6 +21,19 @@ from tlserve.trainer.pretrain import CUT_LAYER
 pytestmark = pytest.mark.slow
 
 
+def trainer(*args: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """The real `tlserve-trainer` command."""
+    return subprocess.run(
+        [sys.executable, "-m", "tlserve.trainer.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.mark.timeout(600)
 def test_a_named_model_trains_from_its_own_labels(tmp_path: Path, pretrained: Path) -> None:
     models_file = tmp_path / "models.toml"
@@ -49,15 +62,7 @@ def test_a_named_model_trains_from_its_own_labels(tmp_path: Path, pretrained: Pa
                 "TLSERVE_BACKBONE_WEIGHTS": "none",
                 "TLSERVE_METRICS_PORT": "none",
             }
-            once = subprocess.run(
-                [sys.executable, "-m", "tlserve.trainer.main", "once", "--model", "odd-even"],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=500,
-                check=False,
-            )
+            once = trainer("once", "--model", "odd-even", env=env, timeout=500)
             assert once.returncode == 0, once.stderr
             assert json.loads(once.stdout.splitlines()[-1])["result"] == "promoted"
             deadline = time.monotonic() + 30
@@ -76,15 +81,7 @@ def test_a_named_model_trains_from_its_own_labels(tmp_path: Path, pretrained: Pa
             with pytest.raises(errors.ApiError):
                 client.predict_one(png(task.images[0]))
             assert client.training_status().last_run is None
-            unknown = subprocess.run(
-                [sys.executable, "-m", "tlserve.trainer.main", "once", "--model", "nope"],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            unknown = trainer("once", "--model", "nope", env=env, timeout=120)
             assert unknown.returncode == 1 and "odd-even" in unknown.stderr
     finally:
         server.stop()
