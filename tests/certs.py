@@ -117,3 +117,31 @@ class Authority:
             )
         )
         return issued
+
+
+@dataclass
+class Pki:
+    """A CA with the server's and clients' certificates, and another CA's stranger."""
+
+    ca: Authority
+    server: Issued
+    other_ca: Authority
+    alice: Issued  # admin by name
+    bob: Issued  # label by name
+    carol: Issued  # not named: the default role (predict)
+    expired: Issued
+    stranger: Issued  # signed by the other CA
+
+    @classmethod
+    def made_in(cls, folder: Path) -> Pki:
+        ca, other = Authority(folder / "ca"), Authority(folder / "other", "some other CA")
+        return cls(
+            ca=ca,
+            server=ca.server(),
+            other_ca=other,
+            alice=ca.client("alice"),
+            bob=ca.client("bob"),
+            carol=ca.client("carol"),
+            expired=ca.client("dave", expired=True),
+            stranger=other.client("alice"),
+        )

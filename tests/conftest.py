@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from examples.colour_model import publish_colour_version
+from tests.certs import Pki
 from tests.s3 import MotoServer
-from tests.support import ServerThread
+from tests.support import ADMIN, LABEL, PREDICT, ServerThread, serve_colour_model
 from tlserve.server.registry import Registry
 
 
@@ -61,3 +62,25 @@ def moto() -> Iterator[MotoServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Certificates made here: a CA, the server's, clients' and a stranger's."""
+    return Pki.made_in(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, pki: Pki) -> Iterator[ServerThread]:
+    """TLS and tokens of every role, no client certificates."""
+    server = serve_colour_model(
+        tmp_path,
+        tls_cert_file=pki.server.cert,
+        tls_key_file=pki.server.key,
+        predict_tokens=PREDICT,
+        label_tokens=LABEL,
+        admin_tokens=ADMIN,
+        credentials_check_seconds=0.0,
+    )
+    yield server
+    server.stop()

@@ -35,10 +35,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
-from examples.colour_model import (
-    COLOURS,
-)
+from examples.colour_model import COLOURS, publish_colour_version
 from tlserve.clients import TlserveClient, calls, errors
 from tlserve.clients.types import LabelCount
 from tlserve.proto import classifier_pb2_grpc
@@ -380,3 +379,74 @@ def run_previous_release(code: Path, script: str, *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def serve_colour_model(data_dir: Path, **settings: Any) -> ServerThread:
+    """A started server on `data_dir` with one colour model published and `settings`."""
+    publish_colour_version(Registry.local(data_dir / "registry"))
+    return ServerThread(data_dir, **settings).start()
+
+
+def tlserve(*args: str, target: str) -> subprocess.CompletedProcess[str]:
+    """The `tlserve` command, run as a user would, against `target`."""
+    return subprocess.run(
+        [sys.executable, "-m", "tlserve.clients.cli", "--target", target, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+TRITON_PROBE = Path(__file__).with_name("triton_probe.py")
+
+
+def run_triton_probe(
+    protocol: str, address: str, model: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """NVIDIA's tritonclient run against `address` (tests/triton_probe.py, its own process:
+    its report on stdout as JSON, a refusal on stderr)."""
+    return subprocess.run(
+        [sys.executable, str(TRITON_PROBE), protocol, address, model, *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def scrape(server: ServerThread) -> Samples:
+    """A real scrape of the server's /metrics, parsed with prometheus_client's parser."""
+    assert server.server is not None and server.server.metrics_port
+    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    return sum(v for found, v in samples.get(name, []) if labels.items() <= found.items())
+
+
+def colour_png(rgb: tuple[int, int, int], jitter: int) -> bytes:
+    """A 16x16 PNG of `rgb` moved by up to 20 per channel, the same for the same `jitter`."""
+    pixels = np.clip(np.array(rgb) + np.random.default_rng(jitter).integers(-20, 20, 3), 0, 255)
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), tuple(int(v) for v in pixels)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# Bearer tokens of each role, long enough for the server's strength check.
+PREDICT = "predict-token-0123456789abcdef"
+LABEL = "label-token-0123456789abcdef"
+ADMIN = "admin-token-0123456789abcdef"

@@ -9,8 +9,7 @@ import grpc
 import pytest
 
 from examples.colour_model import publish_colour_version
-from tests.support import ServerThread, solid_image
-from tests.test_cli import tlserve
+from tests.support import ServerThread, solid_image, tlserve
 from tlserve.clients import TlserveClient, errors
 from tlserve.server.registry import Registry
 from tlserve.trainer.loop import TrainerLoop

@@ -10,23 +10,10 @@ import sys
 from pathlib import Path
 
 from examples.colour_model import publish_colour_version
-from tests.support import ServerProcess, ServerThread, solid_image
+from tests.support import ROOT, ServerProcess, ServerThread, solid_image, tlserve
 from tlserve.clients import TlserveClient
 from tlserve.server.main import _parser, _settings
 from tlserve.server.registry import Registry
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tlserve(*args: str, target: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tlserve.clients.cli", "--target", target, *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_predict_models_and_health(served: ServerThread, tmp_path: Path) -> None:

@@ -10,8 +10,7 @@ import grpc
 import pytest
 
 from examples.colour_model import publish_colour_version
-from tests.support import ServerThread, label_samples, solid_image
-from tests.test_metrics import scrape, value
+from tests.support import ServerThread, label_samples, scrape, solid_image, value
 from tlserve.clients import ApiError, AsyncTlserveClient, FeedbackItem, TlserveClient, errors
 from tlserve.server.registry import Registry
 

@@ -14,8 +14,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support import ServerThread, label_samples, postgres_or_skip, solid_image
-from tests.test_cli import tlserve
+from tests.support import (
+    ServerThread,
+    label_samples,
+    postgres_or_skip,
+    solid_image,
+    tlserve,
+)
 from tlserve.clients import TlserveClient
 from tlserve.server.dataset import export_data, import_data
 from tlserve.server.imaging import ImageLimits

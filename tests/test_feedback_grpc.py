@@ -13,8 +13,14 @@ import pytest
 from PIL import Image
 
 from examples.colour_model import publish_colour_version
-from tests.support import ServerThread, label_samples, solid_image, solid_pixels
-from tests.test_metrics import scrape, value
+from tests.support import (
+    ServerThread,
+    label_samples,
+    scrape,
+    solid_image,
+    solid_pixels,
+    value,
+)
 from tlserve.clients import FeedbackItem, TlserveClient
 from tlserve.proto import classifier_pb2 as pb
 from tlserve.server.registry import Registry

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_gate import colour_png, small_trainer
+from tests.support import colour_png
+from tests.training import small_trainer
 from tlserve.server.model_slot import ModelLoader
 from tlserve.server.runtime import SessionFactory
 from tlserve.trainer.pipeline import Trainer

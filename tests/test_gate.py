@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import io
 from math import comb
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from tlserve.server.registry import Registry
+from tests.support import colour_png
+from tests.training import small_trainer
 from tlserve.server.store.base import sample_id_of
 from tlserve.server.store.labels import in_holdout
-from tlserve.server.store.sqlite import SqliteFeedbackStore
 from tlserve.trainer.evaluation import PromotionGate, binomial_cdf, evaluate
 from tlserve.trainer.pipeline import Trainer
-from tlserve.trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.slow  # TensorFlow: trains heads
 
@@ -84,32 +81,6 @@ def test_evaluate_counts_per_class_and_confusion() -> None:
         [0, 1, 0],
     ]
     assert metrics["per_class"]["a"] == {"precision": 0.5, "recall": 1.0, "support": 1}
-
-
-def colour_png(rgb: tuple[int, int, int], jitter: int) -> bytes:
-    pixels = np.clip(np.array(rgb) + np.random.default_rng(jitter).integers(-20, 20, 3), 0, 255)
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), tuple(int(v) for v in pixels)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def small_trainer(
-    tmp_path: Path, **overrides: object
-) -> tuple[SqliteFeedbackStore, Registry, TrainerSettings]:
-    """A store, a registry and settings for a small untrained MobileNetV2 at 32x32."""
-    settings = TrainerSettings(
-        data_dir=tmp_path,
-        backbone="MobileNetV2",
-        backbone_weights="none",
-        input_size=32,
-        metrics_port=None,
-        **overrides,  # type: ignore[arg-type]
-    )
-    return (
-        SqliteFeedbackStore(tmp_path / "feedback.sqlite3"),
-        Registry.local(tmp_path / "registry"),
-        settings,
-    )
 
 
 @pytest.mark.timeout(600)

@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
-from tests.support import ServerThread, solid_image
+from tests.support import ServerThread, run_triton_probe, solid_image
 from tlserve.proto import grpc_predict_v2_pb2 as pb
 from tlserve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from tlserve.server.api.tensors import encode_bytes_elements
-
-PROBE = Path(__file__).with_name("triton_probe.py")
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_tritonclient_against_tlserve(served: ServerThread, protocol: str) -> None:
     address = served.target if protocol == "grpc" else served.http_url.removeprefix("http://")
-    completed = subprocess.run(
-        [sys.executable, str(PROBE), protocol, address, "tlserve"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    completed = run_triton_probe(protocol, address, "tlserve")
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
     version = served.registry.current()

@@ -13,8 +13,7 @@ import grpc
 import pytest
 
 from examples.colour_model import publish_colour_version
-from tests.support import ServerThread, http_call, solid_image
-from tests.test_metrics import scrape, value
+from tests.support import ServerThread, http_call, scrape, solid_image, value
 from tlserve.proto import classifier_pb2 as pb
 from tlserve.proto import grpc_predict_v2_pb2 as kpb
 from tlserve.server.registry import Registry

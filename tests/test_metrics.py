@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-import urllib.request
 
 import grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from examples.colour_model import publish_colour_version
-from tests.support import ServerThread, solid_image
+from tests.support import ServerThread, scrape, solid_image, value
 from tlserve.clients import TlserveClient
 from tlserve.proto import classifier_pb2 as pb
-
-
-def scrape(server: ServerThread) -> dict[str, list[tuple[dict[str, str], float]]]:
-    assert server.server is not None and server.server.metrics_port
-    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return samples
-
-
-def value(
-    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
-) -> float:
-    return sum(v for found, v in samples.get(name, []) if labels.items() <= found.items())
 
 
 def test_metrics_endpoint_reports_the_serving_path(served: ServerThread) -> None:

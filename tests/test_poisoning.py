@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from examples.colour_model import publish_colour_version
-from tests.support import ServerThread, label_samples, solid_image
-from tests.test_security import ADMIN, LABEL, PREDICT
+from tests.support import ADMIN, LABEL, PREDICT, ServerThread, label_samples, solid_image
 from tlserve.clients import TlserveClient, errors
 from tlserve.server.registry import Registry
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.certs import Pki
 from tests.support import ServerThread
-from tests.test_security import Pki, pki, tls_server  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def test_a_server_with_nothing_to_serve_is_live_but_not_ready(empty_server: Serv
     assert "not ready" in not_ready.stdout and "503" in not_ready.stdout
 
 
-def test_over_tls_without_credentials(tls_server: ServerThread, pki: Pki) -> None:  # noqa: F811
+def test_over_tls_without_credentials(tls_server: ServerThread, pki: Pki) -> None:
     secured = {"TLSERVE_TLS_CERT_FILE": str(pki.server.cert)}
     assert probe(tls_server, "ready", **secured).returncode == 0
     # Plain HTTP against the TLS listener is not an answer.

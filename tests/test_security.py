@@ -23,10 +23,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from examples.colour_model import publish_colour_version
-from tests.certs import Authority, Issued
-from tests.support import HttpReply, ServerThread, http_call, solid_image
-from tests.test_cli import tlserve
-from tests.test_kserve import PROBE
+from tests.certs import Authority, Issued, Pki
+from tests.support import (
+    ADMIN,
+    LABEL,
+    PREDICT,
+    HttpReply,
+    ServerThread,
+    http_call,
+    run_triton_probe,
+    serve_colour_model,
+    solid_image,
+    tlserve,
+)
 from tlserve.clients import FeedbackItem, TlserveClient, errors, tls_credentials
 from tlserve.proto import classifier_pb2 as pb
 from tlserve.proto import classifier_pb2_grpc as pb_grpc
@@ -35,65 +44,13 @@ from tlserve.server.registry import Registry
 from tlserve.server.security.setup import InsecureExposure
 from tlserve.server.settings import ServerSettings
 
-PREDICT = "predict-token-0123456789abcdef"
-LABEL = "label-token-0123456789abcdef"
-ADMIN = "admin-token-0123456789abcdef"
 RED_BASE64 = base64.b64encode(solid_image("red")).decode()
-
-
-@dataclass
-class Pki:
-    ca: Authority
-    server: Issued
-    other_ca: Authority
-    alice: Issued  # admin by name
-    bob: Issued  # label by name
-    carol: Issued  # not named: the default role (predict)
-    expired: Issued
-    stranger: Issued  # signed by the other CA
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    folder = tmp_path_factory.mktemp("pki")
-    ca, other = Authority(folder / "ca"), Authority(folder / "other", "some other CA")
-    return Pki(
-        ca=ca,
-        server=ca.server(),
-        other_ca=other,
-        alice=ca.client("alice"),
-        bob=ca.client("bob"),
-        carol=ca.client("carol"),
-        expired=ca.client("dave", expired=True),
-        stranger=other.client("alice"),
-    )
-
-
-def _start(tmp_path: Path, **settings: object) -> ServerThread:
-    publish_colour_version(Registry.local(tmp_path / "registry"))
-    return ServerThread(tmp_path, **settings).start()
-
-
-@pytest.fixture
-def tls_server(tmp_path: Path, pki: Pki) -> Iterator[ServerThread]:
-    """TLS and tokens of every role, no client certificates."""
-    server = _start(
-        tmp_path,
-        tls_cert_file=pki.server.cert,
-        tls_key_file=pki.server.key,
-        predict_tokens=PREDICT,
-        label_tokens=LABEL,
-        admin_tokens=ADMIN,
-        credentials_check_seconds=0.0,
-    )
-    yield server
-    server.stop()
 
 
 @pytest.fixture
 def mtls_server(tmp_path: Path, pki: Pki) -> Iterator[ServerThread]:
     """Mutual TLS required; roles come from the certificate's name."""
-    server = _start(
+    server = serve_colour_model(
         tmp_path,
         tls_cert_file=pki.server.cert,
         tls_key_file=pki.server.key,
@@ -338,7 +295,7 @@ def test_certificates_are_reloaded_when_the_files_change(
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_tritonclient_over_mutual_tls_with_a_token(tmp_path: Path, pki: Pki, protocol: str) -> None:
-    server = _start(
+    server = serve_colour_model(
         tmp_path,
         tls_cert_file=pki.server.cert,
         tls_key_file=pki.server.key,
@@ -351,13 +308,7 @@ def test_tritonclient_over_mutual_tls_with_a_token(tmp_path: Path, pki: Pki, pro
         tls = ["--ca", str(pki.ca.cert), "--cert", str(pki.carol.cert), "--key", str(pki.carol.key)]
 
         def probe(*extra: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, str(PROBE), protocol, address, "tlserve", *tls, *extra],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            return run_triton_probe(protocol, address, "tlserve", *tls, *extra)
 
         completed = probe("--token", PREDICT)
         assert completed.returncode == 0, completed.stderr
@@ -375,7 +326,7 @@ def test_tritonclient_over_mutual_tls_with_a_token(tmp_path: Path, pki: Pki, pro
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_rate_limits_per_principal(tmp_path: Path, protocol: str) -> None:
-    server = _start(
+    server = serve_colour_model(
         tmp_path,
         label_tokens=f"{LABEL},{LABEL}-second",
         predict_rate=0.5,
@@ -401,7 +352,7 @@ def test_rate_limits_per_principal(tmp_path: Path, protocol: str) -> None:
 
 
 def test_the_client_reports_the_retry_hint(tmp_path: Path) -> None:
-    server = _start(tmp_path, feedback_rate=0.2, feedback_burst=1)
+    server = serve_colour_model(tmp_path, feedback_rate=0.2, feedback_burst=1)
     try:
         with TlserveClient(server.target, retries=0) as client:
             client.submit_feedback("red", image=solid_image("red"))
@@ -448,7 +399,7 @@ def test_the_server_command_says_what_to_set(tmp_path: Path) -> None:
     assert "TLSERVE_INSECURE" in completed.stderr and "Traceback" not in completed.stderr
 
 
-def test_weak_or_malformed_credentials_are_refused_at_start(tmp_path: Path) -> None:
+def test_weak_or_malformed_credentials_are_refused_atserve_colour_model(tmp_path: Path) -> None:
     base = {"data_dir": tmp_path, "port": 0, "http_port": None, "metrics_port": None}
     with pytest.raises(ValueError, match="at least 16 characters"):
         TlserveServer(ServerSettings(**base, admin_tokens="short"))  # type: ignore[arg-type]
@@ -461,7 +412,7 @@ def test_weak_or_malformed_credentials_are_refused_at_start(tmp_path: Path) -> N
 
 
 def test_admin_calls_are_refused_until_an_admin_credential_exists(tmp_path: Path) -> None:
-    server = _start(tmp_path)  # zero-config loopback: predict and label are open
+    server = serve_colour_model(tmp_path)  # zero-config loopback: predict and label are open
     try:
         with TlserveClient(server.target) as client:
             assert client.predict_one(solid_image("red")).label == "red"
@@ -476,7 +427,7 @@ def test_tokens_file_with_digests_and_rotation(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     digest = hashlib.sha256(ADMIN.encode()).hexdigest()
     tokens.write_text(f"# role token name\nadmin sha256:{digest} ops\nlabel {LABEL}\n")
-    server = _start(tmp_path, tokens_file=tokens, credentials_check_seconds=0.0)
+    server = serve_colour_model(tmp_path, tokens_file=tokens, credentials_check_seconds=0.0)
     try:
         with TlserveClient(server.target, token=ADMIN) as client:
             assert client.trigger_training("via the file") >= 1
@@ -493,7 +444,9 @@ def test_tokens_file_with_digests_and_rotation(tmp_path: Path) -> None:
 
 
 def test_bind_addresses_and_reflection_are_settings(tmp_path: Path) -> None:
-    server = _start(tmp_path, metrics_host="127.0.0.2", http_host="127.0.0.3", reflection=False)
+    server = serve_colour_model(
+        tmp_path, metrics_host="127.0.0.2", http_host="127.0.0.3", reflection=False
+    )
     try:
         assert server.server is not None
         metrics = server.server.metrics_port

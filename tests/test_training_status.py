@@ -12,8 +12,7 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.support import ServerThread, http_call, solid_image
-from tests.test_gate import colour_png
+from tests.support import ServerThread, colour_png, http_call, solid_image
 from tlserve.clients import TlserveClient
 from tlserve.server.registry import Registry
 from tlserve.server.store.sqlite import SqliteFeedbackStore

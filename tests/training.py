@@ -1,4 +1,5 @@
-"""The trainer loop in a thread, for tests that run the whole learning loop (TensorFlow)."""
+"""Trainer helpers for the tests that train (TensorFlow): settings on the pretrained ConvNet
+or a small MobileNetV2, and the trainer loop in a thread."""
 
 from __future__ import annotations
 
@@ -48,3 +49,22 @@ class Loop:
         self.stop.set()
         self.thread.join(300)
         self.store.close()
+
+
+def small_trainer(
+    data_dir: Path, **overrides: object
+) -> tuple[SqliteFeedbackStore, Registry, TrainerSettings]:
+    """A store, a registry and settings for a small untrained MobileNetV2 at 32x32."""
+    settings = TrainerSettings(
+        data_dir=data_dir,
+        backbone="MobileNetV2",
+        backbone_weights="none",
+        input_size=32,
+        metrics_port=None,
+        **overrides,  # type: ignore[arg-type]
+    )
+    return (
+        SqliteFeedbackStore(data_dir / "feedback.sqlite3"),
+        Registry.local(data_dir / "registry"),
+        settings,
+    )
