@@ -1,7 +1,7 @@
 """`tlserve`: the command-line client.
 
     tlserve predict IMAGE... [--top-k K] [--json]
-    tlserve models [--json]
+    tlserve models [--json]                  every model's versions (--model: one model's)
     tlserve health
     tlserve feedback IMAGE --label LABEL     one image
     tlserve feedback FOLDER                  FOLDER/<label>/<image> (Keras directory layout)
@@ -71,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         default=os.environ.get("TLSERVE_MODEL", ""),
-        help="the model predict and models speak to (env TLSERVE_MODEL; default: the "
-        "server's default model; `tlserve served` lists them)",
+        help="the model every command speaks to (env TLSERVE_MODEL; default: the "
+        "server's default model; `tlserve models` lists them)",
     )
     parser.add_argument(
         "--token",
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         "--top-k", type=non_negative, default=0, help="labels per image (0: server default)"
     )
     predict.add_argument("--json", action="store_true", help="print JSON")
-    models = commands.add_parser("models", help="list the registry's model versions")
+    models = commands.add_parser("models", help="every served model and its versions")
     models.add_argument("--json", action="store_true", help="print JSON")
     models_commands = models.add_subparsers(dest="models_command")
     rollback = models_commands.add_parser("rollback", help="admin: serve an earlier version")
@@ -114,7 +114,6 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="admin: ask the trainer for a run now")
     train.add_argument("--reason", default="tlserve train")
     commands.add_parser("health", help="exit 0 when the server is ready to predict")
-    commands.add_parser("served", help="the models the server serves, with their versions")
     feedback = commands.add_parser("feedback", help="send labeled images")
     feedback.add_argument("path", nargs="?", type=Path, help="an image, or a label/image folder")
     feedback.add_argument("--label", help="label of a single image")
@@ -386,33 +385,52 @@ def _predict(client: TlserveClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def _served(client: TlserveClient) -> int:
-    for model in client.served_models():
-        default = "  (default)" if model.is_default else ""
-        print(f"{model.name}: {model.version or 'nothing served yet'}{default}")
-    return 0
-
-
 def _models(client: TlserveClient, args: argparse.Namespace) -> int:
-    models, current = client.list_models(model=args.model)
+    """Every served model's versions, or only --model's."""
+    if args.model:
+        names = [(args.model, False)]
+    else:
+        names = [(m.name, m.is_default) for m in client.served_models()]
+    listings = []
+    for name, is_default in names:
+        versions, current = client.list_models(model=name)
+        listings.append((name, is_default, current, versions))
     if args.json:
-        print(json.dumps({"current": current, "models": [asdict(m) for m in models]}, indent=2))
+        document = {
+            "models": [
+                {
+                    "model": name,
+                    "default": is_default,
+                    "current": current,
+                    "versions": [asdict(v) for v in versions],
+                }
+                for name, is_default, current, versions in listings
+            ]
+        }
+        print(json.dumps(document, indent=2))
         return 0
-    if not models:
-        print("no model versions published yet")
-        return 0
-    print(f"{'':2}{'version':<26}{'labels':>7}  {'backbone':<14}{'created':<27}")
-    for model in models:
-        if model.error:
-            print(f"! {model.version:<26}unreadable: {model.error}")
-            continue
-        marker = "* " if model.serving else ("> " if model.version == current else "  ")
-        print(
-            f"{marker}{model.version:<26}{len(model.labels):>7}  "
-            f"{model.backbone_id[:12]:<14}{model.created_at:<27}"
-        )
+    for name, is_default, current, versions in listings:
+        print(f"{name}{'  (default)' if is_default else ''}")
+        _print_versions(versions, current)
     print("* serving   > CURRENT (not yet loaded)   ! cannot be read")
     return 0
+
+
+def _print_versions(versions: list[ModelSummary], current: str | None) -> None:
+    if not versions:
+        print("  no versions published yet")
+        return
+    print(f"  {'':2}{'version':<26}{'labels':>7}  {'backbone':<14}{'created':<27}")
+    for version in versions:
+        if version.error:
+            print(f"  ! {version.version:<26}unreadable: {version.error}")
+            continue
+        serving, pointed = version.serving, version.version == current
+        marker = "* " if serving else ("> " if pointed else "  ")
+        print(
+            f"  {marker}{version.version:<26}{len(version.labels):>7}  "
+            f"{version.backbone_id[:12]:<14}{version.created_at:<27}"
+        )
 
 
 def _health(channel: grpc.Channel, timeout: float) -> int:
@@ -452,8 +470,6 @@ def _main(argv: list[str] | None = None) -> int:
                 return 0
             if args.command == "models":
                 return _models(client, args)
-            if args.command == "served":
-                return _served(client)
             if args.command == "train":
                 request_id = client.trigger_training(args.reason, model=args.model)
                 print(f"training requested (request {request_id})")

@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from examples.colour_model import COLOURS, publish_backbone, publish_colour_version
-from tests.support import ServerThread, http_call, solid_image
+from tests.support import ServerThread, http_call, run_triton_probe, solid_image, tlserve
 from tlserve.clients import TlserveClient, errors
 from tlserve.server.errors import InvalidInput
 from tlserve.server.registry import Registry
@@ -131,6 +131,47 @@ def test_models_by_name_over_http_and_kserve(three_models: ServerThread) -> None
     assert answer["outputs"][0]["data"] == [shifted(2)["blue"]]
     unknown = http_call(f"{url}/v2/models/nope/infer", "POST", body)
     assert unknown.status == 404 and "shift-one" in unknown.json()["error"]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_tritonclient_reaches_each_model_by_name(three_models: ServerThread, protocol: str) -> None:
+    address = three_models.target if protocol == "grpc" else three_models.http_url.split("//")[1]
+    sent = ["red", "blue", "green"]  # the probe's order
+    for name, stored_as, answer_for in [
+        ("tlserve", None, {c: c for c in ORDER}),  # the default model, by its served name
+        ("shift-two", "shift-two", shifted(2)),
+    ]:
+        completed = run_triton_probe(protocol, address, name)
+        assert completed.returncode == 0, completed.stderr
+        report = json.loads(completed.stdout)
+        assert report["model_ready"] and report["metadata"]["name"] == name
+        assert report["metadata"]["versions"] == [
+            three_models.registry.for_model(stored_as).current()
+        ]
+        expected = [answer_for[c] for c in sent]
+        assert report["bytes_labels"] == report["uint8_labels"] == expected, name
+
+
+def test_the_cli_lists_every_model_or_the_one_asked_for(three_models: ServerThread) -> None:
+    target = three_models.target
+    listing = tlserve("models", "--json", target=target)
+    assert listing.returncode == 0, listing.stderr
+    models = json.loads(listing.stdout)["models"]
+    assert [(m["model"], m["default"]) for m in models] == [
+        ("tlserve", True),
+        ("shift-one", False),
+        ("shift-two", False),
+    ]
+    for model in models:
+        stored_as = None if model["default"] else model["model"]
+        current = three_models.registry.for_model(stored_as).current()
+        assert model["current"] == current
+        assert [(v["version"], v["serving"]) for v in model["versions"]] == [(current, True)]
+    one = json.loads(tlserve("--model", "shift-two", "models", "--json", target=target).stdout)
+    assert [m["model"] for m in one["models"]] == ["shift-two"]
+    text = tlserve("models", target=target).stdout
+    assert "tlserve  (default)" in text and "shift-one" in text
+    assert f"* {three_models.registry.for_model('shift-one').current()}" in text
 
 
 def test_unknown_model_is_not_found_and_names_the_served_ones(
