@@ -450,3 +450,26 @@ def colour_png(rgb: tuple[int, int, int], jitter: int) -> bytes:
 PREDICT = "predict-token-0123456789abcdef"
 LABEL = "label-token-0123456789abcdef"
 ADMIN = "admin-token-0123456789abcdef"
+
+
+# Each named model answers every colour with another one: a row scored by the wrong head
+# would give the wrong label.
+SHIFTS = {"shift-one": 1, "shift-two": 2}
+ORDER = list(COLOURS)
+
+
+def shifted(shift: int) -> dict[str, str]:
+    return {c: ORDER[(i + shift) % len(ORDER)] for i, c in enumerate(ORDER)}
+
+
+def publish_named(registry: Registry, name: str, answer_for: dict[str, str]) -> str:
+    registry.add_model(name)
+    return publish_colour_version(registry.for_model(name), answer_for=answer_for)
+
+
+def publish_three_models(data_dir: Path) -> None:
+    """The default colour model and the two shifted ones, in the data dir's registry."""
+    registry = Registry.local(data_dir / "registry")
+    publish_colour_version(registry)
+    for name, shift in SHIFTS.items():
+        publish_named(registry, name, shifted(shift))

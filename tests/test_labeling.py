@@ -122,7 +122,7 @@ def test_the_page_is_served_open_with_a_strict_policy(labeled: ServerThread) -> 
     assert "unsafe-inline" not in policy
     script = http_call(f"{labeled.http_url}/label/app.js")
     assert script.status == 200 and script.headers["Content-Type"].startswith("text/javascript")
-    assert b"/v1/suggestions" in script.body
+    assert b"/suggestions" in script.body and b"/v1/models/" in script.body
     cached = http_call(
         f"{labeled.http_url}/label/app.js", headers={"If-None-Match": script.headers["ETag"]}
     )

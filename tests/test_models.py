@@ -16,32 +16,21 @@ import grpc
 import pytest
 
 from examples.colour_model import COLOURS, publish_backbone, publish_colour_version
-from tests.support import ServerThread, http_call, run_triton_probe, solid_image, tlserve
+from tests.support import (
+    ORDER,
+    SHIFTS,
+    ServerThread,
+    http_call,
+    publish_named,
+    publish_three_models,
+    run_triton_probe,
+    shifted,
+    solid_image,
+    tlserve,
+)
 from tlserve.clients import TlserveClient, errors
 from tlserve.server.errors import InvalidInput
 from tlserve.server.registry import Registry
-
-# Each named model answers every colour with another one: a row scored by the wrong head
-# would give the wrong label.
-SHIFTS = {"shift-one": 1, "shift-two": 2}
-ORDER = list(COLOURS)
-
-
-def shifted(shift: int) -> dict[str, str]:
-    return {c: ORDER[(i + shift) % len(ORDER)] for i, c in enumerate(ORDER)}
-
-
-def publish_named(registry: Registry, name: str, answer_for: dict[str, str]) -> str:
-    registry.add_model(name)
-    return publish_colour_version(registry.for_model(name), answer_for=answer_for)
-
-
-def publish_three_models(data_dir: Path) -> None:
-    """The default colour model and the two shifted ones, in the data dir's registry."""
-    registry = Registry.local(data_dir / "registry")
-    publish_colour_version(registry)
-    for name, shift in SHIFTS.items():
-        publish_named(registry, name, shifted(shift))
 
 
 @pytest.fixture

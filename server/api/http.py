@@ -81,7 +81,7 @@ class HttpApi:
         # The metrics' `method` label per handler: the same names the gRPC services use.
         self._method_names: dict[Handler, str] = {}
         self._add_routes(self.app.router)
-        for handler in LabelPage().add_routes(self.app.router):
+        for handler in LabelPage(core.models.default_name).add_routes(self.app.router):
             self._method_names[handler] = "LabelPage"
         self._runner: web.AppRunner | None = None
         self.port = 0

@@ -11,13 +11,19 @@ const KEYS = "1234567890abcdefghijklmnopqrstuvwxyz";
 
 const $ = (id) => document.getElementById(id);
 
+// The page labels one model, named by its path (/label/<model>). /label itself lists the
+// models the credential may use, or opens the one model when there is only one.
+const PAGE = "/label";
+const pageModel = decodeURIComponent(location.pathname.slice(PAGE.length).replace(/^\/+|\/+$/g, ""));
+
 const state = {
   token: sessionStorage.getItem("tlserve.token") || "",
+  model: pageModel, // "" until the chooser has found the one model
   classes: [], // [{label, key}]
   cards: [], // the current grid
   focus: 0,
   undo: [], // [{card, kind: "label" | "skip"}]
-  skipped: new Set(JSON.parse(sessionStorage.getItem("tlserve.skipped") || "[]")),
+  skipped: new Set(),
   done: new Set(), // prediction ids labeled from this page (the server hides them anyway)
   servedVersion: null,
   curveSignature: "",
@@ -49,6 +55,13 @@ async function api(path, body) {
   throw new ApiError(response.status, document.error || response.statusText, document.code);
 }
 
+// A route of the page's model: /v1/models/<model><route>.
+function modelApi(route, body) {
+  return api(`/v1/models/${encodeURIComponent(state.model)}${route}`, body);
+}
+
+const skippedKey = () => `tlserve.skipped.${state.model}`;
+
 function idempotencyKey() {
   // crypto.randomUUID needs a secure context; a page on plain http over the LAN has none.
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -60,9 +73,17 @@ function idempotencyKey() {
 
 function showSignIn(message) {
   $("workspace").hidden = true;
+  $("chooser").hidden = true;
   $("sign-in").hidden = false;
   $("sign-in-error").textContent = state.token ? message || "" : "";
   $("token").focus();
+}
+
+// No such model (or none this credential may use): say so, and offer the list.
+function showMissing(message) {
+  $("sign-in").hidden = true;
+  $("missing-message").textContent = message;
+  $("missing").hidden = false;
 }
 
 $("sign-in-form").addEventListener("submit", (event) => {
@@ -232,7 +253,7 @@ async function loadSuggestions() {
   state.loading = true;
   try {
     const wanted = BATCH + Math.min(state.skipped.size, 88);
-    const reply = await api(`/v1/suggestions?count=${wanted}`);
+    const reply = await modelApi(`/suggestions?count=${wanted}`);
     const fresh = reply.suggestions.filter(
       (s) => !state.skipped.has(s.prediction_id) && !state.done.has(s.prediction_id),
     );
@@ -304,11 +325,11 @@ function labelCard(card, label) {
 async function send(card, label) {
   const common = { label, source: SOURCE, idempotency_key: idempotencyKey() };
   try {
-    return await api("/v1/feedback", { ...common, prediction_id: card.id });
+    return await modelApi("/feedback", { ...common, prediction_id: card.id });
   } catch (error) {
     // The kept prediction expired meanwhile: the image itself still carries the label.
     if (error.status !== 404) throw error;
-    return api("/v1/feedback", { ...common, image_base64: card.png });
+    return modelApi("/feedback", { ...common, image_base64: card.png });
   }
 }
 
@@ -321,7 +342,7 @@ function skip() {
   if (!card || card.state !== "open") return;
   card.state = "skipped";
   state.skipped.add(card.id);
-  sessionStorage.setItem("tlserve.skipped", JSON.stringify([...state.skipped].slice(-500)));
+  sessionStorage.setItem(skippedKey(), JSON.stringify([...state.skipped].slice(-500)));
   state.undo.push({ card, kind: "skip" });
   paintCard(card);
   advance();
@@ -335,7 +356,7 @@ async function undo() {
     if (kind === "label") {
       await card.pending;
       if (card.state !== "labeled") return; // it failed to send: nothing to undo
-      await api("/v1/labels/retract", { sample_id: card.sampleId });
+      await modelApi("/labels/retract", { sample_id: card.sampleId });
       state.done.delete(card.id);
       toast(`Undone: ${card.label}`);
       refreshStats();
@@ -408,7 +429,7 @@ function localMidnight() {
 
 async function refreshStats() {
   try {
-    const labels = await api(`/v1/labels?added_after=${localMidnight()}`);
+    const labels = await modelApi(`/labels?added_after=${localMidnight()}`);
     $("labels-today").textContent = String(labels.labels_added);
     $("labels-today").title = `${labels.total_samples} labeled in all`;
     addClasses(labels.labels.map((l) => l.label));
@@ -417,7 +438,7 @@ async function refreshStats() {
   }
   let training = null;
   try {
-    const model = await api("/v1/model");
+    const model = await modelApi("/model");
     addClasses(model.labels);
     training = model.training;
     $("served-version").textContent = model.version;
@@ -432,7 +453,7 @@ async function refreshStats() {
     if (error.status === 401) return;
     $("served-version").textContent = "none yet";
     $("live-accuracy").textContent = "–";
-    training = await api("/v1/training").catch(() => null);
+    training = await modelApi("/training").catch(() => null);
   }
   if (training) {
     $("trainer-state").textContent = training.stale ? `${training.state}, not reporting` : training.state;
@@ -444,7 +465,7 @@ async function refreshStats() {
 async function refreshCurve() {
   let listing;
   try {
-    listing = await api("/v1/models");
+    listing = await modelApi("/versions");
   } catch {
     return;
   }
@@ -528,14 +549,44 @@ function toast(message) {
   toastTimer = setTimeout(() => { node.hidden = true; }, 4000);
 }
 
+// The models this credential may use, as links to their pages; true when it showed them.
+async function chooseModel() {
+  const { models } = await api("/v1/served-models");
+  if (models.length === 1) {
+    state.model = models[0].name;
+    history.replaceState(null, "", `${PAGE}/${encodeURIComponent(state.model)}`);
+    return false;
+  }
+  const list = $("model-list");
+  list.replaceChildren(
+    ...models.map((m) => {
+      const link = element("a", { href: `${PAGE}/${encodeURIComponent(m.name)}` }, m.name);
+      const note = `${m.version || "nothing served yet"}${m.is_default ? " · default" : ""}`;
+      const item = element("li");
+      item.append(link, element("span", { class: "hint" }, ` ${note}`));
+      return item;
+    }),
+  );
+  $("chooser-empty").hidden = models.length > 0;
+  $("sign-in").hidden = true;
+  $("chooser").hidden = false;
+  $("sign-out").hidden = !state.token;
+  return true;
+}
+
 let polling = 0;
 async function start() {
   try {
-    await api("/v1/labels");
+    if (!state.model && (await chooseModel())) return;
+    await modelApi("/labels");
   } catch (error) {
     if (error.status !== 401) toast(error.message);
     if (error.status === 401) return;
+    if (error.status === 404) return showMissing(error.message);
   }
+  $("model-name").textContent = state.model;
+  document.title = `tlserve · label · ${state.model}`;
+  state.skipped = new Set(JSON.parse(sessionStorage.getItem(skippedKey()) || "[]"));
   $("sign-in").hidden = true;
   $("workspace").hidden = false;
   $("sign-out").hidden = !state.token;
