@@ -130,10 +130,13 @@ class FeedbackService:
         try:
             stored = await self._submit(item, principal)
         except TlserveError:
-            self.metrics.feedback.labels(result="rejected").inc()
+            self._count("rejected")
             raise
-        self.metrics.feedback.labels(result="duplicate" if stored.duplicate else "accepted").inc()
+        self._count("duplicate" if stored.duplicate else "accepted")
         return stored
+
+    def _count(self, result: str) -> None:
+        self.metrics.feedback.labels(model=self.slot.model_name, result=result).inc()
 
     async def submit_stream(
         self,
@@ -161,7 +164,7 @@ class FeedbackService:
                 )
                 break
             if isinstance(item, TlserveError):
-                self.metrics.feedback.labels(result="rejected").inc()
+                self._count("rejected")
                 results.append(ItemResult(index, None, item))
             else:
                 try:

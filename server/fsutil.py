@@ -1,10 +1,13 @@
-"""Crash-safe file writes (temp file + fsync + rename, then fsync the directory), and the
-start-up check that a folder can be written at all."""
+"""Crash-safe file writes (temp file + fsync + rename, then fsync the directory), an
+exclusive lock on a file, and the start-up check that a folder can be written at all."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tlserve.server.errors import StartupError
@@ -35,6 +38,18 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextmanager
+def exclusive_lock(path: Path, mode: int = 0o644) -> Iterator[None]:
+    """Holds an exclusive `flock` on `path` (created when missing): one holder at a time
+    among every process and thread on this machine (each open is its own lock owner)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def write_and_sync(path: Path, data: bytes) -> None:

@@ -97,20 +97,22 @@ class ServerMetrics:
         )
         self.model_swaps = Counter(
             "tlserve_model_swaps",
-            "Model version changes by result: full, head_only (swapped) or refused.",
-            ["result"],
+            "Model version changes by model and result: full, head_only (swapped) or refused.",
+            ["model", "result"],
             registry=registry,
         )
         self.model_load_seconds = Histogram(
             "tlserve_model_load_seconds",
-            "Time to load, verify and warm a version before it is swapped in.",
+            "Time to load, verify and warm a version before it is swapped in, by model.",
+            ["model"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=registry,
         )
         self.feedback_to_serve = Histogram(
             "tlserve_feedback_to_serve_seconds",
             "From the newest label a version was trained on being acknowledged to that version "
-            "answering on this server.",
+            "answering on this server, by model.",
+            ["model"],
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=registry,
         )
@@ -129,8 +131,9 @@ class ServerMetrics:
 
         self.feedback = Counter(
             "tlserve_feedback",
-            "Feedback submissions by result: accepted, duplicate (idempotent replay), rejected.",
-            ["result"],
+            "Feedback submissions by model and result: accepted, duplicate (idempotent "
+            "replay), rejected.",
+            ["model", "result"],
             registry=registry,
         )
         self.live_feedback = Counter(
@@ -173,6 +176,8 @@ class ServerMetrics:
     def forget_model(self, model: str) -> None:
         """Drop every series of a model that is no longer served."""
         self._forget(model, lambda _version: True)
+        everything = (self.model_swaps, self.model_load_seconds, self.feedback_to_serve)
+        self._forget(model, lambda _version: True, (*everything, self.feedback))
 
     def set_served_model(
         self, model: str, version: str, backbone_id: str, providers: list[str]
@@ -187,7 +192,7 @@ class ServerMetrics:
         self,
         model: str,
         doomed: Callable[[str], bool],
-        metrics: Sequence[Gauge | Counter] | None = None,
+        metrics: Sequence[Gauge | Counter | Histogram] | None = None,
     ) -> None:
         for metric in metrics or (self.live_accuracy, self.live_feedback, self.model_info):
             names = metric._labelnames  # prometheus_client has no public getter
@@ -195,7 +200,7 @@ class ServerMetrics:
                 tuple(sample.labels[name] for name in names)
                 for family in metric.collect()
                 for sample in family.samples
-                if sample.labels.get("model") == model and doomed(sample.labels["version"])
+                if sample.labels.get("model") == model and doomed(sample.labels.get("version", ""))
             }
             for labels in present:
                 metric.remove(*labels)

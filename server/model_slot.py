@@ -417,8 +417,11 @@ class ModelSlot:
                 return False
             head_only = resident is not None and model.backbone is resident
             self._swap(model)
-            self.metrics.model_swaps.labels(result="head_only" if head_only else "full").inc()
-            self.metrics.model_load_seconds.observe(time.perf_counter() - started)
+            result = "head_only" if head_only else "full"
+            self.metrics.model_swaps.labels(model=self.model_name, result=result).inc()
+            self.metrics.model_load_seconds.labels(model=self.model_name).observe(
+                time.perf_counter() - started
+            )
             log.info(
                 "model %s: serving version %s (%s swap, %d labels, providers %s)",
                 self.model_name,
@@ -459,7 +462,9 @@ class ModelSlot:
         )
         newest_label_at = model.manifest.raw.get("dataset", {}).get("newest_label_at")
         if isinstance(newest_label_at, int | float) and newest_label_at > 0:
-            self.metrics.feedback_to_serve.observe(max(0.0, time.time() - newest_label_at))
+            self.metrics.feedback_to_serve.labels(model=self.model_name).observe(
+                max(0.0, time.time() - newest_label_at)
+            )
         for callback in self._on_swap:
             callback(model)
 
@@ -475,6 +480,6 @@ class ModelSlot:
 
     def _refuse(self, version: str, reason: str) -> None:
         self._refused[version] = self._clock()
-        self.metrics.model_swaps.labels(result="refused").inc()
+        self.metrics.model_swaps.labels(model=self.model_name, result="refused").inc()
         served = self._current.version if self._current else "nothing"
         log.error("refused version %s, still serving %s: %s", version, served, reason)

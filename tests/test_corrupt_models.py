@@ -232,7 +232,9 @@ def test_a_broken_version_is_refused_under_load(tmp_path: Path, case: str) -> No
         value = server.metrics_registry.get_sample_value
         deadline = time.monotonic() + 10
         while True:
-            refused = value("tlserve_model_swaps_total", {"result": "refused"}) or 0
+            refused = (
+                value("tlserve_model_swaps_total", {"model": "tlserve", "result": "refused"}) or 0
+            )
             problems = value("tlserve_registry_current_problems_total") or 0
             if refused + problems >= 1:
                 break

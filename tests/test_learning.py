@@ -77,4 +77,6 @@ def test_odd_even_from_100_suggested_labels(system: tuple[ServerThread, Loop]) -
     assert (value("tlserve_trainer_stage_seconds_count", train) or 0) >= ROUNDS + 1
     assert np.isfinite(final.feedback_to_serve_seconds)
     served = server.metrics_registry.get_sample_value
-    assert (served("tlserve_feedback_to_serve_seconds_count") or 0) >= ROUNDS + 1
+    assert (
+        served("tlserve_feedback_to_serve_seconds_count", {"model": "tlserve"}) or 0
+    ) >= ROUNDS + 1

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -244,7 +245,8 @@ def test_a_bad_version_of_one_model_is_refused_while_the_others_answer(
         registry.set_current(bad, expected=good)
         assert three_models.server is not None
         swaps = three_models.metrics_registry.get_sample_value
-        wait_for(lambda: (swaps("tlserve_model_swaps_total", {"result": "refused"}) or 0) >= 1)
+        refused = {"model": "shift-one", "result": "refused"}
+        wait_for(lambda: (swaps("tlserve_model_swaps_total", refused) or 0) >= 1)
         time.sleep(0.3)
     finally:
         stop.set()
@@ -262,6 +264,9 @@ def test_a_model_dropped_from_the_index_drains_and_goes(
     assert three_models.server is not None
     models = three_models.server.models
     leaving = models.get("shift-two")
+    info = three_models.metrics_registry.get_sample_value
+    for name in ("tlserve", "shift-one", "shift-two"):  # each model's own series
+        assert info("tlserve_model_swaps_total", {"model": name, "result": "full"}) == 1
     with leaving.lease() as held:  # a request still under way on it
         registry.remove_model("shift-two")
         wait_for(lambda: "shift-two" not in models.names())
@@ -272,8 +277,9 @@ def test_a_model_dropped_from_the_index_drains_and_goes(
             client.predict_one(solid_image("red"), model="shift-two")
         assert [m.name for m in client.served_models()] == ["tlserve", "shift-one"]
         assert client.predict_one(solid_image("red"), model="shift-one").top[0].label == "green"
-    info = three_models.metrics_registry.get_sample_value
     assert info("tlserve_model_info", {"model": "shift-two", **_info_labels(held)}) is None
+    assert info("tlserve_model_swaps_total", {"model": "shift-two", "result": "full"}) is None
+    assert info("tlserve_model_swaps_total", {"model": "shift-one", "result": "full"}) == 1
 
 
 def _info_labels(model: object) -> dict[str, str]:
@@ -329,7 +335,8 @@ def test_model_names_are_checked_and_retention_keeps_shared_backbones(tmp_path: 
     publish_colour_version(named, scale=2.0)  # the named model, on backbone B
     for _ in range(3):
         publish_colour_version(registry, scale=3.0)  # newer default versions, backbone C
-    assert len(registry.retain(keep_versions=1)) == 3
+    a_day_later = datetime.now(UTC) + timedelta(days=1, minutes=1)
+    assert len(registry.retain(keep_versions=1, now=a_day_later)) == 3
     assert registry.versions() == [registry.current()]
     # Backbone A went with the default model's old versions; B, which only the named
     # model uses, survives the default model's retention.
@@ -372,6 +379,10 @@ def test_feedback_for_one_model_never_reaches_another(three_models: ServerThread
     labels = http_call(f"{url}/v1/models/shift-two/labels").json()["labels"]
     assert [entry["label"] for entry in labels] == ["teal"]
     assert all(e["label"] != "teal" for e in http_call(f"{url}/v1/labels").json()["labels"])
+    counted = three_models.metrics_registry.get_sample_value
+    for model, accepted in (("tlserve", 1), ("shift-one", 1), ("shift-two", 1)):
+        assert counted("tlserve_feedback_total", {"model": model, "result": "accepted"}) == accepted
+    assert counted("tlserve_feedback_total", {"model": "tlserve", "result": "rejected"}) == 1
 
 
 def _b64(data: bytes) -> str:

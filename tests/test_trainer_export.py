@@ -3,6 +3,7 @@ input, matching Keras to 1e-4 on the same images."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -50,6 +51,48 @@ def test_backbone_export_matches_keras(name: str, size: int) -> None:
     assert check_parity(data, function, other, "images", "features", atol=1e-4) <= 1e-4 * max(
         1.0, float(np.abs(function(other)["features"].numpy()).max())
     )
+
+
+EXPORT_IN_A_FRESH_PROCESS = """
+import hashlib, keras, numpy as np
+from tlserve.trainer.backbones import build_backbone, features_function
+from tlserve.trainer.onnx_export import export_function
+keras.utils.set_random_seed(7)
+backbone = build_backbone("MobileNetV2", weights="none", input_size=32)
+sample = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+data = export_function(
+    features_function(backbone), input_name="images", output_name="features", sample=sample
+)
+print(hashlib.sha256(data).hexdigest())
+"""
+
+
+def test_the_same_backbone_exports_to_the_same_bytes() -> None:
+    """A backbone's registry id is the sha256 of its ONNX bytes: two models (or trainers
+    on two machines) on one backbone share it only if every export of it is byte for byte
+    the same. tf2onnx's counters made each export differ (`new_shape__128`, `unk__130`),
+    and `make demo`'s two models got two backbones."""
+    sample = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+
+    def export() -> str:
+        keras.utils.set_random_seed(7)
+        backbone = build_backbone("MobileNetV2", weights="none", input_size=32)
+        data = export_function(
+            features_function(backbone), input_name="images", output_name="features", sample=sample
+        )
+        return hashlib.sha256(data).hexdigest()
+
+    here = {export(), export()}
+    assert len(here) == 1
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", EXPORT_IN_A_FRESH_PROCESS],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=True,
+    )
+    assert elsewhere.stdout.strip().splitlines()[-1] in here
 
 
 def test_cut_layer_and_pooling() -> None:

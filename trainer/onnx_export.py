@@ -30,6 +30,7 @@ def export_function(
         function, input_signature=function.input_signature, opset=OPSET
     )
     _fold_captured_constants(model, function, input_name)
+    _canonical_names(model)
     inputs = [i.name for i in model.graph.input]
     if inputs != [input_name]:
         raise ExportError(f"exported graph has inputs {inputs}; expected exactly [{input_name!r}]")
@@ -40,6 +41,38 @@ def export_function(
     data = model.SerializeToString()
     check_parity(data, function, sample, input_name, output_name, atol)
     return data
+
+
+def _canonical_names(model: onnx.ModelProto) -> None:
+    """Names by position instead of tf2onnx's process-wide counters (`new_shape__128`,
+    `unk__130`), so that exporting the same model twice, in one process or on two
+    machines, gives the same bytes, and so the same backbone id: models trained apart on
+    one backbone then share it in the registry and in the server's memory."""
+    graph = model.graph
+    graph.doc_string = ""  # tf2onnx's "converted from <numbered function name>"
+    kept = {value.name for value in (*graph.input, *graph.output)}
+    tensors: dict[str, str] = {}
+    dims: dict[str, str] = {}
+
+    def tensor(name: str) -> str:
+        if not name or name in kept:
+            return name
+        return tensors.setdefault(name, f"t{len(tensors)}")
+
+    for index, node in enumerate(graph.node):
+        node.name = f"n{index}"
+        node.input[:] = [tensor(name) for name in node.input]
+        node.output[:] = [tensor(name) for name in node.output]
+    for initializer in graph.initializer:
+        initializer.name = tensor(initializer.name)
+    ordered = sorted(graph.initializer, key=lambda initializer: initializer.name)
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        value.name = tensor(value.name)
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = dims.setdefault(dim.dim_param, f"d{len(dims)}")
 
 
 def _fold_captured_constants(model: onnx.ModelProto, function: Any, input_name: str) -> None:

@@ -26,7 +26,7 @@ import onnxruntime as ort
 
 from tlserve.server.classes import ClassPolicy, NewClassPolicy
 from tlserve.server.errors import TlserveError
-from tlserve.server.fsutil import atomic_write_bytes
+from tlserve.server.fsutil import atomic_write_bytes, exclusive_lock
 from tlserve.server.imaging import ImageLimits, decode_image
 from tlserve.server.registry import BackboneManifest, Registry, new_version_id
 from tlserve.server.store.base import FeedbackStore, LabelRecord
@@ -155,16 +155,23 @@ class Trainer:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
     def ensure_backbone(self) -> BackboneManifest:
-        """The configured backbone in the registry: exported once, then reused by id."""
+        """The configured backbone in the registry: exported once, then reused by id.
+
+        Under a lock on the trainer's state: models on the same backbone settings start
+        their runs at once, and the first exports it while the others wait for its id
+        instead of each exporting it again (the same bytes, but minutes of work each for
+        a large backbone)."""
         key = self.backbone_key()
-        index_path = self.state_dir / "backbones.json"
-        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-        known = index.get(key)
-        if known and self.registry.has_backbone(known):
-            return self.registry.backbone_manifest(known)
-        manifest = self._export_backbone(self.build_keras_backbone(), {"config_key": key})
-        index[key] = manifest.id
-        atomic_write_bytes(index_path, json.dumps(index, indent=2).encode())
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.state_dir / "backbones.lock"):
+            index_path = self.state_dir / "backbones.json"
+            index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+            known = index.get(key)
+            if known and self.registry.has_backbone(known):
+                return self.registry.backbone_manifest(known)
+            manifest = self._export_backbone(self.build_keras_backbone(), {"config_key": key})
+            index[key] = manifest.id
+            atomic_write_bytes(index_path, json.dumps(index, indent=2).encode())
         log.info("backbone %s exported (%d features)", manifest.id[:12], manifest.feature_dim)
         return manifest
 

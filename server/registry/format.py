@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,6 +74,12 @@ def _writing() -> Iterator[None]:
         ) from None
 
 
+# A backbone no version uses yet is kept this long after its publication: a run of another
+# model (or another trainer) may have published it and still be training the head that
+# will use it; deleting it then fails that run's publication. Longer than any run.
+UNUSED_BACKBONE_GRACE = timedelta(hours=24)
+
+
 def new_version_id(now: datetime | None = None) -> str:
     """Sortable by creation time (to the microsecond), unique across concurrent writers."""
     moment = now or datetime.now(UTC)
@@ -90,6 +96,8 @@ class BackboneManifest:
     feature_dim: int
     resize: ResizePolicy
     source: Mapping[str, Any] = field(default_factory=dict)
+    # When it was first published (ISO 8601); "" in what earlier releases wrote.
+    published_at: str = ""
 
     @property
     def input_spec(self) -> InputSpec:
@@ -111,6 +119,7 @@ class BackboneManifest:
             "output": {"name": self.output_name, "dtype": "float32", "dim": self.feature_dim},
             "source": dict(self.source),
             "files": {"backbone.onnx": self.id},
+            **({"published_at": self.published_at} if self.published_at else {}),
         }
 
     @classmethod
@@ -136,7 +145,16 @@ class BackboneManifest:
             feature_dim=int(out["dim"]),
             resize=resize,
             source=dict(data.get("source", {})),
+            published_at=str(data.get("published_at", "")),
         )
+
+    def published_within(self, grace: timedelta, now: datetime) -> bool:
+        """Published less than `grace` before `now` (False when the time is not known)."""
+        try:
+            published = datetime.fromisoformat(self.published_at)
+        except ValueError:
+            return False
+        return now - published < grace
 
 
 class HeadScores(StrEnum):
@@ -364,6 +382,7 @@ class Registry:
             feature_dim=feature_dim,
             resize=resize,
             source=source or {},
+            published_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         files = {"backbone.onnx": onnx_bytes, "backbone.json": _dump_json(manifest.to_json())}
         if not self.storage.publish(f"backbones/{backbone_id}", files):
@@ -486,10 +505,10 @@ class Registry:
         return self.storage.remove_partials()
 
     @_writing()
-    def retain(self, keep_versions: int) -> list[str]:
+    def retain(self, keep_versions: int, now: datetime | None = None) -> list[str]:
         """Keep this model's newest versions, its served version and the one that replaced,
-        and every backbone a kept version of any model uses; delete the rest. Returns the
-        deleted versions."""
+        every backbone a kept version of any model uses, and every backbone published in
+        the last UNUSED_BACKBONE_GRACE; delete the rest. Returns the deleted versions."""
         removed = [v for v in self.versions() if v not in self._protected(keep_versions)]
         for version in removed:
             self.storage.delete(f"{self._versions}/{version}")
@@ -502,8 +521,17 @@ class Registry:
                     used.add(model.model_manifest(version).backbone_id)
                 except (ModelRejected, NotFound):
                     continue  # unreadable or gone: keeps nothing alive
+        moment = now or datetime.now(UTC)
         for backbone_id in self.storage.list("backbones"):
-            if _SHA256.match(backbone_id) and backbone_id not in used:
+            if not _SHA256.match(backbone_id) or backbone_id in used:
+                continue
+            try:
+                fresh = self.backbone_manifest(backbone_id).published_within(
+                    UNUSED_BACKBONE_GRACE, moment
+                )
+            except ModelRejected:
+                fresh = False  # unreadable: nothing can load it, it goes
+            if not fresh:
                 self.storage.delete(f"backbones/{backbone_id}")
         return removed
 

@@ -10,7 +10,6 @@ Every read resolves inside the root: a symlink pointing out of it reads as missi
 from __future__ import annotations
 
 import errno
-import fcntl
 import functools
 import os
 import shutil
@@ -20,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from tlserve.server.fsutil import atomic_write_bytes, fsync_dir, write_and_sync
+from tlserve.server.fsutil import atomic_write_bytes, exclusive_lock, fsync_dir, write_and_sync
 from tlserve.server.registry.storage import (
     MissingObject,
     PointerChanged,
@@ -170,9 +169,5 @@ class LocalFolderStorage(RegistryStorage):
     @contextmanager
     def _locked(self, name: str) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
-        fd = os.open(self.root / f".{name}.lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(self.root / f".{name}.lock", _FILE_MODE):
             yield
-        finally:
-            os.close(fd)

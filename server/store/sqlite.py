@@ -9,7 +9,6 @@ PostgreSQL store for several replicas).
 
 from __future__ import annotations
 
-import fcntl
 import sqlite3
 import threading
 import time
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tlserve.server.errors import Unavailable
+from tlserve.server.fsutil import exclusive_lock
 from tlserve.server.store.sql import Cursor, SqlFeedbackStore
 
 _LOCK_RETRIES = 20
@@ -89,12 +89,8 @@ class SqliteFeedbackStore(SqlFeedbackStore):
         # SQLite lives on one machine's disk, so an OS file lock beside it is enough.
         # One lock per model, so one model's run never waits for another's.
         suffix = f".training.{self.model}.lock" if self.model else ".training.lock"
-        with open(self.path.with_suffix(suffix), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive_lock(self.path.with_suffix(suffix)):
+            yield
 
     def integrity_check(self) -> str:
         with self._read() as cursor:
