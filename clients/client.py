@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import grpc
 
@@ -27,6 +28,7 @@ DEFAULT_TARGET = "localhost:50051"
 
 P = ParamSpec("P")
 T = TypeVar("T")
+ChannelT = TypeVar("ChannelT", grpc.Channel, grpc.aio.Channel)
 
 
 def _service_config(retries: int) -> str:
@@ -130,14 +132,10 @@ def _awaitable(
     return method
 
 
-class TlserveClient:
-    """Blocking client. Use as a context manager, or call `close()`.
-
-    `token` is sent as `authorization: Bearer <token>` with every call; `credentials`
-    (e.g. `tls_credentials(ca_file, cert_file, key_file)`) makes the channel TLS, and
-    `server_name` checks the server's certificate for that name instead of the target's
-    host. `stub` is the raw generated stub, for requests the typed methods deliberately do
-    not build."""
+class _Client(ABC, Generic[ChannelT]):
+    """The connection both clients make: a channel with tlserve's service config (retries,
+    round robin, health checking), TLS when `credentials` are given, and the options every
+    call carries."""
 
     def __init__(
         self,
@@ -151,13 +149,34 @@ class TlserveClient:
         server_name: str = "",
     ) -> None:
         options = _channel_options(retries, max_message_bytes, server_name)
-        self.channel = (
-            grpc.secure_channel(target, credentials, options)
-            if credentials
-            else grpc.insecure_channel(target, options)
-        )
+        self.channel: ChannelT = self._open(target, credentials, options)
         self.stub = pb_grpc.ClassifierStub(self.channel)
         self._options = _Options(timeout, token)
+
+    @staticmethod
+    @abstractmethod
+    def _open(
+        target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]
+    ) -> ChannelT:
+        """The channel: TLS with `credentials`, else plaintext."""
+
+
+class TlserveClient(_Client[grpc.Channel]):
+    """Blocking client. Use as a context manager, or call `close()`.
+
+    `token` is sent as `authorization: Bearer <token>` with every call; `credentials`
+    (e.g. `tls_credentials(ca_file, cert_file, key_file)`) makes the channel TLS, and
+    `server_name` checks the server's certificate for that name instead of the target's
+    host. `stub` is the raw generated stub, for requests the typed methods deliberately do
+    not build."""
+
+    @staticmethod
+    def _open(
+        target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]
+    ) -> grpc.Channel:
+        if credentials:
+            return grpc.secure_channel(target, credentials, options)
+        return grpc.insecure_channel(target, options)
 
     predict = _blocking(calls.predict)
     predict_one = _blocking(calls.predict_one)
@@ -189,28 +208,16 @@ class TlserveClient:
         self.close()
 
 
-class AsyncTlserveClient:
+class AsyncTlserveClient(_Client[grpc.aio.Channel]):
     """asyncio client: the methods of TlserveClient, awaitable. Use `async with`."""
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float = 30.0,
-        retries: int = 4,
-        max_message_bytes: int = 64 * 1024 * 1024,
-        credentials: grpc.ChannelCredentials | None = None,
-        token: str = "",
-        server_name: str = "",
-    ) -> None:
-        options = _channel_options(retries, max_message_bytes, server_name)
-        self.channel = (
-            grpc.aio.secure_channel(target, credentials, options)
-            if credentials
-            else grpc.aio.insecure_channel(target, options)
-        )
-        self.stub = pb_grpc.ClassifierStub(self.channel)
-        self._options = _Options(timeout, token)
+    @staticmethod
+    def _open(
+        target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]
+    ) -> grpc.aio.Channel:
+        if credentials:
+            return grpc.aio.secure_channel(target, credentials, options)
+        return grpc.aio.insecure_channel(target, options)
 
     predict = _awaitable(calls.predict)
     predict_one = _awaitable(calls.predict_one)
