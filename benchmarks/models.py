@@ -8,9 +8,14 @@ benchmarks measure speed, not accuracy. Input is uint8 NHWC, normalised in the g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from tlserve.server.registry import Registry
 
 # (expansion, output channels, repeats, first stride), as in the MobileNetV2 paper.
 _BLOCKS = [
@@ -148,3 +153,34 @@ def _finish(graph: onnx.GraphProto) -> bytes:
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def publish_mobilenet_models(
+    root: Path, size: int, classes: int, named: Sequence[str] = ()
+) -> Registry:
+    """A registry at `root` with the default model and `named` ones, each a head of its own
+    (seeded apart) on one MobileNetV2-sized backbone, every one served."""
+    registry = Registry.local(root)
+    backbone_bytes, dim = mobilenet_v2_backbone(size)
+    backbone = registry.publish_backbone(
+        backbone_bytes,
+        input_name="images",
+        output_name="features",
+        height=size,
+        width=size,
+        feature_dim=dim,
+        source={"kind": "benchmark", "architecture": "MobileNetV2 (random weights)"},
+    )
+    for seed, name in enumerate(["", *named]):
+        if name:
+            registry.add_model(name)
+        scoped = registry.for_model(name or None)
+        version = scoped.publish_version(
+            head_onnx=softmax_head(dim, classes, seed=seed + 1),
+            labels=[f"class_{i}" for i in range(classes)],
+            backbone=backbone,
+            head_input="features",
+            head_output="probabilities",
+        )
+        scoped.set_current(version)
+    return registry

@@ -36,43 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import server_process, write_report  # noqa: E402
-from benchmarks.models import mobilenet_v2_backbone, softmax_head  # noqa: E402
+from benchmarks.models import publish_mobilenet_models  # noqa: E402
 from tlserve.proto import classifier_pb2 as pb  # noqa: E402
 from tlserve.proto import classifier_pb2_grpc as pb_grpc  # noqa: E402
-from tlserve.server.registry import Registry  # noqa: E402
 
 SIZE = 224
 CLASSES = 10
 NAMED = ["task-a", "task-b", "task-c", "task-d"]
-
-
-def build_registry(root: Path, named: list[str]) -> list[str]:
-    """The default model plus `named`, every one a head on the same backbone; returns the
-    model names requests use ("" for the default)."""
-    registry = Registry.local(root)
-    backbone_bytes, dim = mobilenet_v2_backbone(SIZE)
-    backbone = registry.publish_backbone(
-        backbone_bytes,
-        input_name="images",
-        output_name="features",
-        height=SIZE,
-        width=SIZE,
-        feature_dim=dim,
-        source={"kind": "benchmark", "architecture": "MobileNetV2 (random weights)"},
-    )
-    for seed, name in enumerate(["", *named]):
-        scoped = registry.for_model(name or None)
-        if name:
-            registry.add_model(name)
-        version = scoped.publish_version(
-            head_onnx=softmax_head(dim, CLASSES, seed=seed + 1),
-            labels=[f"class_{i}" for i in range(CLASSES)],
-            backbone=backbone,
-            head_input="features",
-            head_output="probabilities",
-        )
-        scoped.set_current(version)
-    return ["", *named]
 
 
 def rss_mb(pid: int) -> float:
@@ -153,7 +123,9 @@ def main() -> int:
     runs: dict[str, list[dict[str, float]]] = {"one_model": [], "five_models": []}
     with tempfile.TemporaryDirectory(prefix="tlserve-models-") as scratch:
         one, five = Path(scratch) / "one", Path(scratch) / "five"
-        setups = {"one_model": build_registry(one, []), "five_models": build_registry(five, NAMED)}
+        publish_mobilenet_models(one, SIZE, CLASSES)
+        publish_mobilenet_models(five, SIZE, CLASSES, NAMED)
+        setups = {"one_model": [""], "five_models": ["", *NAMED]}
         folders = {"one_model": one, "five_models": five}
         for round_ in range(args.rounds):
             for kind in ("one_model", "five_models"):

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import server_process, write_report  # noqa: E402
-from benchmarks.models import mobilenet_v2_backbone, softmax_head  # noqa: E402
+from benchmarks.models import publish_mobilenet_models  # noqa: E402
 from tlserve.proto import classifier_pb2 as pb  # noqa: E402
 from tlserve.proto import classifier_pb2_grpc as pb_grpc  # noqa: E402
 from tlserve.server.registry import Registry  # noqa: E402
@@ -60,29 +60,6 @@ class Row:
     p99_ms: float | None
     errors: int
     vs_limit: float | None = None
-
-
-def build_registry(root: Path) -> Registry:
-    registry = Registry.local(root)
-    backbone_bytes, dim = mobilenet_v2_backbone(SIZE)
-    backbone = registry.publish_backbone(
-        backbone_bytes,
-        input_name="images",
-        output_name="features",
-        height=SIZE,
-        width=SIZE,
-        feature_dim=dim,
-        source={"kind": "benchmark", "architecture": "MobileNetV2 (random weights)"},
-    )
-    version = registry.publish_version(
-        head_onnx=softmax_head(dim, CLASSES),
-        labels=[f"class_{i}" for i in range(CLASSES)],
-        backbone=backbone,
-        head_input="features",
-        head_output="probabilities",
-    )
-    registry.set_current(version)
-    return registry
 
 
 def in_process_limit(registry: Registry, batch: int, seconds: float) -> float:
@@ -318,7 +295,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="tlserve-bench-") as scratch:
         registry_dir = Path(scratch) / "registry"
-        registry = build_registry(registry_dir)
+        registry = publish_mobilenet_models(registry_dir, SIZE, CLASSES)
         in_process = {b: in_process_limit(registry, b, seconds) for b in IN_PROCESS_BATCHES}
         best = max(in_process, key=lambda b: in_process[b])
         tensors, jpegs = sample_images(64)
