@@ -9,7 +9,10 @@ from datetime import UTC, datetime, timedelta
 from examples.colour_model import publish_backbone, publish_colour_version
 from tlserve.server.registry import Registry
 
-A_DAY_LATER = datetime.now(UTC) + timedelta(days=1, minutes=1)
+
+def a_day_later() -> datetime:
+    """A moment past the grace of everything published so far."""
+    return datetime.now(UTC) + timedelta(days=1, minutes=1)
 
 
 def test_retention_keeps_current_its_parent_and_their_backbones(registry: Registry) -> None:
@@ -18,7 +21,7 @@ def test_retention_keeps_current_its_parent_and_their_backbones(registry: Regist
     current = publish_colour_version(registry, size=28, parent=replaced)
     newer = [publish_colour_version(registry, size=24, make_current=False) for _ in range(2)]
     unused = publish_backbone(registry, size=40)
-    removed = registry.retain(keep_versions=2, now=A_DAY_LATER)
+    removed = registry.retain(keep_versions=2, now=a_day_later())
     assert set(removed) == set(middle)
     assert set(registry.versions()) == {replaced, current, *newer}
     assert registry.current() == current
@@ -41,5 +44,5 @@ def test_a_backbone_published_lately_survives_retention_until_a_version_uses_it(
     registry.retain(keep_versions=2)
     assert registry.has_backbone(in_flight.id)
     # Still unused a day later: the run that published it is long gone.
-    registry.retain(keep_versions=2, now=A_DAY_LATER)
+    registry.retain(keep_versions=2, now=a_day_later())
     assert not registry.has_backbone(in_flight.id)
