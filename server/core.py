@@ -158,6 +158,12 @@ class ServingCore:
             service = self._feedback[slot.model_name] = self._new_feedback(slot)
         return service
 
+    def identify(self, caller: Presented) -> Principal:
+        """The caller's principal, checked before an adapter reads a request's body:
+        Unauthenticated for a bad credential, or none where anonymous callers have no
+        role. The role a call needs is still checked by the call."""
+        return self.access.identify(caller)
+
     def _admit(self, caller: Presented, role: Role, model: str | None = None) -> Principal:
         """The caller's principal, once the server still takes work, the role allows it
         and, for a call about `model` ('' : the default model), its credential covers

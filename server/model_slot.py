@@ -185,7 +185,7 @@ class ModelLoader:
             manifest = self.registry.model_manifest(version)
         except NotFound as exc:
             raise ModelRejected(str(exc)) from None
-        head_onnx = self.registry.read_version_file(manifest, "head.onnx")
+        head_onnx = self.registry.verify_version(manifest)  # every file it lists, not only the head
         backbone = self.backbones.get(manifest.backbone_id)
         try:
             head = self.sessions.create(head_onnx)

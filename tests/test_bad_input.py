@@ -140,7 +140,7 @@ INFER = {
     "short data": (Infer([pixels([2, 32, 32, 3], raw=bytes(3072))]), "has 3072 bytes"),
     "shape past 64 bits": (
         Infer([pixels([1, 4294967296, 4294967296, 3], raw=b"")]),
-        "has 0 bytes",
+        "a shape dimension is beyond 2147483647",
     ),
     "nan in fp32": (
         Infer([pixels([1, 2, 2, 3], "FP32", np.full(12, np.nan, dtype="<f4").tobytes())]),
@@ -252,7 +252,7 @@ CALLS = {
         lambda u: Infer([pixels([1, 2**32, 2**32, 3], raw=b"")]).over_http(u),
         INVALID,
         400,
-        "has 0 bytes",
+        "a shape dimension is beyond 2147483647",
     ),
     "empty label": Call(
         lambda s: s.SubmitFeedback(

@@ -165,6 +165,27 @@ def hash_mismatch(setup: Setup) -> str:
     return version
 
 
+def files_outside(name: str) -> Callable[[Setup], str]:
+    """model.json's `files` names a file outside the version (with a bogus hash): served
+    before, since only head.onnx was read on load."""
+
+    def damage(setup: Setup) -> str:
+        version = _good_copy(setup)
+        _edit_manifest(setup, version, lambda m: m["files"].update({name: "0" * 64}))
+        return version
+
+    return damage
+
+
+def card_file_changed(setup: Setup) -> str:
+    """A card file that no longer matches the hash model.json records for it."""
+    version = _publish(
+        setup, linear_head(np.eye(3, dtype=np.float32) * 20), card_files={"curve.png": b"png"}
+    )
+    (setup.root / "versions" / version / "card" / "curve.png").write_bytes(b"not it")
+    return version
+
+
 def missing_backbone(setup: Setup) -> str:
     version = publish_colour_version(setup.registry, size=24, make_current=False)
     backbone = setup.registry.model_manifest(version).backbone_id
@@ -195,6 +216,9 @@ DAMAGES: dict[str, Callable[[Setup], str]] = {
     "truncated ONNX": truncated_onnx,
     "hash mismatch": hash_mismatch,
     "missing backbone": missing_backbone,
+    "model.json files names /etc/hostname": files_outside("/etc/hostname"),
+    "model.json files names ../../../../dev/zero": files_outside("../../../../dev/zero"),
+    "a card file changed after publication": card_file_changed,
     "CURRENT names a missing version": current_names_a_missing_version,
     "CURRENT is ../..": current_escapes,
 }

@@ -384,6 +384,25 @@ def test_a_non_loopback_bind_needs_tls_and_credentials(tmp_path: Path, pki: Pki)
     TlserveServer(ServerSettings(**base, host="0.0.0.0", insecure=True)).store.close()  # type: ignore[arg-type]
 
 
+def test_an_exposed_server_refuses_a_privileged_anonymous_role_and_warns_of_open_metrics(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Host 0.0.0.0 with TLS and an admin token, and anonymous `admin`: it started
+    silently, as did plaintext metrics on 0.0.0.0."""
+    base = {"data_dir": tmp_path, "port": 0, "http_port": 0, "metrics_port": None}
+    tls = {"tls_cert_file": pki.server.cert, "tls_key_file": pki.server.key}
+    exposed = {**base, **tls, "host": "0.0.0.0", "admin_tokens": ADMIN}
+    for role in ("admin", "label"):
+        with pytest.raises(InsecureExposure, match=f"TLSERVE_ANONYMOUS_ROLE is {role}"):
+            TlserveServer(ServerSettings(**exposed, anonymous_role=role))  # type: ignore[arg-type]
+    TlserveServer(ServerSettings(**exposed, anonymous_role="predict")).store.close()  # type: ignore[arg-type]
+    assert "plaintext" not in caplog.text
+    with caplog.at_level("WARNING"):
+        open_metrics = {**base, "metrics_port": 0, "metrics_host": "0.0.0.0"}
+        TlserveServer(ServerSettings(**open_metrics)).store.close()  # type: ignore[arg-type]
+    assert "metrics on 0.0.0.0:0 are plaintext" in caplog.text
+
+
 def test_the_server_command_says_what_to_set(tmp_path: Path) -> None:
     env = {**os.environ, "TLSERVE_HOST": "0.0.0.0", "TLSERVE_DATA_DIR": str(tmp_path)}
     completed = subprocess.run(

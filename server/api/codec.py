@@ -144,17 +144,22 @@ def retraction_response(retraction: Retraction) -> pb.RetractLabelResponse:
 def presented(context: grpc.aio.ServicerContext) -> Presented:
     """The caller's credentials: `authorization` metadata as sent, and the names of a
     client certificate that the TLS handshake verified (gRPC reports only verified ones)."""
-    authorization = None
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            authorization = value
+    authorizations = [
+        value
+        for key, value in context.invocation_metadata() or ()
+        if key == "authorization" and isinstance(value, str)
+    ]
     auth = context.auth_context()
     names = [
         name.decode("utf-8", "replace")
         for key in ("x509_common_name", "x509_subject_alternative_name")
         for name in auth.get(key, ())
     ]
-    return Presented(authorization, tuple(names))
+    return Presented(
+        authorizations[0] if authorizations else None,
+        tuple(names),
+        repeated_authorization=len(authorizations) > 1,
+    )
 
 
 SUGGEST_STRATEGIES = {

@@ -63,6 +63,11 @@ _FEEDBACK_PARTS = ("image", "label", "idempotency_key", "source")
 # The probes (the Kubernetes manifests point at them): open without credentials.
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
+# Routes anyone may call: the probes, server metadata, model readiness and the page's
+# files ("unmatched": a 404 tells nothing).
+OPEN_METHODS = frozenset(
+    {"ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "LabelPage", "unmatched"}
+)
 
 
 class HttpApi:
@@ -234,10 +239,10 @@ class HttpApi:
             if not image:
                 raise InvalidInput("multipart feedback needs an `image` part and a `label` field")
             item = FeedbackInput(
-                label=fields.get("label", b"").decode("utf-8", "replace"),
+                label=_text_part(fields, "label"),
                 encoded=image,
-                idempotency_key=fields.get("idempotency_key", b"").decode("utf-8", "replace"),
-                source=fields.get("source", b"").decode("utf-8", "replace"),
+                idempotency_key=_text_part(fields, "idempotency_key"),
+                source=_text_part(fields, "source"),
                 model=_model(request),
             )
         else:
@@ -321,7 +326,17 @@ class HttpApi:
         status = HTTPStatus.INTERNAL_SERVER_ERROR.value
         with self.core.admission.request():
             try:
-                response = await handler(request)
+                if method not in OPEN_METHODS:
+                    # Before any body is read: a caller without a credential meets no parser.
+                    self.core.identify(codec.presented(request))
+                try:
+                    response = await handler(request)
+                except (HttpProcessingError, web.RequestPayloadError) as exc:
+                    # A body that is not what its Content-Encoding says, or cut short.
+                    raise InvalidInput(
+                        f"the request body cannot be read ({quoted(str(exc).strip(), 120)}); "
+                        "send it as its Content-Type and Content-Encoding (gzip, deflate) say"
+                    ) from None
                 status = response.status
                 return response
             except TlserveError as exc:
@@ -330,6 +345,8 @@ class HttpApi:
                 request_id = request_id_of(request.headers.get("X-Request-Id"))
                 log.info("request %s HTTP %s refused: %d: %s", request_id, method, status, exc)
                 headers = {"X-Request-Id": request_id}
+                if kind == HTTPStatus.UNAUTHORIZED:
+                    headers["WWW-Authenticate"] = 'Bearer realm="tlserve"'
                 if exc.retry_after_seconds is not None:
                     # Whole seconds (RFC 9110), rounded up so a client waiting that long succeeds.
                     headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
@@ -345,6 +362,14 @@ class HttpApi:
                 self.metrics.observe_request(
                     "http", method, str(status), time.perf_counter() - started
                 )
+
+
+def _text_part(fields: dict[str, bytes], name: str) -> str:
+    """A text field of a multipart body; InvalidInput unless it is UTF-8 (as over gRPC)."""
+    try:
+        return fields.get(name, b"").decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"the multipart `{name}` field must be UTF-8 text") from None
 
 
 def _model(request: web.Request) -> str:

@@ -71,8 +71,13 @@ def _header_length(value: str, body: bytes) -> int:
 def parse_json(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(
+            f"{what} is nested too deeply: JSON arrays and objects may nest a few hundred "
+            "levels, and no request here needs more than five"
+        ) from None
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer of thousands of digits
+        raise InvalidInput(f"{what} is not valid JSON: {quoted(str(exc), 200)}") from None
 
 
 def _object(value: Any, what: str) -> Mapping[str, Any]:
@@ -196,6 +201,10 @@ def _json_bytes(name: str, data: Any) -> list[bytes]:
 
 
 def _json_numbers(name: str, data: Any) -> np.ndarray:
+    # numpy would read "7" as 7 and true as 1: only JSON numbers are numbers here.
+    flat = np.asarray(data if isinstance(data, list) else [data], dtype=object).ravel()
+    if not all(type(value) in (int, float) for value in flat.tolist()):
+        raise InvalidInput(f"input {name[:64]}: every `data` element must be a JSON number")
     try:
         return np.asarray(data, dtype=np.float64).ravel()
     except (TypeError, ValueError):
@@ -355,7 +364,10 @@ def presented(request: web.Request) -> Presented:
     client certificate that the TLS handshake verified."""
     transport = request.transport
     peer = transport.get_extra_info("peercert") if transport is not None else None
-    return Presented(request.headers.get("Authorization"), certificate_names(peer))
+    sent = request.headers.getall("Authorization", [])
+    return Presented(
+        sent[0] if sent else None, certificate_names(peer), repeated_authorization=len(sent) > 1
+    )
 
 
 def suggest_strategy(value: str) -> SuggestStrategy:

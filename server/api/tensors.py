@@ -93,6 +93,17 @@ class OutputTensor:
         return np.ascontiguousarray(self.array, dtype="<f4").tobytes()
 
 
+# Beyond any image's batch, height or width; small enough to print and multiply.
+MAX_DIMENSION = 2**31 - 1
+
+
+def check_dimensions(shape: Sequence[int], what: str) -> None:
+    """Before any message prints a shape or its product: a JSON shape may hold an integer
+    of thousands of digits, which Python will not even format."""
+    if any(d > MAX_DIMENSION for d in shape):
+        raise InvalidInput(f"{what}: a shape dimension is beyond {MAX_DIMENSION}")
+
+
 def images_from_input(inputs: Sequence[InferInput], max_images: int) -> list[ImageInput]:
     """The one input tensor of a ModelInfer request, as images; the batch size its shape
     declares is checked against `max_images` before any element is read."""
@@ -104,6 +115,7 @@ def images_from_input(inputs: Sequence[InferInput], max_images: int) -> list[Ima
         )
     (tensor,) = inputs
     shape = [int(d) for d in tensor.shape]
+    check_dimensions(shape, f"input {tensor.name[:64]}")
     if any(d < 0 for d in shape):
         raise InvalidInput(f"input {tensor.name[:64]}: shape {shape[:8]} has a negative dimension")
     if tensor.name == IMAGE_INPUT:
@@ -187,6 +199,7 @@ def dense_array(data: bytes, shape: Sequence[int], dtype: np.dtype, what: str) -
 
     The element count is a Python int, so a shape such as [2**32, 2**32, 3] cannot wrap
     around to match a short buffer."""
+    check_dimensions(shape, what)
     expected = math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         raise InvalidInput(

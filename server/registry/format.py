@@ -61,6 +61,10 @@ _VERSION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 MODELS_FORMAT = "tlserve.models/v1"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# A file of a version: head.onnx, card/<name>; relative, plain names only.
+_VERSION_FILE = re.compile(
+    r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}){0,3}$"
+)
 
 
 @contextmanager
@@ -218,11 +222,29 @@ class ModelManifest:
             input_height=int(data["input"]["height"]),
             input_width=int(data["input"]["width"]),
             feature_dim=int(head["feature_dim"]),
-            files={str(k): str(v) for k, v in data["files"].items()},
+            files=_version_files(data["files"]),
             created_at=str(data.get("created_at", "")),
             parent=data.get("parent"),
             raw=data,
         )
+
+
+def _version_files(files: Any) -> dict[str, str]:
+    """model.json's `files`: names inside the version folder (no absolute path, no `..`)
+    and sha256 hex digests; anything else is a ValueError that refuses the version."""
+    if not isinstance(files, Mapping):
+        raise ValueError("files must be an object of file name to sha256")
+    checked = {}
+    for key, digest in files.items():
+        name = str(key)
+        if not _VERSION_FILE.match(name) or ".." in name.split("/"):
+            raise ValueError(
+                f"files names {quoted(name, 80)}, which is not a file inside the version"
+            )
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise ValueError(f"files gives {quoted(name, 80)} no sha256 hex digest")
+        checked[name] = digest
+    return checked
 
 
 class _Any:
@@ -336,12 +358,17 @@ class Registry:
             f"backbones/{backbone_id}/backbone.onnx", backbone_id, f"backbone {backbone_id[:12]}"
         )
 
-    def verify_version(self, manifest: ModelManifest) -> None:
-        """Every file model.json lists is there with the recorded sha256."""
+    def verify_version(self, manifest: ModelManifest) -> bytes:
+        """Every file model.json lists is there with the recorded sha256; returns
+        head.onnx's verified bytes."""
         if "head.onnx" not in manifest.files:
             raise ModelRejected(f"version {manifest.version}: model.json lists no head.onnx")
+        head = b""
         for name in manifest.files:
-            self.read_version_file(manifest, name)
+            data = self.read_version_file(manifest, name)
+            if name == "head.onnx":
+                head = data
+        return head
 
     def _read_verified(self, key: str, expected: str, what: str) -> bytes:
         name = key.rsplit("/", 1)[-1]

@@ -41,6 +41,9 @@ class Presented:
 
     authorization: str | None = None
     certificate_names: Sequence[str] = ()
+    # More than one Authorization value was sent: refused, since protocols disagree on
+    # which one counts (gRPC's last, HTTP's first).
+    repeated_authorization: bool = False
 
 
 class AccessControl:
@@ -59,6 +62,10 @@ class AccessControl:
 
     def authenticate(self, presented: Presented) -> Principal:
         """The caller's principal; Unauthenticated for a malformed or unknown token."""
+        if presented.repeated_authorization:
+            raise Unauthenticated(
+                "send one authorization header (or metadata entry); this request has several"
+            )
         if presented.authorization is not None:
             return self._token_principal(presented.authorization)
         if presented.certificate_names:
@@ -86,6 +93,17 @@ class AccessControl:
             "`authorization: Bearer <token>` or a client certificate the server trusts"
         )
 
+    def identify(self, presented: Presented) -> Principal:
+        """The caller's principal if it may call anything at all; Unauthenticated for an
+        anonymous caller where anonymous callers have no role."""
+        principal = self.authenticate(presented)
+        if principal.role == Role.NONE and principal.name == ANONYMOUS:
+            raise Unauthenticated(
+                "this call needs a credential: send `authorization: Bearer <token>` or a "
+                "client certificate the server trusts"
+            )
+        return principal
+
     def check_model(self, principal: Principal, model: str) -> None:
         """PermissionDenied unless the principal's credential covers `model`."""
         if not principal.may_use(model):
@@ -102,6 +120,8 @@ class AccessControl:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("the authorization header must be `Bearer <token>`")
+        if not (token.isascii() and token.strip().isprintable()):
+            raise Unauthenticated("the bearer token must be printable ASCII")
         entry = self.tokens.lookup(token.strip())
         if entry is None:
             raise Unauthenticated("the bearer token is not valid on this server")

@@ -56,7 +56,7 @@ def build_security(settings: ServerSettings) -> Security:
             Role.parse(settings.client_cert_default_role) if mutual else Role.NONE
         ),
     )
-    _check_exposure(settings, tls is not None, has_credentials)
+    _check_exposure(settings, tls is not None, has_credentials, anonymous)
     limits = RateLimits(
         {
             Action.PREDICT: Rate(settings.predict_rate, settings.predict_burst),
@@ -115,7 +115,18 @@ def exposed_hosts(settings: ServerSettings) -> list[str]:
     return sorted(host for host in hosts if not is_loopback(host))
 
 
-def _check_exposure(settings: ServerSettings, tls: bool, credentials: bool) -> None:
+def _check_exposure(
+    settings: ServerSettings, tls: bool, credentials: bool, anonymous: Role
+) -> None:
+    metrics_host = settings.metrics_host or settings.host
+    if settings.metrics_port is not None and not is_loopback(metrics_host):
+        log.warning(
+            "metrics on %s:%s are plaintext and open to anyone who can reach them (model "
+            "names, versions, request and label counts); keep that address inside the "
+            "cluster, or set TLSERVE_METRICS_HOST=127.0.0.1",
+            metrics_host,
+            settings.metrics_port,
+        )
     exposed = exposed_hosts(settings)
     if not exposed:
         return
@@ -127,6 +138,11 @@ def _check_exposure(settings: ServerSettings, tls: bool, credentials: bool) -> N
                 "credentials (TLSERVE_PREDICT_TOKENS / _LABEL_TOKENS / _ADMIN_TOKENS, "
                 "TLSERVE_TOKENS_FILE, or TLSERVE_TLS_CLIENT_CA_FILE for mutual TLS)",
                 credentials,
+            ),
+            (
+                f"an anonymous role of at most predict (TLSERVE_ANONYMOUS_ROLE is "
+                f"{anonymous.label}: anyone could label or administer)",
+                anonymous <= Role.PREDICT,
             ),
         )
         if not present

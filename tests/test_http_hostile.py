@@ -1,0 +1,185 @@
+"""Hostile HTTP input, as seen from outside (issue 23): each request below answered 5xx,
+or was accepted where it must be refused, before the fixes. Every answer is a JSON error
+with the right status; credentials are checked before a body is read; a caller may send
+one authorization header, not two, on either protocol."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support import (
+    ADMIN,
+    LABEL,
+    PREDICT,
+    ServerThread,
+    label_samples,
+    multipart,
+    serve_colour_model,
+    solid_image,
+)
+from tlserve.clients import TlserveClient
+from tlserve.proto import classifier_pb2 as pb
+from tlserve.proto import classifier_pb2_grpc as pb_grpc
+
+JSON = "application/json"
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[ServerThread]:
+    """Tokens of every role and no anonymous access."""
+    server = serve_colour_model(
+        tmp_path,
+        predict_tokens=PREDICT,
+        label_tokens=LABEL,
+        admin_tokens=ADMIN,
+        anonymous_role="none",
+    )
+    yield server
+    server.stop()
+
+
+def send(
+    server: ServerThread,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: list[tuple[str, str | bytes]] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request with exactly these headers (repeated names and raw bytes included)."""
+    assert server.server is not None and server.server.http_port is not None
+    connection = http.client.HTTPConnection("127.0.0.1", server.server.http_port, timeout=60)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers or []:
+            connection.putheader(name, value)
+        connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def error_of(answer: tuple[int, dict[str, str], bytes]) -> str:
+    status, headers, body = answer
+    assert headers["Content-Type"].startswith(JSON), (status, body[:200])
+    return str(json.loads(body)["error"])
+
+
+def bearer(token: str) -> tuple[str, str]:
+    return ("Authorization", f"Bearer {token}")
+
+
+def test_credentials_are_checked_before_the_body_is_read(secured: ServerThread) -> None:
+    """Admin and label routes parsed the body first: an anonymous caller reached the JSON
+    parser (and its RecursionError), and learned which model names exist."""
+    for path in ("/v1/labels/retract", "/v1/labels/approve", "/v2/models/tlserve/infer"):
+        answer = send(secured, "POST", path, NESTED, [("Content-Type", JSON)])
+        assert answer[0] == 401, (path, answer[2][:200])
+        assert "credential" in error_of(answer)
+        assert answer[1]["WWW-Authenticate"].startswith("Bearer")
+    unknown = send(secured, "POST", "/v2/models/other/infer", b"{}", [("Content-Type", JSON)])
+    assert unknown[0] == 401, "a model's existence is not told before authentication"
+    # With the credential, the same bodies are refused as what they are.
+    for path in ("/v1/labels/retract", "/v1/labels/approve"):
+        answer = send(secured, "POST", path, NESTED, [("Content-Type", JSON), bearer(ADMIN)])
+        assert answer[0] == 400 and "nested" in error_of(answer), answer[2][:200]
+
+
+def test_a_shape_of_thousands_of_digits_is_refused(secured: ServerThread) -> None:
+    for digits in (4300, 5000):
+        tensor = f'{{"name": "PIXELS", "datatype": "UINT8", "shape": [{"9" * digits}, 2, 2, 3]'
+        body = f'{{"inputs": [{tensor}, "data": [1]}}]}}'.encode()
+        answer = send(
+            secured,
+            "POST",
+            "/v2/models/tlserve/infer",
+            body,
+            [("Content-Type", JSON), bearer(PREDICT)],
+        )
+        assert answer[0] == 400, (digits, answer[2][:300])
+        assert len(error_of(answer)) < 400
+
+
+@pytest.mark.parametrize("value", ['"7"', "true", "[1, true]", "null"])
+def test_uint8_pixels_given_as_strings_or_booleans_are_refused(
+    secured: ServerThread, value: str
+) -> None:
+    data = ", ".join([value] + ["7"] * 11)
+    tensor = f'{{"name": "PIXELS", "datatype": "UINT8", "shape": [1, 2, 2, 3], "data": [{data}]}}'
+    answer = send(
+        secured,
+        "POST",
+        "/v2/models/tlserve/infer",
+        f'{{"inputs": [{tensor}]}}'.encode(),
+        [("Content-Type", JSON), bearer(PREDICT)],
+    )
+    assert answer[0] == 400, answer[2][:300]
+    assert "number" in error_of(answer)
+
+
+def test_a_bearer_token_of_raw_bytes_is_unauthenticated(secured: ServerThread) -> None:
+    answer = send(secured, "GET", "/v1/labels", headers=[("Authorization", b"Bearer \xff\xfe")])
+    assert answer[0] == 401 and "printable" in error_of(answer)
+
+
+def test_a_body_that_is_not_the_gzip_it_claims_is_refused(secured: ServerThread) -> None:
+    answer = send(
+        secured,
+        "POST",
+        "/v1/predict",
+        b"this is not gzip",
+        [("Content-Type", "image/png"), ("Content-Encoding", "gzip"), bearer(PREDICT)],
+    )
+    assert answer[0] == 400 and "gzip" in error_of(answer), answer[2][:300]
+    # A real gzip body is read as the image it holds.
+    good = send(
+        secured,
+        "POST",
+        "/v1/predict",
+        gzip.compress(solid_image("red")),
+        [("Content-Type", "image/png"), ("Content-Encoding", "gzip"), bearer(PREDICT)],
+    )
+    assert good[0] == 200, good[2][:300]
+    assert json.loads(good[2])["predictions"][0]["top"][0]["label"] == "red"
+
+
+def test_a_multipart_label_that_is_not_utf8_is_refused(secured: ServerThread) -> None:
+    body, headers = multipart(
+        [("image", solid_image("red"), "red.png"), ("label", b"\xff\xfe", None)]
+    )
+    answer = send(secured, "POST", "/v1/feedback", body, [*headers.items(), bearer(LABEL)])
+    assert answer[0] == 400 and "UTF-8" in error_of(answer), answer[2][:300]
+    with TlserveClient(secured.target, token=LABEL) as client:
+        assert label_samples(client.list_labels()) == {}, "nothing was stored"
+
+
+def test_two_authorization_headers_are_refused_on_both_protocols(secured: ServerThread) -> None:
+    """gRPC took the last, HTTP the first: a predict token then an admin token approved
+    labels over HTTP."""
+    body = json.dumps({"labels": ["red"]}).encode()
+    answer = send(
+        secured,
+        "POST",
+        "/v1/labels/approve",
+        body,
+        [("Content-Type", JSON), bearer(PREDICT), bearer(ADMIN)],
+    )
+    assert answer[0] == 401 and "one authorization" in error_of(answer), answer[2][:300]
+    with grpc.insecure_channel(secured.target) as channel:
+        stub = pb_grpc.ClassifierStub(channel)
+        metadata = (("authorization", f"Bearer {PREDICT}"), ("authorization", f"Bearer {ADMIN}"))
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ApproveLabels(
+                pb.ApproveLabelsRequest(labels=["red"]), metadata=metadata, timeout=10
+            )
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "one authorization" in (refused.value.details() or "")
