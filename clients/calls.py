@@ -255,7 +255,7 @@ def list_labels(*, model: str = "") -> Call[list[LabelCount]]:
 
     def read(response: pb.ListLabelsResponse) -> list[LabelCount]:
         return [
-            LabelCount(e.label, e.samples, e.holdout, e.status, e.images_needed)
+            LabelCount(e.label, e.samples, e.holdout, e.status, e.images_needed, e.labelers_needed)
             for e in response.labels
         ]
 

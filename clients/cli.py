@@ -319,7 +319,7 @@ def _labels(client: TlserveClient, args: argparse.Namespace) -> int:
         return 0
     print(f"{'samples':>8} {'holdout':>8}  {'status':<12} label")
     for count in counts:
-        waiting = f" ({count.images_needed} more images)" if count.images_needed else ""
+        waiting = f" ({count.labelers_needed} more labelers)" if count.labelers_needed else ""
         print(f"{count.samples:>8} {count.holdout:>8}  {count.status:<12} {count.label}{waiting}")
     print(f"{sum(c.samples for c in counts):>8} samples in all")
     return 0

@@ -80,6 +80,7 @@ class LabelCount:
     holdout: int
     status: str
     images_needed: int
+    labelers_needed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

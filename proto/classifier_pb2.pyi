@@ -221,18 +221,20 @@ class ListLabelsRequest(_message.Message):
     def __init__(self, added_after: _Optional[float] = ..., model: _Optional[str] = ...) -> None: ...
 
 class LabelCount(_message.Message):
-    __slots__ = ("label", "samples", "holdout", "status", "images_needed")
+    __slots__ = ("label", "samples", "holdout", "status", "images_needed", "labelers_needed")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     HOLDOUT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_NEEDED_FIELD_NUMBER: _ClassVar[int]
+    LABELERS_NEEDED_FIELD_NUMBER: _ClassVar[int]
     label: str
     samples: int
     holdout: int
     status: str
     images_needed: int
-    def __init__(self, label: _Optional[str] = ..., samples: _Optional[int] = ..., holdout: _Optional[int] = ..., status: _Optional[str] = ..., images_needed: _Optional[int] = ...) -> None: ...
+    labelers_needed: int
+    def __init__(self, label: _Optional[str] = ..., samples: _Optional[int] = ..., holdout: _Optional[int] = ..., status: _Optional[str] = ..., images_needed: _Optional[int] = ..., labelers_needed: _Optional[int] = ...) -> None: ...
 
 class ListLabelsResponse(_message.Message):
     __slots__ = ("labels", "total_samples", "labels_added")

@@ -101,7 +101,9 @@ class TlserveServer:
             # Room for the reply's other fields: ids, scores, labels.
             suggestion_bytes=settings.max_message_bytes * 9 // 10,
         )
-        class_policy = ClassPolicy(_new_class_policy(settings), settings.new_class_quorum)
+        class_policy = ClassPolicy(
+            _new_class_policy(settings, self.security.has_credentials), settings.new_class_quorum
+        )
 
         def feedback_for(slot: ModelSlot) -> FeedbackService:
             return FeedbackService(
@@ -337,7 +339,11 @@ def _listening(what: str, host: str, port: int, setting: str) -> Iterator[None]:
         ) from None
 
 
-def _new_class_policy(settings: ServerSettings) -> NewClassPolicy:
+def _new_class_policy(settings: ServerSettings, credentials: bool) -> NewClassPolicy:
+    """`auto`: open only where everyone who can reach the server is trusted alike (on
+    loopback, with no credentials); a server that tells its callers apart quarantines."""
     if settings.new_class_policy != "auto":
         return NewClassPolicy(settings.new_class_policy)
-    return NewClassPolicy.QUARANTINE if exposed_hosts(settings) else NewClassPolicy.OPEN
+    if exposed_hosts(settings) or credentials:
+        return NewClassPolicy.QUARANTINE
+    return NewClassPolicy.OPEN

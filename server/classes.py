@@ -3,8 +3,10 @@
 A label the served model already has is `known`; one an admin approved is `approved`.
 Any other label is new. Servers apply their policy as feedback arrives: `open` approves
 it (as `policy:open`), `closed` refuses it unless approved, `quarantine` lets it wait.
-The trainer admits known and approved labels, and new ones once `quorum` distinct images
-carry them. A label that is not admitted simply waits: training goes on with the others.
+The trainer admits known and approved labels, and new ones once `quorum` distinct
+principals (labelers) gave them: one credential, however many images it sends, cannot
+admit a class alone. A label that is not admitted simply waits: training goes on with
+the others.
 """
 
 from __future__ import annotations
@@ -35,27 +37,28 @@ class ClassPolicy:
     quorum: int
 
     def status(
-        self, label: str, images: int, known: Collection[str], approved: Collection[str]
+        self, label: str, labelers: int, known: Collection[str], approved: Collection[str]
     ) -> tuple[LabelStatus, int]:
-        """The label's status and, when quarantined, how many more images it needs."""
+        """The label's status, given how many distinct principals gave it, and, when
+        quarantined, how many more labelers it needs."""
         if label in known:
             return LabelStatus.KNOWN, 0
         if label in approved:
             return LabelStatus.APPROVED, 0
         if self.policy == NewClassPolicy.OPEN:
             return LabelStatus.ADMITTED, 0
-        if self.policy == NewClassPolicy.QUARANTINE and images >= self.quorum:
+        if self.policy == NewClassPolicy.QUARANTINE and labelers >= self.quorum:
             return LabelStatus.ADMITTED, 0
-        needed = self.quorum - images if self.policy == NewClassPolicy.QUARANTINE else 0
+        needed = self.quorum - labelers if self.policy == NewClassPolicy.QUARANTINE else 0
         return LabelStatus.QUARANTINED, max(needed, 0)
 
     def admitted(
-        self, images: dict[str, int], known: Collection[str], approved: Collection[str]
+        self, labelers: dict[str, int], known: Collection[str], approved: Collection[str]
     ) -> set[str]:
-        """The labels (of `images`: label -> distinct images) training may use now."""
+        """The labels (of `labelers`: label -> distinct principals) training may use now."""
         return {
             label
-            for label, count in images.items()
+            for label, count in labelers.items()
             if self.status(label, count, known, approved)[0] != LabelStatus.QUARANTINED
         }
 

@@ -83,7 +83,8 @@ class LabelInfo:
     samples: int
     holdout: int
     status: LabelStatus
-    images_needed: int
+    labelers_needed: int  # distinct principals still needed (quarantined labels)
+    images_needed: int  # at least as many images
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,10 +283,10 @@ class FeedbackService:
         )
         known = self._known_labels()
         infos = []
-        for label, (samples, hashed) in counts.items():
+        for label, (samples, hashed, labelers) in counts.items():
             holdout = holdout_share(samples, hashed, self.holdout_min_class_samples)
-            status, needed = self.class_policy.status(label, samples, known, approved)
-            infos.append(LabelInfo(label, samples, holdout, status, needed))
+            status, needed = self.class_policy.status(label, labelers, known, approved)
+            infos.append(LabelInfo(label, samples, holdout, status, needed, needed))
         return infos
 
     async def labels_added_since(self, created_at: float) -> int:
@@ -334,7 +335,7 @@ class FeedbackService:
             return []
         candidates = [Candidate(k.content, k.features, k.probabilities) for k in kept]
         if strategy == SuggestStrategy.BALANCED and comparable(candidates):
-            labeled = sum(samples for samples, _ in (await self._label_counts()).values())
+            labeled = sum(samples for samples, _, _ in (await self._label_counts()).values())
             order, scores = await asyncio.to_thread(
                 balanced_selection, candidates, count, labeled=labeled
             )
@@ -354,7 +355,7 @@ class FeedbackService:
             chosen.append(Suggestion(whole, float(scores[index])))
         return chosen
 
-    async def _label_counts(self) -> dict[str, tuple[int, int]]:
+    async def _label_counts(self) -> dict[str, tuple[int, int, int]]:
         return await asyncio.to_thread(self.store.label_counts, self.holdout_percent)
 
     async def training_status(self) -> TrainingStatus:

@@ -94,7 +94,8 @@ class DeploymentSettings(FileSettings):
     class trains on all of them (reported as not evaluated), so no class is ever starved."""
 
     new_class_quorum: int = Field(default=5, ge=1)
-    """Distinct images a new label needs before it joins training under `quarantine`."""
+    """Distinct principals (labelers) a new label needs before it joins training under
+    `quarantine`: one credential cannot admit a class alone, however many images it sends."""
 
     @property
     def registry_path(self) -> Path:
@@ -145,9 +146,9 @@ class ServerSettings(DeploymentSettings):
 
     new_class_policy: NewClassPolicy | Literal["auto"] = "auto"
     """Labels the served model does not know yet: `open` (approved as they arrive),
-    `quarantine` (they train once `new_class_quorum` distinct images carry them or an admin
-    approves them) or `closed` (refused unless an admin approved them); `auto`: `open`
-    on a loopback-only server, `quarantine` otherwise."""
+    `quarantine` (they train once `new_class_quorum` distinct principals gave them or an
+    admin approves them) or `closed` (refused unless an admin approved them); `auto`:
+    `open` on a loopback-only server without credentials, `quarantine` otherwise."""
 
     keep_predictions: bool = True
     """Keep recent predictions (scores, features, image) for feedback by id and SuggestLabels."""

@@ -28,6 +28,7 @@ def test_fine_tuned_run_brings_a_new_backbone(tmp_path: Path) -> None:
     for name, rgb in {"red": (220, 30, 30), "blue": (30, 30, 220)}.items():
         for i in range(12):
             store.add_label(principal="test", image=colour_png(rgb, i), label=name, source="test")
+    store.approve_labels(["red", "blue"], "token:admin")  # one labeler: an admin lets them in
     trainer = Trainer(settings, store, registry)
     frozen = trainer.ensure_backbone()
     record = trainer.run_once("fine-tune")

@@ -97,6 +97,9 @@ def test_a_regressing_run_is_not_promoted(tmp_path: Path) -> None:
     for name, pngs in images.items():
         for data in pngs:
             store.add_label(principal="test", image=data, label=name, source="truth")
+    # One labeler: its first classes train once an admin lets them in (the quorum counts
+    # distinct principals).
+    store.approve_labels(list(colours), "token:admin")
     first = trainer.run_once("good labels")
     assert first.result == "promoted", first.reasons
     served_accuracy = first.metrics["holdout"]["accuracy"]
@@ -133,6 +136,7 @@ def test_waiting_classes_and_excluded_principals_never_stop_training(tmp_path: P
     for label, images in (("red", red), ("blue", blue)):
         for image in images:
             store.add_label(principal="token:team", image=image, label=label, source="s")
+    store.approve_labels(["red", "blue"], "token:admin")
     # One image of a new class (quarantined), a class of two images that an admin let in
     # (too few to train yet), and a vandal relabeling red as blue.
     store.add_label(
@@ -150,7 +154,7 @@ def test_waiting_classes_and_excluded_principals_never_stop_training(tmp_path: P
     store.close()
     assert record.result == "promoted", record.reasons
     assert record.dataset["labels"] == ["blue", "red"]
-    assert record.dataset["waiting"]["green"].startswith("quarantined: 4 more images")
+    assert record.dataset["waiting"]["green"].startswith("quarantined: 4 more labelers")
     assert "of 3 training samples" in record.dataset["waiting"]["teal"]
     per_class = record.dataset["train_per_class"]
     assert per_class["red"] + per_class["blue"] == record.dataset["train"]
@@ -172,7 +176,7 @@ def test_a_class_with_one_label_trains_even_when_its_label_hashes_into_the_holdo
         for image in (colour_png((30, 220, 30), i) for i in range(200))
         if in_holdout(sample_id_of(image), settings.holdout_percent)
     )
-    store.approve_labels(["green"], "token:admin")
+    store.approve_labels(["red", "blue", "green"], "token:admin")
     store.add_label(principal="t", image=lone, label="green", source="s")
     record = Trainer(settings, store, registry).run_once("one green label")
     store.close()

@@ -28,7 +28,7 @@ def _server(tmp_path: Path, **settings: object) -> ServerThread:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[ServerThread]:
-    # What a non-loopback server does by default (on loopback `auto` is `open`).
+    # What a server with credentials does by default.
     server = _server(tmp_path, new_class_policy="quarantine")
     yield server
     server.stop()
@@ -53,35 +53,64 @@ def test_an_unprivileged_client_can_neither_relabel_nor_read(served: ServerThrea
     assert [record.label for record in history] == ["red"]
 
 
-def test_a_new_class_stays_quarantined_until_enough_images_or_approval(
-    served: ServerThread,
+def test_a_new_class_stays_quarantined_until_enough_labelers_or_approval(
+    tmp_path: Path,
 ) -> None:
-    """Quarantine, with the default quorum of 5 distinct images."""
-    with TlserveClient(served.target, token=LABEL) as labeler:
-        for shade in range(3):
-            labeler.submit_feedback("purple", image=solid_image("red", (20 + shade, 20)))
-        purple = {c.label: c for c in labeler.list_labels()}["purple"]
-        assert (purple.status, purple.images_needed, purple.samples) == ("quarantined", 2, 3)
-        with pytest.raises(errors.PermissionDenied):
-            labeler.approve_labels(["purple"])
-        labeler.submit_feedback("red", image=solid_image("red"))
-        known = {c.label: c for c in labeler.list_labels()}["red"]
-        assert known.status == "known"
-    with TlserveClient(served.target, token=ADMIN) as admin:
-        assert admin.approve_labels([" Purple "]) == ["Purple"]
-        assert admin.approve_labels(["purple"]) == ["purple"]
-        statuses = {c.label: c.status for c in admin.list_labels()}
-    assert statuses["purple"] == "approved"
-
-
-def test_a_loopback_server_approves_new_labels_as_they_arrive(tmp_path: Path) -> None:
-    server = _server(tmp_path)  # `auto` on loopback: open
+    """Quarantine, with the default quorum of 5: it counts distinct principals, not images.
+    One label token sending five PNGs that differ by a pixel admitted `solo-class`."""
+    labelers = [f"label-token-{n}-0123456789abcdef" for n in range(5)]
+    tokens = tmp_path / "tokens"
+    tokens.write_text(
+        "".join(f"label {token} labeler-{n}\n" for n, token in enumerate(labelers))
+        + f"admin {ADMIN} admin\n"
+    )
+    server = _server(tmp_path, new_class_policy="quarantine", tokens_file=tokens)
     try:
-        with TlserveClient(server.target, token=LABEL) as labeler:
-            labeler.submit_feedback("purple", image=solid_image("red"))
-            assert {c.label: c.status for c in labeler.list_labels()} == {"purple": "approved"}
+        with TlserveClient(server.target, token=labelers[0]) as solo:
+            for shade in range(5):
+                solo.submit_feedback("solo-class", image=solid_image("red", (20 + shade, 20)))
+            solo_class = {c.label: c for c in solo.list_labels()}["solo-class"]
+            assert (solo_class.status, solo_class.samples) == ("quarantined", 5)
+            assert solo_class.labelers_needed == 4 and solo_class.images_needed == 4
+            with pytest.raises(errors.PermissionDenied):
+                solo.approve_labels(["solo-class"])
+            solo.submit_feedback("red", image=solid_image("red"))
+            assert {c.label: c.status for c in solo.list_labels()}["red"] == "known"
+        for n, token in enumerate(labelers[1:4], start=1):
+            with TlserveClient(server.target, token=token) as labeler:
+                labeler.submit_feedback("solo-class", image=solid_image("blue", (20 + n, 30)))
+        with TlserveClient(server.target, token=labelers[4]) as last:
+            before = {c.label: c for c in last.list_labels()}["solo-class"]
+            assert (before.status, before.labelers_needed) == ("quarantined", 1)
+            last.submit_feedback("solo-class", image=solid_image("green", (40, 40)))
+            assert {c.label: c.status for c in last.list_labels()}["solo-class"] == "admitted"
+        with TlserveClient(server.target, token=ADMIN) as admin:
+            assert admin.approve_labels([" Purple "]) == ["Purple"]
+            assert admin.approve_labels(["purple"]) == ["purple"]
     finally:
         server.stop()
+
+
+def test_auto_policy_is_open_only_on_a_loopback_server_without_credentials(
+    tmp_path: Path,
+) -> None:
+    """`auto` was open on any loopback server: one with tokens tells its callers apart,
+    and quarantines."""
+    with_tokens = _server(tmp_path / "tokens")
+    try:
+        with TlserveClient(with_tokens.target, token=LABEL) as labeler:
+            labeler.submit_feedback("purple", image=solid_image("red"))
+            assert {c.label: c.status for c in labeler.list_labels()} == {"purple": "quarantined"}
+    finally:
+        with_tokens.stop()
+    publish_colour_version(Registry.local(tmp_path / "open" / "registry"))
+    open_server = ServerThread(tmp_path / "open").start()
+    try:
+        with TlserveClient(open_server.target) as anyone:
+            anyone.submit_feedback("purple", image=solid_image("red"))
+            assert {c.label: c.status for c in anyone.list_labels()} == {"purple": "approved"}
+    finally:
+        open_server.stop()
 
 
 def test_closed_policy_refuses_new_labels_until_approved(tmp_path: Path) -> None:

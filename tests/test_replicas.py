@@ -72,6 +72,8 @@ def cluster(
         "TLSERVE_REGISTRY_URL": f"s3://{moto.new_bucket()}/tlserve",
         "TLSERVE_ADMIN_TOKENS": ADMIN,
         "TLSERVE_LABEL_TOKENS": LABEL,
+        # One labeler teaches the classes (a quarantine would wait for five).
+        "TLSERVE_NEW_CLASS_POLICY": "open",
         "TLSERVE_HOST": "127.0.0.1",
         "TLSERVE_REGISTRY_POLL_SECONDS": "0.2",
         "TLSERVE_KEEP_MAX_PER_SECOND": "0",

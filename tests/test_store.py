@@ -168,9 +168,10 @@ def test_label_counts_with_stable_holdout(store: FeedbackStore) -> None:
             principal="test", image=f"img{i}".encode(), label="odd" if i % 2 else "even", source="s"
         )
     counts = store.label_counts(holdout_percent=25)
-    assert {label: n for label, (n, _) in counts.items()} == {"even": 20, "odd": 20}
+    assert {label: n for label, (n, _, _) in counts.items()} == {"even": 20, "odd": 20}
     expected_holdout = sum(in_holdout(sample_id_of(f"img{i}".encode()), 25) for i in range(40))
-    assert sum(h for _, h in counts.values()) == expected_holdout
+    assert sum(h for _, h, _ in counts.values()) == expected_holdout
+    assert {labelers for _, _, labelers in counts.values()} == {1}, "one principal gave them"
 
 
 def test_concurrent_writers_and_a_reader_lose_nothing(store: FeedbackStore) -> None:
@@ -265,7 +266,7 @@ def test_concurrent_submissions_of_one_idempotency_key(store: FeedbackStore) -> 
         outcomes = list(pool.map(submit_all, range(8)))
     for index in range(len(keys)):
         assert sorted(outcome[index] for outcome in outcomes) == [False] + [True] * 7
-    assert store.label_counts(0.0) == {"cat": (40, 0)}
+    assert store.label_counts(0.0) == {"cat": (40, 0, 1)}
 
 
 async def test_the_keeper_drops_rows_the_store_refuses_and_keeps_going(

@@ -296,16 +296,16 @@ class Trainer:
         records = self.store.current_labels(
             principals=_names(s.train_principals), exclude_principals=_names(s.exclude_principals)
         )
-        images = Counter(r.label for r in records)
+        labelers = Counter(label for label, _ in {(r.label, r.principal) for r in records})
         known = self._served_labels(record.served_before)
         approved = self.store.approved_labels()
-        admitted = self.class_policy.admitted(images, known, approved)
+        admitted = self.class_policy.admitted(labelers, known, approved)
         waiting = {
             label: (
                 f"quarantined: {self.class_policy.status(label, count, known, approved)[1]} "
-                "more images or an approval"
+                "more labelers (distinct principals) or an approval"
             )
-            for label, count in images.items()
+            for label, count in labelers.items()
             if label not in admitted
         }
         train, holdout, borrowed = split_holdout(

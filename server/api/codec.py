@@ -127,6 +127,7 @@ def labels_response(overview: LabelOverview) -> pb.ListLabelsResponse:
                 holdout=info.holdout,
                 status=info.status,
                 images_needed=info.images_needed,
+                labelers_needed=info.labelers_needed,
             )
             for info in labels
         ],

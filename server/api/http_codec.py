@@ -338,6 +338,7 @@ def labels_response(overview: LabelOverview) -> dict[str, Any]:
                 "holdout": info.holdout,
                 "status": str(info.status),
                 "images_needed": info.images_needed,
+                "labelers_needed": info.labelers_needed,
             }
             for info in labels
         ],

@@ -27,6 +27,7 @@ class Security:
     access: AccessControl
     limits: RateLimits
     tls: TlsFiles | None
+    has_credentials: bool  # tokens, or client certificates required
 
 
 def build_security(settings: ServerSettings) -> Security:
@@ -64,7 +65,7 @@ def build_security(settings: ServerSettings) -> Security:
             Action.TRAINING: Rate(settings.training_rate, settings.training_burst),
         }
     )
-    return Security(access, limits, tls)
+    return Security(access, limits, tls, has_credentials)
 
 
 def is_loopback(host: str) -> bool:

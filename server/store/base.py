@@ -250,11 +250,13 @@ class FeedbackStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def label_counts(self, holdout_percent: float) -> dict[str, tuple[int, int]]:
-        """label -> (samples, of which in holdout)."""
+    def label_counts(self, holdout_percent: float) -> dict[str, tuple[int, int, int]]:
+        """label -> (samples, of which in holdout, distinct principals who gave it)."""
         counts: dict[str, list[int]] = {}
+        labelers: dict[str, set[str]] = {}
         for record in self.current_labels():
             entry = counts.setdefault(record.label, [0, 0])
             entry[0] += 1
             entry[1] += in_holdout(record.sample_id, holdout_percent)
-        return {label: (n, h) for label, (n, h) in sorted(counts.items())}
+            labelers.setdefault(record.label, set()).add(record.principal)
+        return {label: (n, h, len(labelers[label])) for label, (n, h) in sorted(counts.items())}
