@@ -417,7 +417,8 @@ class ServingCore:
     ) -> list[LabelSuggestion]:
         """The model's kept predictions most worth labeling, best first, as PNGs unless
         omitted."""
-        self._admit(caller, Role.LABEL, model)
+        principal = self._admit(caller, Role.LABEL, model)
+        self.limits.take(principal.name, Action.SUGGEST, 1, self.model_name(model))
         feedback = self.feedback(model)
         served = feedback.slot.current
         picked = await feedback.suggest(count, strategy, served.version if served else None)

@@ -252,6 +252,13 @@ class ServerSettings(DeploymentSettings):
     training_burst: float = Field(default=3.0, ge=1.0)
     """TriggerTraining calls a principal may make at once."""
 
+    suggest_rate: float = Field(default=2.0, ge=0.0)
+    """SuggestLabels calls per second each principal may make (0: no limit); each scores
+    the model's kept predictions and encodes images."""
+
+    suggest_burst: float = Field(default=10.0, ge=1.0)
+    """SuggestLabels calls a principal may make at once."""
+
     reflection: bool = True
     """Serve gRPC server reflection (lets grpcurl list the services)."""
 

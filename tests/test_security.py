@@ -107,6 +107,9 @@ def _grpc(server: ServerThread, client: Client, method: str) -> Outcome:
             timeout=5,
         ),
         "labels": lambda: stub.ListLabels(pb.ListLabelsRequest(), metadata=metadata, timeout=5),
+        "suggest": lambda: stub.SuggestLabels(
+            pb.SuggestLabelsRequest(count=3), metadata=metadata, timeout=5
+        ),
         "training": lambda: stub.TriggerTraining(
             pb.TriggerTrainingRequest(), metadata=metadata, timeout=5
         ),
@@ -151,6 +154,9 @@ def _rest(server: ServerThread, client: Client, method: str) -> Outcome:
             context,
         ),
         "labels": lambda: http_call(f"{url}/v1/labels", "GET", None, headers, 5, context),
+        "suggest": lambda: http_call(
+            f"{url}/v1/suggestions?count=3", "GET", None, headers, 5, context
+        ),
         "training": lambda: http_call(f"{url}/v1/training", "POST", b"", headers, 5, context),
     }
     try:
@@ -347,6 +353,27 @@ def test_rate_limits_per_principal(tmp_path: Path, protocol: str) -> None:
         assert call(server, protocol, second, "predict").ok  # its own bucket
         assert call(server, protocol, first, "feedback").ok
         assert not call(server, protocol, first, "feedback").ok
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_suggestions_are_rate_limited_per_principal(tmp_path: Path, protocol: str) -> None:
+    """SuggestLabels scores every kept prediction and encodes PNGs: it had no limit."""
+    server = serve_colour_model(
+        tmp_path, label_tokens=f"{LABEL},{LABEL}-second", suggest_rate=0.2, suggest_burst=2
+    )
+    try:
+        first, second = (
+            Client(authorization=f"Bearer {LABEL}"),
+            Client(authorization=f"Bearer {LABEL}-second"),
+        )
+        assert call(server, protocol, first, "suggest").ok
+        assert call(server, protocol, first, "suggest").ok
+        limited = call(server, protocol, first, "suggest")
+        assert (limited.grpc_code or limited.http_status) in ("RESOURCE_EXHAUSTED", 429)
+        assert "rate limit" in limited.message and float(limited.retry_after) > 0
+        assert call(server, protocol, second, "suggest").ok  # its own bucket
     finally:
         server.stop()
 

@@ -24,6 +24,7 @@ class Action(StrEnum):
     PREDICT = "predict"
     FEEDBACK = "feedback"
     TRAINING = "training"
+    SUGGEST = "suggest"
 
 
 @dataclass(frozen=True, slots=True)

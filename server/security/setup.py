@@ -63,6 +63,7 @@ def build_security(settings: ServerSettings) -> Security:
             Action.PREDICT: Rate(settings.predict_rate, settings.predict_burst),
             Action.FEEDBACK: Rate(settings.feedback_rate, settings.feedback_burst),
             Action.TRAINING: Rate(settings.training_rate, settings.training_burst),
+            Action.SUGGEST: Rate(settings.suggest_rate, settings.suggest_burst),
         }
     )
     return Security(access, limits, tls, has_credentials)
