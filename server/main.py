@@ -171,6 +171,15 @@ def probe(settings: ServerSettings, state: str) -> int:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+        if settings.tls_client_ca_file is not None and settings.tls_client_auth == "require":
+            # The server takes no connection without a client certificate.
+            cert = settings.probe_cert_file or settings.tls_cert_file
+            key = settings.probe_key_file or settings.tls_key_file
+            try:
+                context.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                print(f"tlserve-server: cannot present {cert} as the probe's certificate: {exc}")
+                return 2
     url = f"{'https' if secure else 'http'}://{host_for_url(host)}:{settings.http_port}"
     url += READY_PATH if state == "ready" else LIVE_PATH
     try:
@@ -181,6 +190,11 @@ def probe(settings: ServerSettings, state: str) -> int:
         return 1
     except OSError as exc:
         print(f"tlserve-server: not {state}: {url}: {getattr(exc, 'reason', exc)}")
+        if context is not None and settings.tls_client_ca_file and not settings.probe_cert_file:
+            print(
+                "tlserve-server: the server requires client certificates; set "
+                "TLSERVE_PROBE_CERT_FILE and TLSERVE_PROBE_KEY_FILE to one it accepts"
+            )
         return 1
     return 0
 

@@ -207,6 +207,14 @@ class ServerSettings(DeploymentSettings):
     """With a client CA: `require` a client certificate, or verify one when presented
     (`optional`; HTTP only, gRPC then asks for none)."""
 
+    probe_cert_file: Path | None = None
+    """PEM client certificate `tlserve-server probe` presents to a server that requires
+    one (its key in `probe_key_file`); unset, it presents the server's own certificate,
+    which the server accepts only if it chains to the client CA and allows client use."""
+
+    probe_key_file: Path | None = None
+    """PEM private key of `probe_cert_file`."""
+
     credentials_check_seconds: float = Field(default=10.0, ge=0.0)
     """How often the TLS files and the tokens file are checked for changes."""
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.certs import Pki
-from tests.support import ServerThread
+from tests.support import ServerThread, serve_colour_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +50,39 @@ def test_over_tls_without_credentials(tls_server: ServerThread, pki: Pki) -> Non
     assert probe(tls_server, "ready", **secured).returncode == 0
     # Plain HTTP against the TLS listener is not an answer.
     assert probe(tls_server, "ready").returncode == 1
+
+
+def test_against_a_server_that_requires_client_certificates(tmp_path: Path, pki: Pki) -> None:
+    """The container HEALTHCHECK and the exec probe presented no certificate, so a server
+    requiring mutual TLS always looked down."""
+    server = serve_colour_model(
+        tmp_path,
+        tls_cert_file=pki.server.cert,
+        tls_key_file=pki.server.key,
+        tls_client_ca_file=pki.ca.cert,
+    )
+    try:
+        secured = {
+            "TLSERVE_TLS_CERT_FILE": str(pki.server.cert),
+            "TLSERVE_TLS_KEY_FILE": str(pki.server.key),
+            "TLSERVE_TLS_CLIENT_CA_FILE": str(pki.ca.cert),
+        }
+        # The server's certificate is for servers only: refused, and the probe says why.
+        refused = probe(server, "ready", **secured)
+        assert refused.returncode == 1 and "TLSERVE_PROBE_CERT_FILE" in refused.stdout
+        client = {
+            "TLSERVE_PROBE_CERT_FILE": str(pki.carol.cert),
+            "TLSERVE_PROBE_KEY_FILE": str(pki.carol.key),
+        }
+        assert probe(server, "ready", **secured, **client).returncode == 0, refused.stdout
+        assert probe(server, "live", **secured, **client).returncode == 0
+        stranger = {
+            "TLSERVE_PROBE_CERT_FILE": str(pki.stranger.cert),
+            "TLSERVE_PROBE_KEY_FILE": str(pki.stranger.key),
+        }
+        assert probe(server, "ready", **secured, **stranger).returncode == 1
+    finally:
+        server.stop()
 
 
 def test_a_stopped_server_is_not_live_and_grpc_only_is_probed_on_its_port(
