@@ -5,6 +5,7 @@ server's memory must stay bounded."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -23,7 +24,8 @@ from tlserve.server.api.tensors import encode_bytes_elements
 from tlserve.server.registry import Registry
 
 SEED = int(os.environ.get("TLSERVE_FUZZ_SEED", "20261124"))
-CASES_PER_PROTOCOL = 2500
+# More from outside the suite: TLSERVE_FUZZ_CASES=10000.
+CASES_PER_PROTOCOL = int(os.environ.get("TLSERVE_FUZZ_CASES", "2500"))
 MESSAGE_LIMIT = 4 * 1024 * 1024
 ADMIN = "fuzz-admin-token-0123456789"
 FORBIDDEN_GRPC = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
@@ -254,6 +256,11 @@ def http_case(rng: random.Random, url: str) -> tuple[str, str, bytes | None, dic
         ("POST", "/v2/models/tlserve/infer"),
         ("POST", "/v2/models/" + rng.choice(["tlserve", "other"]) + "/versions/x/infer"),
         ("GET", "/v2/models/tlserve"),
+        ("POST", "/v1/labels/retract"),
+        ("POST", "/v1/models/" + rng.choice(["tlserve", "other", "Bad.Name"]) + "/feedback"),
+        ("GET", "/v1/models/tlserve/suggestions"),
+        ("POST", "/v1/training"),
+        ("POST", "/v2/repository/index"),
     ]
     method, path = rng.choice(routes)
     query = rng.choice(
@@ -296,11 +303,52 @@ def http_case(rng: random.Random, url: str) -> tuple[str, str, bytes | None, dic
         )
         body = mutate(rng, parts) if rng.random() < 0.3 else parts + f"--{boundary}--\r\n".encode()
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    elif kind < 0.85:
+        body, headers = hostile_body(rng)
     else:
         body, headers = rng.randbytes(rng.randint(0, 512)), {}
     if rng.random() < 0.2:
-        headers["Authorization"] = rng.choice([f"Bearer {ADMIN}", ADMIN, "Bearer nope"])
+        headers["Authorization"] = rng.choice(
+            [f"Bearer {ADMIN}", ADMIN, "Bearer nope", "Bearer \xff\xfe"]
+        )
     return method, url + path + query, body if method == "POST" else None, headers
+
+
+def hostile_body(rng: random.Random) -> tuple[bytes, dict[str, str]]:
+    """What was seen from outside to answer 5xx, or be taken where it must be refused:
+    deep nesting, integers of thousands of digits, bodies that are not their encoding,
+    labels that are not UTF-8, pixel data that is not numbers."""
+    json_type = {"Content-Type": "application/json"}
+    choice = rng.randrange(6)
+    if choice == 0:
+        depth = rng.choice([1000, 100_000])
+        return b"[" * depth + b"]" * depth, json_type
+    if choice == 1:
+        digits = "9" * rng.choice([400, 4300, 5000])
+        tensor = f'{{"name": "PIXELS", "datatype": "UINT8", "shape": [{digits}, 2, 2, 3]'
+        return f'{{"inputs": [{tensor}, "data": [1]}}], "label": {digits}}}'.encode(), json_type
+    if choice == 2:
+        body = rng.choice([b"not gzip", gzip.compress(b"{}")[:-4], gzip.compress(blob(rng))])
+        return body, {"Content-Type": "image/png", "Content-Encoding": rng.choice(["gzip", "br"])}
+    if choice == 3:
+        label = rng.choice([b"\xff\xfe", b"ok", b"\xc3"])
+        body = (
+            b'--fuzz\r\nContent-Disposition: form-data; name="image"\r\n\r\n'
+            + blob(rng)
+            + b'\r\n--fuzz\r\nContent-Disposition: form-data; name="label"\r\n\r\n'
+            + label
+            + b"\r\n--fuzz--\r\n"
+        )
+        return body, {"Content-Type": "multipart/form-data; boundary=fuzz"}
+    if choice == 4:
+        value = rng.choice(['"7"', "true", "null", "[1, true]", "1e400", "-1", "256"])
+        data = ", ".join([value] * 12)
+        tensor = (
+            f'{{"name": "PIXELS", "datatype": "UINT8", "shape": [1, 2, 2, 3], "data": [{data}]}}'
+        )
+        return f'{{"inputs": [{tensor}]}}'.encode(), json_type
+    nested = '{"a": ' * 3000 + "1" + "}" * 3000
+    return f'{{"sample_id": {nested}}}'.encode(), json_type
 
 
 def test_fuzz_http(server: ServerThread) -> None:
