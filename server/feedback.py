@@ -84,7 +84,11 @@ class LabelInfo:
     holdout: int
     status: LabelStatus
     labelers_needed: int  # distinct principals still needed (quarantined labels)
-    images_needed: int  # at least as many images
+
+    @property
+    def images_needed(self) -> int:
+        """Images still needed, at least: each labeler still needed brings one or more."""
+        return self.labelers_needed
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +290,7 @@ class FeedbackService:
         for label, (samples, hashed, labelers) in counts.items():
             holdout = holdout_share(samples, hashed, self.holdout_min_class_samples)
             status, needed = self.class_policy.status(label, labelers, known, approved)
-            infos.append(LabelInfo(label, samples, holdout, status, needed, needed))
+            infos.append(LabelInfo(label, samples, holdout, status, needed))
         return infos
 
     async def labels_added_since(self, created_at: float) -> int:

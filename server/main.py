@@ -165,14 +165,17 @@ def probe(settings: ServerSettings, state: str) -> int:
             return 1
         return 0
     secure = settings.tls_cert_file is not None
+    # The server takes no connection without a client certificate.
+    needs_certificate = (
+        secure and settings.tls_client_ca_file is not None and settings.tls_client_auth == "require"
+    )
     context = None
     if secure:
         # Its own process on loopback: the certificate names the Service, not 127.0.0.1.
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        if settings.tls_client_ca_file is not None and settings.tls_client_auth == "require":
-            # The server takes no connection without a client certificate.
+        if needs_certificate:
             cert = settings.probe_cert_file or settings.tls_cert_file
             key = settings.probe_key_file or settings.tls_key_file
             try:
@@ -190,7 +193,7 @@ def probe(settings: ServerSettings, state: str) -> int:
         return 1
     except OSError as exc:
         print(f"tlserve-server: not {state}: {url}: {getattr(exc, 'reason', exc)}")
-        if context is not None and settings.tls_client_ca_file and not settings.probe_cert_file:
+        if needs_certificate and not settings.probe_cert_file:
             print(
                 "tlserve-server: the server requires client certificates; set "
                 "TLSERVE_PROBE_CERT_FILE and TLSERVE_PROBE_KEY_FILE to one it accepts"

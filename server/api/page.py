@@ -83,10 +83,9 @@ class LabelPage:
         return web.Response(body=asset.body, content_type=asset.content_type, headers=headers)
 
     def _page_of_model(self, name: str) -> _Asset | None:
-        if name == self._default_model:
-            return self._assets["index.html"]
-        try:
-            check_model_name(name)
-        except InvalidInput:
-            return None
+        if name != self._default_model:
+            try:
+                check_model_name(name)
+            except InvalidInput:
+                return None
         return self._assets["index.html"]
