@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -473,3 +474,24 @@ def publish_three_models(data_dir: Path) -> None:
     publish_colour_version(registry)
     for name, shift in SHIFTS.items():
         publish_named(registry, name, shifted(shift))
+
+
+def serve_three_models(data_dir: Path, tokens: str = "", **settings: Any) -> ServerThread:
+    """A started server with the three models of publish_three_models; `tokens`, when
+    given, is the text of its tokens file."""
+    publish_three_models(data_dir)
+    if tokens:
+        settings["tokens_file"] = data_dir / "tokens"
+        settings["tokens_file"].write_text(tokens)
+    return ServerThread(data_dir, **settings).start()
+
+
+# The labeling page's browser tests drive Debian's chromium (Playwright, from the dev extra).
+CHROMIUM = os.environ.get("TLSERVE_CHROMIUM") or shutil.which("chromium") or ""
+
+
+def chromium_or_skip() -> str:
+    """The chromium to drive; skips the test, saying how to get one, where there is none."""
+    if not CHROMIUM:
+        pytest.skip("no chromium: `make test` installs Debian's (apt-get install chromium)")
+    return CHROMIUM

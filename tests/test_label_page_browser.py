@@ -10,21 +10,19 @@ ones in docs/), else to the test's temporary folder.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from examples.odd_even import Task, parity, png, wait_for_model_covering
-from tests.support import ServerThread, label_samples
+from tests.support import ServerThread, chromium_or_skip, label_samples
 from tests.training import Loop, on_pretrained
 from tlserve.clients import TlserveClient
 
 pytestmark = pytest.mark.slow  # TensorFlow and a browser
 
 TOKEN = "label-token-for-the-page-0123456789"
-CHROMIUM = os.environ.get("TLSERVE_CHROMIUM") or shutil.which("chromium") or ""
 BOOTSTRAP = 10
 PAGE_LABELS = 12
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
@@ -66,8 +64,7 @@ def _screenshots() -> Path | None:
 
 @pytest.mark.timeout(900)
 def test_labeling_in_the_browser_teaches_the_model(system: ServerThread, tmp_path: Path) -> None:
-    if not CHROMIUM:
-        pytest.skip("no chromium: `make test` installs Debian's (apt-get install chromium)")
+    chromium = chromium_or_skip()
     from playwright.sync_api import expect, sync_playwright  # noqa: PLC0415
 
     task = Task.load()
@@ -82,7 +79,7 @@ def test_labeling_in_the_browser_teaches_the_model(system: ServerThread, tmp_pat
         shots = _screenshots() or tmp_path
 
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))

@@ -5,8 +5,6 @@ straight to its page, and an unknown model is told after signing in."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,27 +13,27 @@ import pytest
 from examples.colour_model import COLOURS
 from tests.support import (
     ServerThread,
+    chromium_or_skip,
     http_call,
     label_samples,
-    publish_three_models,
+    serve_three_models,
     shifted,
     solid_image,
 )
 from tlserve.clients import TlserveClient
 
-CHROMIUM = os.environ.get("TLSERVE_CHROMIUM") or shutil.which("chromium") or ""
 EVERY_MODEL = "label-token-for-every-model-0123456789"
 SHIFT_TWO_ONLY = "label-token-for-shift-two-0123456789"
 
 
 @pytest.fixture
 def three_models(tmp_path: Path) -> Iterator[ServerThread]:
-    publish_three_models(tmp_path)
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"label {EVERY_MODEL} ann\nlabel@shift-two {SHIFT_TWO_ONLY} bob\n")
-    server = ServerThread(
-        tmp_path, tokens_file=tokens, keep_max_per_second=0.0, anonymous_role="none"
-    ).start()
+    server = serve_three_models(
+        tmp_path,
+        f"label {EVERY_MODEL} ann\nlabel@shift-two {SHIFT_TWO_ONLY} bob\n",
+        keep_max_per_second=0.0,
+        anonymous_role="none",
+    )
     try:
         yield server
     finally:
@@ -57,8 +55,7 @@ def test_the_page_of_a_model_is_served_for_any_well_formed_name(
 
 
 def test_each_model_is_labeled_on_its_own_page(three_models: ServerThread) -> None:
-    if not CHROMIUM:
-        pytest.skip("no chromium: `make test` installs Debian's (apt-get install chromium)")
+    chromium = chromium_or_skip()
     from playwright.sync_api import expect, sync_playwright  # noqa: PLC0415
 
     url, registry = three_models.http_url, three_models.registry
@@ -69,7 +66,7 @@ def test_each_model_is_labeled_on_its_own_page(three_models: ServerThread) -> No
         # Shift-one's head answers every colour as another one.
         assert list(answer_of.values()) == [shifted(1)[c] for c in COLOURS]
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))

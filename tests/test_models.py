@@ -25,6 +25,7 @@ from tests.support import (
     publish_named,
     publish_three_models,
     run_triton_probe,
+    serve_three_models,
     shifted,
     solid_image,
     tlserve,
@@ -36,8 +37,7 @@ from tlserve.server.registry import Registry
 
 @pytest.fixture
 def three_models(tmp_path: Path) -> Iterator[ServerThread]:
-    publish_three_models(tmp_path)
-    server = ServerThread(tmp_path).start()
+    server = serve_three_models(tmp_path)
     try:
         yield server
     finally:
@@ -397,10 +397,9 @@ EVERYWHERE = "predict-token-for-every-model"
 
 @pytest.fixture
 def scoped_server(tmp_path: Path) -> Iterator[ServerThread]:
-    publish_three_models(tmp_path)
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"label@shift-one {SCOPED} one\npredict {EVERYWHERE} all\n")
-    server = ServerThread(tmp_path, tokens_file=tokens).start()
+    server = serve_three_models(
+        tmp_path, f"label@shift-one {SCOPED} one\npredict {EVERYWHERE} all\n"
+    )
     try:
         yield server
     finally:

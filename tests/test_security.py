@@ -330,6 +330,24 @@ def test_tritonclient_over_mutual_tls_with_a_token(tmp_path: Path, pki: Pki, pro
 # ---- rate limits ---------------------------------------------------------------------
 
 
+def assert_limited_after_burst(
+    server: ServerThread, protocol: str, method: str, burst: int
+) -> Client:
+    """`burst` calls of `method` by one label token pass, the next is refused with a retry
+    hint, and a second token's bucket is its own; returns the first token's client."""
+    first, second = (
+        Client(authorization=f"Bearer {LABEL}"),
+        Client(authorization=f"Bearer {LABEL}-second"),
+    )
+    for _ in range(burst):
+        assert call(server, protocol, first, method).ok
+    limited = call(server, protocol, first, method)
+    assert (limited.grpc_code or limited.http_status) in ("RESOURCE_EXHAUSTED", 429)
+    assert "rate limit" in limited.message and float(limited.retry_after) > 0
+    assert call(server, protocol, second, method).ok  # its own bucket
+    return first
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_rate_limits_per_principal(tmp_path: Path, protocol: str) -> None:
     server = serve_colour_model(
@@ -341,16 +359,7 @@ def test_rate_limits_per_principal(tmp_path: Path, protocol: str) -> None:
         feedback_burst=1,
     )
     try:
-        first, second = (
-            Client(authorization=f"Bearer {LABEL}"),
-            Client(authorization=f"Bearer {LABEL}-second"),
-        )
-        assert call(server, protocol, first, "predict").ok
-        assert call(server, protocol, first, "predict").ok
-        limited = call(server, protocol, first, "predict")
-        assert (limited.grpc_code or limited.http_status) in ("RESOURCE_EXHAUSTED", 429)
-        assert "rate limit" in limited.message and float(limited.retry_after) > 0
-        assert call(server, protocol, second, "predict").ok  # its own bucket
+        first = assert_limited_after_burst(server, protocol, "predict", burst=2)
         assert call(server, protocol, first, "feedback").ok
         assert not call(server, protocol, first, "feedback").ok
     finally:
@@ -364,16 +373,7 @@ def test_suggestions_are_rate_limited_per_principal(tmp_path: Path, protocol: st
         tmp_path, label_tokens=f"{LABEL},{LABEL}-second", suggest_rate=0.2, suggest_burst=2
     )
     try:
-        first, second = (
-            Client(authorization=f"Bearer {LABEL}"),
-            Client(authorization=f"Bearer {LABEL}-second"),
-        )
-        assert call(server, protocol, first, "suggest").ok
-        assert call(server, protocol, first, "suggest").ok
-        limited = call(server, protocol, first, "suggest")
-        assert (limited.grpc_code or limited.http_status) in ("RESOURCE_EXHAUSTED", 429)
-        assert "rate limit" in limited.message and float(limited.retry_after) > 0
-        assert call(server, protocol, second, "suggest").ok  # its own bucket
+        assert_limited_after_burst(server, protocol, "suggest", burst=2)
     finally:
         server.stop()
 
