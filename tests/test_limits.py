@@ -47,6 +47,21 @@ def test_a_million_tiny_images_are_counted_not_decoded(server: ServerThread) -> 
     assert time.perf_counter() - started < 5
 
 
+@pytest.mark.parametrize(
+    "method", ["/tlserve.v1.Classifier/Predict", "/inference.GRPCInferenceService/ModelInfer"]
+)
+def test_a_flood_of_unknown_fields_is_refused_by_its_field_count(
+    server: ServerThread, method: str
+) -> None:
+    """A million two-byte unknown fields (field 15, varint 0): scanning them all was a
+    million steps of Python on the event loop per request (30 million for 60 MB, which
+    held the loop for minutes); the scan stops past what a request can need."""
+    flood = b"\x78\x00" * 1_000_000
+    error = _grpc_error(server.target, method, flood)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+    assert "top-level fields" in (error.details() or "")
+
+
 def test_many_bytes_elements_are_refused_by_their_declared_batch(server: ServerThread) -> None:
     count = 2_000_000
     request = kpb.ModelInferRequest(model_name="tlserve")

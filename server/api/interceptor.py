@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 
 from tlserve.server.api.common import OFF_LOOP_BYTES, request_id_of
 from tlserve.server.api.status import grpc_status_for
-from tlserve.server.api.wire import RepeatedLimit, count_field
+from tlserve.server.api.wire import RepeatedLimit, count_fields
 from tlserve.server.drain import Admission
 from tlserve.server.errors import InvalidInput, TlserveError, TooLarge
 from tlserve.server.metrics import ServerMetrics
@@ -132,12 +132,20 @@ def retry_metadata(error: TlserveError) -> tuple[tuple[str, str], ...]:
 
 
 def _check_repeated(raw: bytes, limits: Sequence[RepeatedLimit], method: str) -> None:
-    for limit in limits:
-        if count_field(raw, limit.number, limit.limit + 1) > limit.limit:
-            raise TooLarge(
-                f"the {method} request has more than {limit.limit} {limit.name}; "
-                f"at most {limit.limit} are accepted per request"
-            )
+    if not limits:
+        return
+    seen = count_fields(raw, limits)
+    over = seen.over(limits)
+    if over is not None:
+        raise TooLarge(
+            f"the {method} request has more than {over.limit} {over.name}; "
+            f"at most {over.limit} are accepted per request"
+        )
+    if seen.too_many_fields:
+        raise TooLarge(
+            f"the {method} request has more than {seen.max_fields} top-level fields; "
+            "a request carries its repeated fields within their limits and a few others"
+        )
 
 
 async def _decode(decode: Callable[[bytes], Any], raw: bytes, method: str) -> Any:
