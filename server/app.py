@@ -25,6 +25,7 @@ from tlserve.proto import (
 )
 from tlserve.server.api.classifier import ClassifierServicer
 from tlserve.server.api.http import HttpApi
+from tlserve.server.api.http_body import BodyLimits
 from tlserve.server.api.interceptor import ServingInterceptor
 from tlserve.server.api.kserve import KServeServicer
 from tlserve.server.api.wire import RepeatedLimit
@@ -143,7 +144,7 @@ class TlserveServer:
         self.http = HttpApi(
             self.core,
             self.metrics,
-            max_body_bytes=settings.max_message_bytes,
+            body_limits=BodyLimits(settings.max_message_bytes, settings.max_body_seconds),
             max_json_bytes=settings.max_json_bytes,
         )
         self.health = HealthService()

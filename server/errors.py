@@ -43,6 +43,10 @@ class TooLarge(TlserveError):
     """The request asks for more than the configured limits allow (pixels, batch size)."""
 
 
+class TimedOut(TlserveError):
+    """The request took too long to arrive (a body sent slower than the server waits for)."""
+
+
 class Overloaded(TlserveError):
     """The server is at capacity (the batching queue is full); retry with backoff."""
 

@@ -307,7 +307,12 @@ class ServerSettings(DeploymentSettings):
     """Most images in one Predict or ModelInfer request."""
 
     max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    """Largest gRPC message accepted or sent, in bytes."""
+    """Largest gRPC message accepted or sent, and largest HTTP request body (all its
+    multipart parts together, after Content-Encoding is undone), in bytes."""
+
+    max_body_seconds: float = Field(default=60.0, gt=0.0)
+    """Longest time an HTTP request body may take to arrive (408 after it): a slow sender
+    holds a connection and a buffer for as long as the server waits."""
 
     max_json_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest JSON part of an HTTP inference request: JSON tensor elements cost far more

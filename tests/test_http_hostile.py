@@ -8,6 +8,9 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import socket
+import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +186,124 @@ def test_two_authorization_headers_are_refused_on_both_protocols(secured: Server
             )
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "one authorization" in (refused.value.details() or "")
+
+
+# ---- one budget per request: bytes (after Content-Encoding), parts, time ----------------
+
+BODY_LIMIT = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def small_bodies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """Anonymous predict and label, bodies of at most 256 KB, 1 s for a body to arrive."""
+    server = serve_colour_model(
+        tmp_path_factory.mktemp("bodies"), max_message_bytes=BODY_LIMIT, max_body_seconds=1.0
+    )
+    yield server
+    server.stop()
+
+
+def send_streamed(
+    server: ServerThread,
+    path: str,
+    headers: list[tuple[str, str]],
+    chunks: list[bytes],
+    pause_before_last: float = 0.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """A request whose body goes chunked (no Content-Length, so the server cannot refuse
+    it by its declared size); sending stops when the server closes, then the answer is
+    read."""
+    assert server.server is not None and server.server.http_port is not None
+    with socket.create_connection(("127.0.0.1", server.server.http_port), timeout=30) as sock:
+        head = f"POST {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
+        try:
+            sock.sendall(head.encode())
+            for index, chunk in enumerate(chunks):
+                if index == len(chunks) - 1:
+                    time.sleep(pause_before_last)
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before the end: the answer is waiting
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, dict(response.getheaders()), response.read()
+
+
+def test_multipart_parts_share_one_budget(small_bodies: ServerThread) -> None:
+    """Parts were capped one by one: 24 parts of 60 MB took a server to 1.6 GB."""
+    part = bytes(BODY_LIMIT // 2)
+    body, headers = multipart([("image", part, f"{i}.png") for i in range(6)])
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    answer = send_streamed(small_bodies, "/v1/predict", list(headers.items()), chunks)
+    assert answer[0] == 413, answer[2][:300]
+    assert f"at most {BODY_LIMIT} bytes" in error_of(answer)
+    # Declared too large: refused by its Content-Length, unread.
+    declared = send(small_bodies, "POST", "/v1/predict", body, list(headers.items()))
+    assert declared[0] == 413 and f"is {len(body)} bytes" in error_of(declared)
+
+
+def test_a_gzip_body_stops_inflating_at_the_limit(small_bodies: ServerThread) -> None:
+    bomb = gzip.compress(bytes(100 * BODY_LIMIT))  # 25 MB of zeros in about 25 KB
+    for path, kind in (("/v1/predict", "image/png"), ("/v1/feedback", JSON)):
+        answer = send(
+            small_bodies,
+            "POST",
+            path,
+            bomb,
+            [("Content-Type", kind), ("Content-Encoding", "gzip")],
+        )
+        assert answer[0] == 413, (path, answer[2][:300])
+        assert "after Content-Encoding" in error_of(answer)
+    # deflate, zlib-wrapped as RFC 9110 says, is read like gzip.
+    good = send(
+        small_bodies,
+        "POST",
+        "/v1/predict",
+        zlib.compress(solid_image("red")),
+        [("Content-Type", "image/png"), ("Content-Encoding", "deflate")],
+    )
+    assert good[0] == 200, good[2][:300]
+
+
+@pytest.mark.parametrize(
+    ("headers", "part_header", "said"),
+    [
+        ([("Content-Encoding", "gzip")], "", "multipart body is accepted uncompressed"),
+        ([], "Content-Encoding: gzip\r\n", "has Content-Encoding"),
+        ([("Content-Encoding", "br")], "", "Content-Encoding 'br' is not accepted"),
+    ],
+)
+def test_compression_inside_multipart_is_refused(
+    small_bodies: ServerThread, headers: list[tuple[str, str]], part_header: str, said: str
+) -> None:
+    """A gzip bomb inside a part stalled the loop for 10.9 s while it inflated."""
+    boundary = "b0undary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"\r\n{part_header}\r\n'
+        ).encode()
+        + gzip.compress(bytes(1 << 20))
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    content_type = ("Content-Type", f"multipart/form-data; boundary={boundary}")
+    answer = send(small_bodies, "POST", "/v1/predict", body, [content_type, *headers])
+    assert answer[0] == 400, answer[2][:300]
+    assert said in error_of(answer)
+
+
+def test_a_body_that_trickles_in_is_refused_in_time(small_bodies: ServerThread) -> None:
+    image = solid_image("red")
+    answer = send_streamed(
+        small_bodies,
+        "/v1/predict",
+        [("Content-Type", "image/png")],
+        [image[:10], image[10:]],
+        pause_before_last=2.5,
+    )
+    assert answer[0] == 408, answer[2][:300]
+    assert "max_body_seconds" in error_of(answer)
+    # The same body sent at once is served.
+    served = send(small_bodies, "POST", "/v1/predict", image, [("Content-Type", "image/png")])
+    assert served[0] == 200, served[2][:300]

@@ -40,17 +40,18 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from tlserve.server import __version__
 from tlserve.server.api import http_codec as codec
 from tlserve.server.api.common import OFF_LOOP_BYTES, request_id_of
+from tlserve.server.api.http_body import BodyLimits, BodyReader
 from tlserve.server.api.page import LabelPage
 from tlserve.server.api.status import http_status_for
 from tlserve.server.api.tensors import EXTENSIONS, SERVER_NAME, images_from_input, infer_outputs
 from tlserve.server.core import ServingCore
-from tlserve.server.errors import InvalidInput, TlserveError, TooLarge, quoted
+from tlserve.server.errors import InvalidInput, TlserveError, quoted
 from tlserve.server.feedback import FeedbackInput
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.prediction import ImageInput
@@ -76,13 +77,16 @@ class HttpApi:
         core: ServingCore,
         metrics: ServerMetrics,
         *,
-        max_body_bytes: int,
+        body_limits: BodyLimits,
         max_json_bytes: int,
     ) -> None:
         self.core = core
+        self.body_limits = body_limits
         self.max_json_bytes = max_json_bytes
         self.metrics = metrics
-        self.app = web.Application(client_max_size=max_body_bytes, middlewares=[self._middleware])
+        self.app = web.Application(
+            client_max_size=body_limits.max_bytes, middlewares=[self._middleware]
+        )
         # The metrics' `method` label per handler: the same names the gRPC services use.
         self._method_names: dict[Handler, str] = {}
         self._add_routes(self.app.router)
@@ -98,7 +102,14 @@ class HttpApi:
         shutdown_seconds: float,
         ssl_context: ssl.SSLContext | None = None,
     ) -> int:
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=shutdown_seconds)
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            shutdown_timeout=shutdown_seconds,
+            # Bodies are inflated by BodyReader, in bounded steps, within the request's
+            # budget; aiohttp would inflate the unread rest of a refused one on the loop.
+            auto_decompress=False,
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         try:
@@ -190,7 +201,7 @@ class HttpApi:
 
     async def model_infer(self, request: web.Request) -> web.Response:
         name, version = request.match_info["name"], request.match_info.get("version", "")
-        body = await request.read()
+        body = await self._body(request).body()
         header_length = request.headers.get(codec.HEADER_LENGTH)
         infer, images = await _off_loop_if_large(
             len(body), _infer_images, body, header_length, self.max_json_bytes, self.core.max_images
@@ -217,10 +228,10 @@ class HttpApi:
         if request.content_type.startswith("multipart/"):
             # One part per image, and one more: an over-full request is then refused by
             # its image count, with the same message as over gRPC.
-            fields = await _multipart(request, self.core.max_images + 1)
+            fields = await self._body(request).parts(self.core.max_images + 1)
             images = [ImageInput(encoded=data) for key, data in fields if key == "image"]
         else:
-            images = [ImageInput(encoded=await request.read())]
+            images = [ImageInput(encoded=await self._body(request).body())]
         if not any(image.encoded for image in images):
             raise InvalidInput(
                 "no image: POST the encoded image as the body (Content-Type image/jpeg, "
@@ -234,7 +245,7 @@ class HttpApi:
     async def submit_feedback(self, request: web.Request) -> web.Response:
         item: FeedbackInput
         if request.content_type.startswith("multipart/"):
-            fields = dict(await _multipart(request, len(_FEEDBACK_PARTS)))
+            fields = dict(await self._body(request).parts(len(_FEEDBACK_PARTS)))
             image = fields.get("image")
             if not image:
                 raise InvalidInput("multipart feedback needs an `image` part and a `label` field")
@@ -246,7 +257,7 @@ class HttpApi:
                 model=_model(request),
             )
         else:
-            body = await request.read()
+            body = await self._body(request).body()
             document = await _off_loop_if_large(len(body), codec.parse_json, body, "feedback")
             item = codec.feedback_from_json(document, _model(request))
         stored = await self.core.submit_feedback(codec.presented(request), item)
@@ -258,14 +269,14 @@ class HttpApi:
         return web.json_response(codec.labels_response(overview))
 
     async def retract_label(self, request: web.Request) -> web.Response:
-        sample_id = await _optional_string_field(request, "sample_id")
+        sample_id = _optional_string_field(await self._body(request).body(), "sample_id")
         retraction = await self.core.retract_label(
             codec.presented(request), sample_id, _model(request)
         )
         return web.json_response(codec.retraction_response(retraction))
 
     async def approve_labels(self, request: web.Request) -> web.Response:
-        document = codec.parse_json(await request.read(), "the request body")
+        document = codec.parse_json(await self._body(request).body(), "the request body")
         approved = await self.core.approve_labels(
             codec.presented(request), codec.approve_labels_request(document), _model(request)
         )
@@ -304,18 +315,21 @@ class HttpApi:
         return web.json_response(codec.training_status(status))
 
     async def rollback(self, request: web.Request) -> web.Response:
-        version = await _optional_string_field(request, "version")
+        version = _optional_string_field(await self._body(request).body(), "version")
         rollback = await self.core.rollback(codec.presented(request), version, _model(request))
         return web.json_response(codec.rollback_response(rollback))
 
     async def trigger_training(self, request: web.Request) -> web.Response:
-        reason = await _optional_string_field(request, "reason")
+        reason = _optional_string_field(await self._body(request).body(), "reason")
         request_id = await self.core.trigger_training(
             codec.presented(request), reason, _model(request)
         )
         return web.json_response(codec.training_request_response(request_id))
 
     # ---- every request -------------------------------------------------------------
+
+    def _body(self, request: web.Request) -> BodyReader:
+        return BodyReader(request, self.body_limits)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -350,7 +364,12 @@ class HttpApi:
                 if exc.retry_after_seconds is not None:
                     # Whole seconds (RFC 9110), rounded up so a client waiting that long succeeds.
                     headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_seconds)))
-                return _error(kind.value, str(exc), type(exc).__name__, headers)
+                refusal = _error(kind.value, str(exc), type(exc).__name__, headers)
+                if not request.content.is_eof():
+                    # The rest of a refused body is not read (aiohttp would drain it for
+                    # up to 10 s to keep the connection): the connection closes instead.
+                    refusal.force_close()
+                return refusal
             except web.HTTPException as exc:
                 status = exc.status
                 return _error(exc.status, exc.text or exc.reason, exc.reason, dict(exc.headers))
@@ -406,9 +425,8 @@ async def _off_loop_if_large(size: int, parse: Callable[..., Any], *args: Any) -
     return parse(*args)
 
 
-async def _optional_string_field(request: web.Request, name: str) -> str:
+def _optional_string_field(body: bytes, name: str) -> str:
     """`name` of a JSON object body; an empty body or a missing field is ""."""
-    body = await request.read()
     if not body:
         return ""
     document = codec.parse_json(body, "the request body")
@@ -418,28 +436,6 @@ async def _optional_string_field(request: web.Request, name: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"`{name}` must be a string")
     return value
-
-
-async def _multipart(request: web.Request, max_parts: int) -> list[tuple[str, bytes]]:
-    try:
-        return await _read_parts(request, max_parts)
-    except (ValueError, HttpProcessingError) as exc:  # no boundary, a bad part header, cut short
-        raise InvalidInput(
-            f"the multipart/form-data body is malformed ({quoted(str(exc), 120)}); send parts "
-            "separated by the boundary its Content-Type names"
-        ) from None
-
-
-async def _read_parts(request: web.Request, max_parts: int) -> list[tuple[str, bytes]]:
-    fields: list[tuple[str, bytes]] = []
-    reader = await request.multipart()
-    async for part in reader:
-        if not isinstance(part, BodyPartReader):
-            raise InvalidInput("nested multipart bodies are not accepted")
-        if len(fields) == max_parts:
-            raise TooLarge(f"the multipart body has more than {max_parts} parts")
-        fields.append((part.name or "", bytes(await part.read(decode=True))))
-    return fields
 
 
 def _query(request: web.Request, name: str, parse: Callable[[str], T], accepted: str) -> T | None:

@@ -18,6 +18,7 @@ S = TypeVar("S")
 GRPC_STATUS: dict[type[errors.TlserveError], grpc.StatusCode] = {
     errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     errors.TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.TimedOut: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -34,6 +35,7 @@ GRPC_STATUS: dict[type[errors.TlserveError], grpc.StatusCode] = {
 HTTP_STATUS: dict[type[errors.TlserveError], HTTPStatus] = {
     errors.InvalidInput: HTTPStatus.BAD_REQUEST,
     errors.TooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    errors.TimedOut: HTTPStatus.REQUEST_TIMEOUT,
     errors.Overloaded: HTTPStatus.TOO_MANY_REQUESTS,
     errors.RateLimited: HTTPStatus.TOO_MANY_REQUESTS,
     errors.NotFound: HTTPStatus.NOT_FOUND,
