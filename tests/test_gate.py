@@ -149,6 +149,9 @@ def test_waiting_classes_and_excluded_principals_never_stop_training(tmp_path: P
         )
     for image in red:
         store.add_label(principal="token:vandal", image=image, label="blue", source="s")
+    # A labeler who trains disputes three blue images: they train neither class.
+    for image in blue[:3]:
+        store.add_label(principal="token:rival", image=image, label="red", source="s")
 
     record = Trainer(settings, store, registry).run_once("poisoned")
     store.close()
@@ -159,6 +162,9 @@ def test_waiting_classes_and_excluded_principals_never_stop_training(tmp_path: P
     per_class = record.dataset["train_per_class"]
     assert per_class["red"] + per_class["blue"] == record.dataset["train"]
     assert per_class["red"] > 10  # the vandal's relabels were not counted
+    assert record.dataset["conflicting_samples"] == 3
+    trained = record.dataset["train"] + record.dataset["holdout"]
+    assert trained == len(red) + len(blue) - 3  # green and teal wait; disputes are out
 
 
 @pytest.mark.timeout(600)

@@ -189,3 +189,61 @@ def test_repeated_training_requests_queue_one_run(served: ServerThread) -> None:
         assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert served.server is not None
     assert len(served.server.store.pending_training_requests()) == 1
+
+
+def test_a_relabel_by_another_principal_keeps_both_and_flags_the_conflict(
+    tmp_path: Path,
+) -> None:
+    """Token B relabeled A's image: B got A's label back as `previous`, B's label replaced
+    A's in training, and A could no longer retract. Now each principal holds its own
+    label: a disagreement is a conflict, kept out of training and counted, until one side
+    withdraws (each may retract its own) or an admin clears the sample."""
+    tokens = tmp_path / "tokens"
+    alice, bob = "label-token-alice-0123456789", "label-token-bob-0123456789ab"
+    tokens.write_text(f"label {alice} alice\nlabel {bob} bob\nadmin {ADMIN} admin\n")
+    server = _server(tmp_path, new_class_policy="open", tokens_file=tokens)
+    assert server.server is not None
+    store = server.server.store
+    image = solid_image("red")
+    try:
+        with (
+            TlserveClient(server.target, token=alice) as a,
+            TlserveClient(server.target, token=bob) as b,
+        ):
+            first = a.submit_feedback("red", image=image)
+            takeover = b.submit_feedback("blue", image=image)
+            assert takeover.previous_label == "", "B is not told A's label"
+            assert store.current_labels() == [], "a disputed sample trains nobody"
+            assert store.conflicting_samples() == 1
+            assert label_samples(a.list_labels()) == {}
+            # A withdraws: B's label stands alone.
+            assert a.retract_label(first.sample_id) == "red"
+            assert [(r.label, r.principal) for r in store.current_labels()] == [
+                ("blue", "token:bob")
+            ]
+            assert store.conflicting_samples() == 0
+            # A labels it again: disputed again; B may not retract A's label.
+            a.submit_feedback("red", image=image)
+            assert store.conflicting_samples() == 1
+            assert b.retract_label(first.sample_id) == "blue"
+            with pytest.raises(errors.PermissionDenied):
+                b.retract_label(first.sample_id)
+            assert [(r.label, r.principal) for r in store.current_labels()] == [
+                ("red", "token:alice")
+            ]
+            # Agreement is not a conflict; the newest agreeing label stands for both.
+            b.submit_feedback("red", image=image)
+            assert store.conflicting_samples() == 0
+            assert [r.principal for r in store.current_labels()] == ["token:bob"]
+        with TlserveClient(server.target, token=ADMIN) as admin:
+            b_label = TlserveClient(server.target, token=bob)
+            with b_label:
+                b_label.submit_feedback("blue", image=image)
+            assert store.conflicting_samples() == 1
+            # An admin's retraction clears every label of the sample.
+            admin.retract_label(first.sample_id)
+            assert store.current_labels() == [] and store.conflicting_samples() == 0
+            admin.submit_feedback("green", image=image)
+            assert [r.label for r in store.current_labels()] == ["green"]
+    finally:
+        server.stop()

@@ -293,9 +293,11 @@ class Trainer:
         why) and never hold the rest back; NotEnoughData when fewer than two classes
         can train."""
         s = self.settings
-        records = self.store.current_labels(
-            principals=_names(s.train_principals), exclude_principals=_names(s.exclude_principals)
-        )
+        whose = {
+            "principals": _names(s.train_principals),
+            "exclude_principals": _names(s.exclude_principals),
+        }
+        records = self.store.current_labels(**whose)
         labelers = Counter(label for label, _ in {(r.label, r.principal) for r in records})
         known = self._served_labels(record.served_before)
         approved = self.store.approved_labels()
@@ -321,7 +323,12 @@ class Trainer:
                 )
         records = [r for r in records if r.label not in waiting]
         labels = sorted({r.label for r in records})
-        record.dataset = {"waiting": dict(sorted(waiting.items()))}
+        # Samples whose labelers disagree train no class until one withdraws or an admin
+        # clears them (current_labels leaves them out); the record says how many.
+        record.dataset = {
+            "waiting": dict(sorted(waiting.items())),
+            "conflicting_samples": self.store.conflicting_samples(**whose),
+        }
         if len(labels) < 2:
             waits = "; ".join(f"{label}: {why}" for label, why in sorted(waiting.items()))
             raise NotEnoughData(

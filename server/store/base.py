@@ -17,6 +17,9 @@ from tlserve.server.store.labels import in_holdout
 # The label a retraction stores (a real label is never empty): the sample's newest label
 # is then none, so it leaves training and live accuracy; its history keeps both rows.
 RETRACTED = ""
+# The source of an admin's retraction that clears every label of a sample (a retraction
+# row's label is RETRACTED, which no client can send, so no client can forge one).
+CLEARED = "retract-all"
 
 
 class SuggestStrategy(StrEnum):
@@ -133,7 +136,13 @@ class FeedbackStore(ABC):
         prediction: KeptPrediction | None = None,
         content_id: str | None = None,
     ) -> StoredLabel:
-        """Store the image (content-addressed) and a new label for it; the newest label wins.
+        """Store the image (content-addressed) and `principal`'s label for it.
+
+        Each principal holds its own label on a sample (its newest); the sample's current
+        label is the one they all hold, and a sample whose labelers disagree is in
+        conflict (`conflicting_samples`) and has none until one withdraws or an admin
+        clears it. The result's `previous` is this principal's own earlier label: a
+        labeler never learns another's.
 
         `principal` is who the server authenticated; `source` is what the client says.
         `content_id` identifies the image as the served model sees it (a prediction's own
@@ -147,9 +156,17 @@ class FeedbackStore(ABC):
 
     @abstractmethod
     def retract_label(self, sample_id: str, principal: str, *, any_principal: bool = False) -> str:
-        """Undo a sample's current label (the labeling page's undo); returns it. NotFound
-        when the sample has none; PermissionDenied when another principal gave it, unless
-        `any_principal` (an admin)."""
+        """Undo `principal`'s label on the sample (the labeling page's undo); returns it.
+        Without one of its own: an admin (`any_principal`) clears every label of the
+        sample (returning the newest); anyone else gets PermissionDenied when others hold
+        labels, NotFound when nobody does."""
+
+    @abstractmethod
+    def conflicting_samples(
+        self, *, principals: Sequence[str] = (), exclude_principals: Sequence[str] = ()
+    ) -> int:
+        """Samples whose labelers hold different labels (none of them trains), among the
+        labels of `principals` (all if empty) and not of `exclude_principals`."""
 
     @abstractmethod
     def keep_predictions(self, predictions: Sequence[KeptPrediction]) -> None: ...
@@ -181,8 +198,9 @@ class FeedbackStore(ABC):
         principals: Sequence[str] = (),
         exclude_principals: Sequence[str] = (),
     ) -> list[LabelRecord]:
-        """Each sample's latest label, for samples labeled (again) after `since_seq`;
-        counting only labels by `principals` (all if empty) and not by `exclude_principals`."""
+        """Each sample's current label (the one all its labelers hold; the newest such row),
+        for samples labeled (again) after `since_seq`; counting only labels by `principals`
+        (all if empty) and not by `exclude_principals`."""
 
     @abstractmethod
     def approve_labels(self, labels: Sequence[str], principal: str) -> None:

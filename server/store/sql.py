@@ -22,6 +22,7 @@ from tlserve.server.errors import (
     Unavailable,
 )
 from tlserve.server.store.base import (
+    CLEARED,
     RETRACTED,
     FeedbackStore,
     KeptPrediction,
@@ -346,7 +347,7 @@ class SqlFeedbackStore(FeedbackStore):
                 self._lock_idempotency_key(cursor, idempotency_key)
                 cursor.execute(
                     self._sql(
-                        "SELECT sample_id, label, payload_hash, seq FROM labels "
+                        "SELECT sample_id, label, payload_hash, seq, principal FROM labels "
                         "WHERE idempotency_key = ?"
                     ),
                     (idempotency_key,),
@@ -358,7 +359,9 @@ class SqlFeedbackStore(FeedbackStore):
                             f"idempotency key {idempotency_key!r} was already used for a "
                             "different submission (another image, label or prediction)"
                         )
-                    previous = self._label_before(cursor, existing[0], int(existing[3]))
+                    previous = self._held_label(
+                        cursor, existing[0], existing[4], before_seq=int(existing[3])
+                    )
                     return StoredLabel(existing[0], existing[1], True, previous)
             cursor.execute(
                 self._sql(
@@ -367,15 +370,7 @@ class SqlFeedbackStore(FeedbackStore):
                 ),
                 (sample_id, image, now),
             )
-            cursor.execute(
-                self._sql(
-                    "SELECT label FROM labels WHERE sample_id = ? AND model = ? "
-                    "ORDER BY seq DESC LIMIT 1"
-                ),
-                (sample_id, self.model),
-            )
-            row = cursor.fetchone()
-            previous = row[0] if row and row[0] != RETRACTED else None
+            previous = self._held_label(cursor, sample_id, principal)
             cursor.execute(
                 self._sql(
                     "INSERT INTO labels (model, sample_id, label, source, principal, "
@@ -407,46 +402,117 @@ class SqlFeedbackStore(FeedbackStore):
                 )
         return StoredLabel(sample_id, label, False, previous)
 
-    def _label_before(self, cursor: Cursor, sample_id: str, seq: int) -> str | None:
+    def _held_label(
+        self, cursor: Cursor, sample_id: str, principal: str, *, before_seq: int | None = None
+    ) -> str | None:
+        """The label `principal` holds on the sample (as of just before `before_seq`):
+        its newest, unless retracted or cleared by an admin since."""
+        bound, params = ("AND seq < ? ", (before_seq,)) if before_seq is not None else ("", ())
         cursor.execute(
             self._sql(
-                "SELECT label FROM labels WHERE sample_id = ? AND model = ? AND seq < ? "
-                "ORDER BY seq DESC LIMIT 1"
+                "SELECT label, seq FROM labels WHERE sample_id = ? AND model = ? AND "
+                f"principal = ? {bound}ORDER BY seq DESC LIMIT 1"
             ),
-            (sample_id, self.model, seq),
+            (sample_id, self.model, principal, *params),
         )
         row = cursor.fetchone()
-        return row[0] if row and row[0] != RETRACTED else None
+        if row is None or row[0] == RETRACTED:
+            return None
+        cleared = self._cleared_seq(cursor, sample_id)
+        return None if cleared > int(row[1]) else str(row[0])
+
+    def _cleared_seq(self, cursor: Cursor, sample_id: str) -> int:
+        """The seq of the sample's newest clearing by an admin (0: never cleared)."""
+        cursor.execute(
+            self._sql(
+                "SELECT COALESCE(MAX(seq), 0) FROM labels WHERE sample_id = ? AND model = ? "
+                "AND label = ? AND source = ?"
+            ),
+            (sample_id, self.model, RETRACTED, CLEARED),
+        )
+        return int(cursor.fetchone()[0])
 
     def retract_label(self, sample_id: str, principal: str, *, any_principal: bool = False) -> str:
         with self._write() as cursor:
             self._lock_sample(cursor, sample_id)
-            cursor.execute(
-                self._sql(
-                    "SELECT label, principal FROM labels WHERE sample_id = ? AND model = ? "
-                    "ORDER BY seq DESC LIMIT 1"
-                ),
-                (sample_id, self.model),
-            )
-            row = cursor.fetchone()
-            if row is None:
-                raise NotFound(f"sample {sample_id[:16]}... has no label to retract")
-            label, labeled_by = row
-            if label == RETRACTED:
-                raise NotFound(f"the label of sample {sample_id[:16]}... was retracted already")
-            if labeled_by != principal and not any_principal:
+            own = self._held_label(cursor, sample_id, principal)
+            others = [
+                (label, by)
+                for _, label, by in self._held_labels(cursor, sample_id)
+                if by != principal
+            ]
+            if own is not None:
+                source, retracted = "retract", own
+            elif others and any_principal:
+                source, retracted = CLEARED, others[-1][0]
+            elif others:
                 raise PermissionDenied(
-                    f"the label of sample {sample_id[:16]}... was given by {labeled_by}; only "
-                    "its labeler or an admin may retract it"
+                    f"the label of sample {sample_id[:16]}... was given by "
+                    f"{', '.join(sorted({by for _, by in others}))}; only its labeler or an "
+                    "admin may retract it"
+                )
+            else:
+                raise NotFound(
+                    f"sample {sample_id[:16]}... has no label to retract (never labeled, or "
+                    "retracted already)"
                 )
             cursor.execute(
                 self._sql(
                     "INSERT INTO labels (model, sample_id, label, source, principal, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?)"
                 ),
-                (self.model, sample_id, RETRACTED, "retract", principal, time.time()),
+                (self.model, sample_id, RETRACTED, source, principal, time.time()),
             )
-        return str(label)
+        return retracted
+
+    def _held_labels(self, cursor: Cursor, sample_id: str) -> list[tuple[int, str, str]]:
+        """(seq, label, principal) of every label held on one sample, oldest first."""
+        held, params = self._held_sql("WHERE model = ? AND sample_id = ?", (self.model, sample_id))
+        cursor.execute(
+            self._sql(
+                f"SELECT held.seq, held.label, held.principal FROM ({held}) held ORDER BY held.seq"
+            ),
+            params,
+        )
+        return [(int(seq), str(label), str(by)) for seq, label, by in cursor.fetchall()]
+
+    def _held_sql(self, where: str, params: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+        """Every label a principal holds on a sample: each principal's newest row of the
+        sample (among those `where` selects), unless it is a retraction or an admin
+        cleared the sample after it. A query and its parameters."""
+        return (
+            "SELECT mine.seq, mine.sample_id, mine.label, mine.principal FROM labels mine "
+            "JOIN (SELECT sample_id, principal, MAX(seq) AS seq FROM labels "
+            f"{where} GROUP BY sample_id, principal) latest ON latest.seq = mine.seq "
+            "WHERE mine.label <> ? AND NOT EXISTS (SELECT 1 FROM labels cleared "
+            "WHERE cleared.sample_id = mine.sample_id AND cleared.model = mine.model AND "
+            "cleared.label = ? AND cleared.source = ? AND cleared.seq > mine.seq)",
+            (*params, RETRACTED, RETRACTED, CLEARED),
+        )
+
+    def _agreed_sql(self, where: str, params: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+        """The seq of each sample's current label: the newest of the labels held on it,
+        when they all agree. A sample whose holders disagree is in conflict: it has none."""
+        held, params = self._held_sql(where, params)
+        return (
+            f"SELECT MAX(held.seq) AS seq FROM ({held}) held GROUP BY held.sample_id "
+            "HAVING COUNT(DISTINCT held.label) = 1",
+            params,
+        )
+
+    def conflicting_samples(
+        self, *, principals: Sequence[str] = (), exclude_principals: Sequence[str] = ()
+    ) -> int:
+        held, params = self._held_sql(*self._labels_by(principals, exclude_principals))
+        with self._read() as cursor:
+            cursor.execute(
+                self._sql(
+                    f"SELECT COUNT(*) FROM (SELECT held.sample_id FROM ({held}) held "
+                    "GROUP BY held.sample_id HAVING COUNT(DISTINCT held.label) > 1) disputed"
+                ),
+                params,
+            )
+            return int(cursor.fetchone()[0])
 
     def keep_predictions(self, predictions: Sequence[KeptPrediction]) -> None:
         if not predictions:
@@ -524,6 +590,23 @@ class SqlFeedbackStore(FeedbackStore):
         principals: Sequence[str] = (),
         exclude_principals: Sequence[str] = (),
     ) -> list[LabelRecord]:
+        agreed, query_params = self._agreed_sql(*self._labels_by(principals, exclude_principals))
+        with self._read() as cursor:
+            cursor.execute(
+                self._sql(
+                    f"SELECT {_LABEL_COLUMNS} FROM labels l JOIN ({agreed}) agreed "
+                    "ON agreed.seq = l.seq WHERE l.seq > ? ORDER BY l.seq"
+                ),
+                (*query_params, since_seq),
+            )
+            rows = cursor.fetchall()
+        return [_label_record(row) for row in rows]
+
+    def _labels_by(
+        self, principals: Sequence[str], exclude_principals: Sequence[str]
+    ) -> tuple[str, tuple[Any, ...]]:
+        """A WHERE clause and its parameters: this model's labels, by `principals` (all if
+        empty) and not by `exclude_principals`."""
         conditions, params = ["model = ?"], [self.model]
         if principals:
             conditions.append(f"principal IN ({', '.join('?' * len(principals))})")
@@ -531,19 +614,7 @@ class SqlFeedbackStore(FeedbackStore):
         if exclude_principals:
             conditions.append(f"principal NOT IN ({', '.join('?' * len(exclude_principals))})")
             params.extend(exclude_principals)
-        where = f"WHERE {' AND '.join(conditions)} "
-        with self._read() as cursor:
-            cursor.execute(
-                self._sql(
-                    f"SELECT {_LABEL_COLUMNS} FROM labels l "
-                    "JOIN (SELECT sample_id, MAX(seq) AS seq FROM labels "
-                    f"{where}GROUP BY sample_id) latest ON latest.seq = l.seq "
-                    "WHERE l.seq > ? AND l.label <> ? ORDER BY l.seq"
-                ),
-                (*params, since_seq, RETRACTED),
-            )
-            rows = cursor.fetchall()
-        return [_label_record(row) for row in rows]
+        return f"WHERE {' AND '.join(conditions)} ", tuple(params)
 
     def label_history(self, sample_id: str) -> list[LabelRecord]:
         with self._read() as cursor:
@@ -583,14 +654,14 @@ class SqlFeedbackStore(FeedbackStore):
             return int(cursor.fetchone()[0])
 
     def labels_added_since(self, created_at: float) -> int:
+        agreed, params = self._agreed_sql("WHERE model = ? ", (self.model,))
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
-                    "SELECT COUNT(*) FROM labels l JOIN (SELECT sample_id, MAX(seq) AS seq "
-                    "FROM labels WHERE model = ? GROUP BY sample_id) latest "
-                    "ON latest.seq = l.seq WHERE l.label <> ? AND l.created_at >= ?"
+                    f"SELECT COUNT(*) FROM labels l JOIN ({agreed}) agreed "
+                    "ON agreed.seq = l.seq WHERE l.created_at >= ?"
                 ),
-                (self.model, RETRACTED, created_at),
+                (*params, created_at),
             )
             return int(cursor.fetchone()[0])
 
