@@ -271,6 +271,16 @@ def labels_added_since(timestamp: float, *, model: str = "") -> Call[int]:
     )
 
 
+def conflicting_samples(*, model: str = "") -> Call[int]:
+    """How many samples the model's labelers disagree on (each principal holds its own
+    label): they train no class until one side retracts or an admin clears them."""
+    return Call(
+        "ListLabels",
+        pb.ListLabelsRequest(model=model),
+        lambda response: int(response.conflicting_samples),
+    )
+
+
 def retract_label(sample_id: str, *, model: str = "") -> Call[str]:
     """Undo a sample's current label (yours, or anyone's as an admin); returns that label."""
     return Call(

@@ -322,6 +322,12 @@ def _labels(client: TlserveClient, args: argparse.Namespace) -> int:
         waiting = f" ({count.labelers_needed} more labelers)" if count.labelers_needed else ""
         print(f"{count.samples:>8} {count.holdout:>8}  {count.status:<12} {count.label}{waiting}")
     print(f"{sum(c.samples for c in counts):>8} samples in all")
+    disputed = client.conflicting_samples(model=args.model)
+    if disputed:
+        print(
+            f"{disputed:>8} samples disputed: their labelers disagree, so they train no class "
+            "until one retracts its label or an admin clears them (RetractLabel)"
+        )
     return 0
 
 

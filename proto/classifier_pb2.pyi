@@ -237,14 +237,16 @@ class LabelCount(_message.Message):
     def __init__(self, label: _Optional[str] = ..., samples: _Optional[int] = ..., holdout: _Optional[int] = ..., status: _Optional[str] = ..., images_needed: _Optional[int] = ..., labelers_needed: _Optional[int] = ...) -> None: ...
 
 class ListLabelsResponse(_message.Message):
-    __slots__ = ("labels", "total_samples", "labels_added")
+    __slots__ = ("labels", "total_samples", "labels_added", "conflicting_samples")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     LABELS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTING_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[LabelCount]
     total_samples: int
     labels_added: int
-    def __init__(self, labels: _Optional[_Iterable[_Union[LabelCount, _Mapping]]] = ..., total_samples: _Optional[int] = ..., labels_added: _Optional[int] = ...) -> None: ...
+    conflicting_samples: int
+    def __init__(self, labels: _Optional[_Iterable[_Union[LabelCount, _Mapping]]] = ..., total_samples: _Optional[int] = ..., labels_added: _Optional[int] = ..., conflicting_samples: _Optional[int] = ...) -> None: ...
 
 class RetractLabelRequest(_message.Message):
     __slots__ = ("sample_id", "model")

@@ -109,6 +109,8 @@ class LabelSuggestion:
 @dataclass(frozen=True, slots=True)
 class LabelOverview:
     labels: list[LabelInfo]
+    # Samples whose labelers disagree: in no label's count, training none.
+    conflicting_samples: int = 0
     # Samples whose current label was given at or after the time asked (when asked).
     added: int | None = None
 
@@ -387,13 +389,14 @@ class ServingCore:
         self._admit(caller, Role.LABEL, model)
         feedback = self.feedback(model)
         if added_after is None:
-            return LabelOverview(await feedback.labels())
+            labels, conflicts = await asyncio.gather(feedback.labels(), feedback.conflicts())
+            return LabelOverview(labels, conflicts)
         if not math.isfinite(added_after):
             raise InvalidInput(f"added_after must be a time in unix seconds, got {added_after}")
-        labels, added = await asyncio.gather(
-            feedback.labels(), feedback.labels_added_since(added_after)
+        labels, conflicts, added = await asyncio.gather(
+            feedback.labels(), feedback.conflicts(), feedback.labels_added_since(added_after)
         )
-        return LabelOverview(labels, added)
+        return LabelOverview(labels, conflicts, added)
 
     async def retract_label(self, caller: Presented, sample_id: str, model: str = "") -> Retraction:
         """Undo a sample's current label for a model: its labeler may, and an admin may

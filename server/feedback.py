@@ -293,6 +293,10 @@ class FeedbackService:
             infos.append(LabelInfo(label, samples, holdout, status, needed))
         return infos
 
+    async def conflicts(self) -> int:
+        """Samples whose labelers disagree."""
+        return await asyncio.to_thread(self.store.conflicting_samples)
+
     async def labels_added_since(self, created_at: float) -> int:
         return await asyncio.to_thread(self.store.labels_added_since, created_at)
 

@@ -14,7 +14,15 @@ import pytest
 from PIL import Image
 
 from examples.colour_model import publish_colour_version
-from tests.support import ADMIN, LABEL, PREDICT, ServerThread, label_samples, solid_image
+from tests.support import (
+    ADMIN,
+    LABEL,
+    PREDICT,
+    ServerThread,
+    label_samples,
+    solid_image,
+    tlserve,
+)
 from tlserve.clients import TlserveClient, errors
 from tlserve.server.registry import Registry
 
@@ -216,6 +224,9 @@ def test_a_relabel_by_another_principal_keeps_both_and_flags_the_conflict(
             assert store.current_labels() == [], "a disputed sample trains nobody"
             assert store.conflicting_samples() == 1
             assert label_samples(a.list_labels()) == {}
+            assert a.conflicting_samples() == 1
+            shown = tlserve("--token", alice, "labels", target=server.target)
+            assert "1 samples disputed" in shown.stdout, shown.stdout + shown.stderr
             # A withdraws: B's label stands alone.
             assert a.retract_label(first.sample_id) == "red"
             assert [(r.label, r.principal) for r in store.current_labels()] == [

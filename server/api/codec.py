@@ -132,6 +132,7 @@ def labels_response(overview: LabelOverview) -> pb.ListLabelsResponse:
             for info in labels
         ],
         total_samples=sum(info.samples for info in labels),
+        conflicting_samples=overview.conflicting_samples,
     )
     if overview.added is not None:
         response.labels_added = overview.added

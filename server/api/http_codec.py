@@ -343,6 +343,7 @@ def labels_response(overview: LabelOverview) -> dict[str, Any]:
             for info in labels
         ],
         "total_samples": sum(info.samples for info in labels),
+        "conflicting_samples": overview.conflicting_samples,
     }
     if overview.added is not None:
         document["labels_added"] = overview.added
