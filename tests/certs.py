@@ -92,7 +92,8 @@ class Authority:
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         start = NOW - datetime.timedelta(days=10 if expired else 1)
-        end = NOW - datetime.timedelta(days=1) if expired else NOW + datetime.timedelta(days=7)
+        # Valid for a month: the server warns about a certificate within 7 days of expiry.
+        end = NOW - datetime.timedelta(days=1) if expired else NOW + datetime.timedelta(days=30)
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))

@@ -5,8 +5,10 @@ a server without them. Each refusal is checked on both protocols with its status
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
+import logging
 import os
 import shutil
 import ssl
@@ -19,6 +21,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -42,6 +48,7 @@ from tlserve.proto import classifier_pb2_grpc as pb_grpc
 from tlserve.server.app import TlserveServer
 from tlserve.server.registry import Registry
 from tlserve.server.security.setup import InsecureExposure
+from tlserve.server.security.validity import NotACertificate, first_certificate_validity
 from tlserve.server.settings import ServerSettings
 
 RED_BASE64 = base64.b64encode(solid_image("red")).decode()
@@ -534,3 +541,59 @@ def test_errors_never_show_server_paths(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert messages and not any(str(tmp_path) in m or "/tmp/" in m for m in messages), messages
+
+
+def test_an_expired_server_certificate_is_warned_about_at_start(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server whose certificate had expired started silently; every client then failed
+    its handshake with nothing in the server's log to say why."""
+    caplog.set_level(logging.WARNING, logger="tlserve.server.security.tls")
+    for certificate, said in (
+        (pki.server, None),
+        (pki.ca.server("old", expired=True), "expired on"),
+    ):
+        caplog.clear()
+        server = serve_colour_model(
+            tmp_path / certificate.cert.stem,
+            tls_cert_file=certificate.cert,
+            tls_key_file=certificate.key,
+            admin_tokens=ADMIN,
+        )
+        server.stop()
+        warnings = [r.getMessage() for r in caplog.records if "TLS certificate" in r.getMessage()]
+        if said is None:
+            assert warnings == []
+        else:
+            assert (
+                len(warnings) == 1 and said in warnings[0] and str(certificate.cert) in warnings[0]
+            )
+
+
+@pytest.mark.parametrize("years", [1, 40])
+def test_certificate_validity_is_read_as_x509_says(tmp_path: Path, years: int) -> None:
+    """UTCTime (before 2050) and GeneralizedTime (from 2050) both, checked against the
+    cryptography package's own reading."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
+    start = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=365 * years))
+        .sign(key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    validity = first_certificate_validity(pem + pem)  # a chain: the first one counts
+    assert validity.not_before == certificate.not_valid_before_utc
+    assert validity.not_after == certificate.not_valid_after_utc
+    assert validity.problem(start + datetime.timedelta(days=1)) is None
+    assert "expired" in (
+        validity.problem(certificate.not_valid_after_utc + datetime.timedelta(1)) or ""
+    )
+    with pytest.raises(NotACertificate):
+        first_certificate_validity(b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----")

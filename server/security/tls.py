@@ -10,6 +10,7 @@ rotation is logged and the previous material stays.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import ssl
@@ -24,6 +25,7 @@ from typing import Any
 import grpc
 
 from tlserve.server.security.errors import SecurityConfigError
+from tlserve.server.security.validity import NotACertificate, first_certificate_validity
 from tlserve.server.security.watched import WatchedFile
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class TlsFiles:
         self._lock = threading.Lock()
         self.material = self._read()
         self._context = self._ssl_context(self.material)
+        self._warn_if_invalid(self.material)
         self.generation = 0
 
     @property
@@ -86,7 +89,26 @@ class TlsFiles:
             self.material, self._context = candidate, context
             self.generation += 1
             log.info("TLS certificate reloaded (generation %d)", self.generation)
+            self._warn_if_invalid(candidate)
             return True
+
+    def _warn_if_invalid(self, material: TlsMaterial) -> None:
+        """A certificate clients will refuse (expired, not yet valid) or soon will: said
+        at start and on every reload, since the server still serves it."""
+        path = self._files[0].path
+        try:
+            validity = first_certificate_validity(material.certificate_chain)
+        except NotACertificate as exc:
+            log.warning("cannot read the validity of the TLS certificate %s: %s", path, exc)
+            return
+        problem = validity.problem(datetime.datetime.now(datetime.UTC))
+        if problem is not None:
+            log.warning(
+                "the TLS certificate %s %s: clients verifying it refuse to connect once it is "
+                "not valid; replace the file (it is re-read without a restart)",
+                path,
+                problem,
+            )
 
     def ssl_context(self) -> ssl.SSLContext:
         """For the HTTP listener: each handshake switches to the newest context."""
