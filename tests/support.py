@@ -293,6 +293,8 @@ class Load:
     retries: int = 0
     plain: bool = False
     codes: Counter[str] = field(default_factory=Counter)
+    # The first few answers other than OK and UNAVAILABLE, with what they said.
+    surprises: list[str] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -332,6 +334,8 @@ class Load:
                         getattr(client.stub, call.method)(call.request, timeout=30)
                 except grpc.RpcError as error:
                     code = errors.from_rpc_error(error).status.name
+                    if code != "UNAVAILABLE" and len(self.surprises) < 5:
+                        self.surprises.append(f"{call.method}: {code}: {error.details()}")
                 with self._lock:
                     self.codes[code] += 1
                 if code != "OK":

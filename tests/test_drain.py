@@ -50,7 +50,7 @@ def test_sigterm_under_load_refuses_only_with_unavailable(tmp_path: Path, store:
             time.sleep(0.3)  # the clients meet the closed port too
             codes = load.stop()
         assert served_before > 20, codes
-        assert set(codes) <= {"OK", "UNAVAILABLE"}, (round_, codes)
+        assert set(codes) <= {"OK", "UNAVAILABLE"}, (round_, codes, load.surprises)
         assert codes["UNAVAILABLE"] > 0, codes  # the load outlived the server
         # The server waits for admitted work, not for the clients to go quiet.
         assert drained < GRACE_SECONDS / 2, (drained, server.output()[-3000:])
@@ -86,7 +86,7 @@ def test_sigterm_loses_nothing_for_retrying_clients(tmp_path: Path, store: str) 
         codes = load.stop()
         watching.set()
         watcher.join(10)
-    assert set(codes) == {"OK"}, codes
+    assert set(codes) == {"OK"}, (codes, load.surprises)
     states = [state for _, state in seen]
     assert "NOT_SERVING" in states, Counter(states)
     first_not_serving = states.index("NOT_SERVING")
