@@ -152,6 +152,37 @@ def test_unlabeled_predictions_by_uncertainty(store: FeedbackStore) -> None:
         store.unlabeled_predictions("chaos", 1)  # type: ignore[arg-type]
 
 
+def test_unlabeled_predictions_page_past_labeled_ones(store: FeedbackStore) -> None:
+    """The most uncertain 150 of 200 kept predictions are labeled, 100 by their prediction
+    id and 50 by an image of the same content: the next 20 come from past the first pages,
+    in order, none labeled and none twice."""
+    kept = [
+        prediction(f"p{i:03d}", [0.34 + i / 1000, 0.33, 0.33 - i / 1000], seed=i)
+        for i in range(200)
+    ]
+    store.keep_predictions(kept)
+    for item in kept[:100]:
+        store.add_label(
+            principal="t",
+            image=item.prediction_id.encode(),
+            label="cat",
+            source="s",
+            prediction=item,
+        )
+    for item in kept[100:150]:
+        store.add_label(
+            principal="t",
+            image=item.pixels.tobytes(),
+            label="cat",
+            source="s",
+            content_id=item.content,
+        )
+    chosen = [p.prediction_id for p in store.unlabeled_predictions("margin", 20)]
+    assert chosen == [f"p{i:03d}" for i in range(150, 170)]
+    everything = store.unlabeled_predictions("least_confidence", 1000, with_pixels=False)
+    assert sorted(p.prediction_id for p in everything) == [f"p{i:03d}" for i in range(150, 200)]
+
+
 def test_features_cache(store: FeedbackStore) -> None:
     vectors = {f"s{i}": np.full(4, i, dtype=np.float32) for i in range(3)}
     store.put_features("bb", vectors)

@@ -70,6 +70,13 @@ class PostgresFeedbackStore(SqlFeedbackStore):
         # Replicas starting together must not both apply a migration.
         cursor.execute("SELECT pg_advisory_xact_lock(7319001)")
 
+    def _hash_anti_joins(self, cursor: Cursor) -> None:
+        # Kept predictions against labels: for tables PostgreSQL has no statistics for (a
+        # fresh deployment; autovacuum off) it estimated ~50 rows each and chose a nested
+        # loop that rescanned every label per prediction: 22 s for 8,000 predictions,
+        # against 30 ms as a hash anti-join.
+        cursor.execute("SET LOCAL enable_nestloop = off")
+
     @contextmanager
     def _read_transaction(self) -> Iterator[Cursor]:
         with self.pool.connection() as connection, connection.transaction():

@@ -570,6 +570,7 @@ class SqlFeedbackStore(FeedbackStore):
         version_filter = "AND p.model_version = ? " if model_version else ""
         columns = _PREDICTION_COLUMNS if with_pixels else _PREDICTION_COLUMNS_NO_PIXELS
         with self._read() as cursor:
+            self._hash_anti_joins(cursor)
             cursor.execute(
                 self._sql(
                     f"SELECT {columns} FROM predictions p WHERE p.model = ? AND NOT EXISTS "
@@ -582,6 +583,10 @@ class SqlFeedbackStore(FeedbackStore):
             )
             rows = cursor.fetchall()
         return [_prediction_from_row(row) for row in rows]
+
+    def _hash_anti_joins(self, cursor: Cursor) -> None:
+        """Make the rest of this read transaction's anti-joins hash (or merge) joins, where
+        the dialect's planner might otherwise choose a nested loop over a scan."""
 
     def current_labels(
         self,
