@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import logging
 import socket
 import time
 import zlib
@@ -307,3 +308,32 @@ def test_a_body_that_trickles_in_is_refused_in_time(small_bodies: ServerThread) 
     # The same body sent at once is served.
     served = send(small_bodies, "POST", "/v1/predict", image, [("Content-Type", "image/png")])
     assert served[0] == 200, served[2][:300]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /v1/labels HTTP/1.1\r\nHost: t\r\nX-A: a\x7fb\r\n\r\n",  # DEL in a header
+        b"GET /v1/la bels HTTP/1.1\r\nHost: t\r\n\r\n",  # a bad request line
+    ],
+)
+def test_a_request_the_http_parser_refuses_is_one_log_line(
+    small_bodies: ServerThread, caplog: pytest.LogCaptureFixture, raw: bytes
+) -> None:
+    """aiohttp refuses these before any route (400, its own plain-text body) and logged
+    each with a traceback at ERROR: a flood of malformed requests was a flood of
+    tracebacks. Now one INFO line each, saying why."""
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    assert small_bodies.server is not None and small_bodies.server.http_port is not None
+    with socket.create_connection(("127.0.0.1", small_bodies.server.http_port), timeout=10) as s:
+        s.sendall(raw)
+        response = http.client.HTTPResponse(s)
+        response.begin()
+        assert response.status == 400
+    deadline = time.monotonic() + 5
+    while not caplog.records and time.monotonic() < deadline:
+        time.sleep(0.01)
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    assert records[0].levelno == logging.INFO and records[0].exc_info is None
+    assert "refused by the HTTP parser" in records[0].getMessage()

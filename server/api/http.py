@@ -71,6 +71,26 @@ OPEN_METHODS = frozenset(
 )
 
 
+class _OneLineParserRefusals(logging.Filter):
+    """aiohttp logs every request its HTTP parser refuses (a control byte in a header, a
+    malformed request line) at ERROR with a traceback, and answers it itself (400, plain
+    text) before any route: a flood of malformed requests was a flood of tracebacks.
+    Such records become one INFO line saying why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = record.exc_info[1] if record.exc_info else None
+        if isinstance(refused, HttpProcessingError):
+            reason = " ".join(str(refused.message).split())
+            record.msg = f"{record.msg}: refused by the HTTP parser: %s"
+            record.args = (*(record.args or ()), quoted(reason, 160))  # type: ignore[misc]
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_PARSER_LOG = logging.getLogger("aiohttp.server")
+
+
 class HttpApi:
     def __init__(
         self,
@@ -102,6 +122,8 @@ class HttpApi:
         shutdown_seconds: float,
         ssl_context: ssl.SSLContext | None = None,
     ) -> int:
+        if not any(isinstance(f, _OneLineParserRefusals) for f in _PARSER_LOG.filters):
+            _PARSER_LOG.addFilter(_OneLineParserRefusals())
         runner = web.AppRunner(
             self.app,
             access_log=None,
