@@ -116,7 +116,7 @@ def stream_many_items(target: str) -> str:
 
 
 def http_json_at_the_limit(http: str) -> str:
-    return http_json_many_elements(http, 1_600_000)  # 8 MB: just under max_json_bytes
+    return http_json_many_elements(http, 800_000)  # 4 MB: just under max_json_bytes
 
 
 def http_json_many_elements(http: str, count: int = 6_000_000) -> str:
@@ -239,7 +239,7 @@ CASES: dict[str, tuple[int, Callable[[], Send]]] = {
     "Predict, 4M one-byte images": (1, ready(predict_many_tiny_images)),
     "StreamFeedback, 1M items": (1, ready(stream_many_items)),
     "HTTP infer, JSON with 6M elements (30 MB)": (1, ready(http_json_many_elements)),
-    "HTTP infer, JSON with 1.6M elements (8 MB)": (1, ready(http_json_at_the_limit)),
+    "HTTP infer, JSON with 800K elements (4 MB)": (1, ready(http_json_at_the_limit)),
     "HTTP predict, multipart 24 parts of 60 MB, chunked": (1, http_multipart_parts),
     "HTTP predict, 1 MB of gzip inflating to 1 GB": (1, http_gzip_bomb),
     "HTTP predict, gzip bomb inside a multipart part": (1, http_gzip_bomb_in_a_part),

@@ -314,9 +314,11 @@ class ServerSettings(DeploymentSettings):
     """Longest time an HTTP request body may take to arrive (408 after it): a slow sender
     holds a connection and a buffer for as long as the server waits."""
 
-    max_json_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_json_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     """Largest JSON part of an HTTP inference request: JSON tensor elements cost far more
-    to parse than their bytes suggest; larger tensors go as binary data."""
+    to parse than their bytes suggest, and Python's JSON parser holds the interpreter for
+    the whole parse (about 11 ms per MB), so every other request waits; larger tensors go
+    as binary data."""
 
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     """Largest decoded image (width x height) accepted; larger ones are refused before decoding."""
