@@ -83,6 +83,7 @@ def _predict_result(response: pb.PredictResponse) -> PredictResult:
         predictions=tuple(
             Prediction(p.prediction_id, _classifications(p.top)) for p in response.predictions
         ),
+        label_count=response.label_count,
     )
 
 

@@ -384,7 +384,9 @@ def _predict(client: TlserveClient, args: argparse.Namespace) -> int:
         ]
         print(json.dumps({"model_version": result.model_version, "predictions": rows}, indent=2))
         return 0
-    print(f"model version {result.model_version}")
+    shown = max((len(p.top) for p in result.predictions), default=0)
+    every = ", all shown" if result.label_count and shown == result.label_count else ""
+    print(f"model version {result.model_version} ({result.label_count} labels{every})")
     for path, prediction in zip(args.images, result.predictions, strict=True):
         labels = "  ".join(f"{c.label} {c.score:.3f}" for c in prediction.top)
         print(f"{path}: {labels}  (id {prediction.prediction_id})")

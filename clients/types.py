@@ -36,6 +36,9 @@ class Prediction:
 class PredictResult:
     model_version: str
     predictions: tuple[Prediction, ...]
+    # How many labels the answering version has (every prediction's `top` holds at most
+    # this many); 0 from a server older than this field.
+    label_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,13 +164,15 @@ class PredictionService:
         )
 
     def _resolve_top_k(self, top_k: int, model: LoadedModel) -> int:
+        """0: the default; more than the version has: all of them (the answer says how
+        many there are)."""
         count = len(model.labels)
-        if top_k < 0 or top_k > count:
+        if top_k < 0:
             raise InvalidInput(
-                f"top_k={top_k} is out of range: version {model.version} has {count} labels; "
-                f"accepted 1..{count}, or 0 for the default ({min(self.default_top_k, count)})"
+                f"top_k={top_k} is out of range: accepted 1 or more (version {model.version} "
+                f"has {count} labels), or 0 for the default ({min(self.default_top_k, count)})"
             )
-        return top_k or min(self.default_top_k, count)
+        return min(top_k or self.default_top_k, count)
 
     async def _prepare_all(
         self, images: Sequence[ImageInput], model: LoadedModel

@@ -229,13 +229,6 @@ CALLS = {
         400,
         "accepted formats: JPEG, PNG, WebP, BMP",
     ),
-    "top_k beyond the labels": Call(
-        lambda s: s.Predict(pb.PredictRequest(images=[pb.Image(encoded=RED)], top_k=99)),
-        lambda u: _predict_http(u, [RED], "?top_k=99"),
-        INVALID,
-        400,
-        "top_k=99 is out of range",
-    ),
     "too many images": Call(
         lambda s: s.Predict(pb.PredictRequest(images=[pb.Image(encoded=RED)] * (MAX_IMAGES + 1))),
         lambda u: _predict_http(u, [RED] * (MAX_IMAGES + 1)),

@@ -203,6 +203,7 @@ def suggestions_response(suggestions: Sequence[LabelSuggestion]) -> pb.SuggestLa
 def predict_response(result: PredictResult) -> pb.PredictResponse:
     return pb.PredictResponse(
         model_version=result.version,
+        label_count=len(result.labels),
         predictions=[
             pb.Prediction(prediction_id=p.prediction_id, top=_label_scores(p.top))
             for p in result.predictions

@@ -289,6 +289,7 @@ def _scores(scores: Sequence[LabelScore]) -> list[dict[str, Any]]:
 def predict_response(result: PredictResult) -> dict[str, Any]:
     return {
         "model_version": result.version,
+        "label_count": len(result.labels),
         "predictions": [
             {"prediction_id": p.prediction_id, "top": _scores(p.top)} for p in result.predictions
         ],
