@@ -246,7 +246,8 @@ def stream_feedback(
                 f"after the server stored {response.accepted} of the {index} items before it"
             )
         errors = tuple((r.index, r.error_code, r.error) for r in response.results if not r.accepted)
-        return StreamReceipt(response.accepted, response.rejected, errors)
+        duplicates = sum(r.duplicate for r in response.results)
+        return StreamReceipt(response.accepted, response.rejected, errors, duplicates)
 
     return Call("StreamFeedback", messages(), read, timeout=timeout)
 

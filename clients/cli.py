@@ -223,7 +223,7 @@ def _feedback(client: TlserveClient, args: argparse.Namespace) -> int:
     missing = [str(row.path) for row in items if not row.prediction_id and not row.path.is_file()]
     if missing:
         raise ValueError(f"no such file: {', '.join(missing[:5])}")
-    accepted, errors = 0, []
+    accepted, resent, errors = 0, 0, []
     for start in range(0, len(items), STREAM_CHUNK):
         chunk = items[start : start + STREAM_CHUNK]
         receipt = client.stream_feedback(
@@ -231,6 +231,7 @@ def _feedback(client: TlserveClient, args: argparse.Namespace) -> int:
             timeout=max(60.0, args.timeout),
         )
         accepted += receipt.accepted
+        resent += receipt.duplicates
         expired = [
             chunk[index]
             for index, code, _ in receipt.errors
@@ -245,6 +246,7 @@ def _feedback(client: TlserveClient, args: argparse.Namespace) -> int:
                 timeout=max(60.0, args.timeout),
             )
             accepted += retry.accepted
+            resent += retry.duplicates
             errors += [(expired[index].path, code, why) for index, code, why in retry.errors]
         errors += [
             (chunk[index].path, code, reason)
@@ -255,7 +257,8 @@ def _feedback(client: TlserveClient, args: argparse.Namespace) -> int:
     sys.stderr.write("\n")
     for path, code, reason in errors:
         print(f"{path}: {code}: {reason}", file=sys.stderr)
-    print(f"{accepted} labels stored, {len(errors)} rejected")
+    before = f", {resent} stored before (sent again)" if resent else ""
+    print(f"{accepted - resent} labels stored{before}, {len(errors)} rejected")
     return 1 if errors else 0
 
 

@@ -71,6 +71,8 @@ class StreamReceipt:
     accepted: int
     rejected: int
     errors: tuple[tuple[int, str, str], ...]  # (item index, status name, reason)
+    # Of the accepted: items whose idempotency key was stored before (resent).
+    duplicates: int = 0
 
 
 @dataclass(frozen=True, slots=True)

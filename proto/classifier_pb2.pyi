@@ -191,18 +191,20 @@ class SubmitFeedbackResponse(_message.Message):
     def __init__(self, sample_id: _Optional[str] = ..., label: _Optional[str] = ..., duplicate: bool = ..., previous_label: _Optional[str] = ...) -> None: ...
 
 class FeedbackItemResult(_message.Message):
-    __slots__ = ("index", "accepted", "sample_id", "error_code", "error")
+    __slots__ = ("index", "accepted", "sample_id", "error_code", "error", "duplicate")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     index: int
     accepted: bool
     sample_id: str
     error_code: str
     error: str
-    def __init__(self, index: _Optional[int] = ..., accepted: bool = ..., sample_id: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    duplicate: bool
+    def __init__(self, index: _Optional[int] = ..., accepted: bool = ..., sample_id: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., duplicate: bool = ...) -> None: ...
 
 class StreamFeedbackResponse(_message.Message):
     __slots__ = ("accepted", "rejected", "results")

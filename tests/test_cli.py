@@ -54,7 +54,12 @@ def test_status_and_labels_as_text_and_json(served: ServerThread, tmp_path: Path
     assert document["training"]["state"] == "unknown" and document["training"]["stale"]
     red = tmp_path / "red.png"
     red.write_bytes(solid_image("red"))
-    assert tlserve("feedback", str(red), "--label", "red", target=served.target).returncode == 0
+    first = tlserve("feedback", str(red), "--label", "red", target=served.target)
+    assert first.returncode == 0 and "1 labels stored, 0 rejected" in first.stdout
+    # The same file and label again: its idempotency key was stored; nothing new is.
+    again = tlserve("feedback", str(red), "--label", "red", target=served.target)
+    assert again.returncode == 0, again.stderr
+    assert "0 labels stored, 1 stored before (sent again), 0 rejected" in again.stdout
     labels = json.loads(tlserve("labels", "--json", target=served.target).stdout)
     assert [(c["label"], c["samples"]) for c in labels["labels"]] == [("red", 1)]
 

@@ -109,6 +109,7 @@ def stream_feedback_response(results: Sequence[ItemResult]) -> pb.StreamFeedback
         item = response.results.add(index=result.index, accepted=result.error is None)
         if result.stored is not None:
             item.sample_id = result.stored.sample_id
+            item.duplicate = result.stored.duplicate
         if result.error is not None:
             item.error_code = grpc_status_for(result.error).name
             item.error = str(result.error)
