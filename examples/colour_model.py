@@ -9,6 +9,7 @@ the serving demo and the tests before a trained model exists. Needs the `onnx` p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -88,8 +89,10 @@ def publish_colour_version(
     scale: float = 1.0,
     make_current: bool = True,
     parent: str | None = None,
+    card: dict[str, Any] | None = None,
 ) -> str:
-    """A version whose answer for each colour is `answer_for[colour]` (default: itself)."""
+    """A version whose answer for each colour is `answer_for[colour]` (default: itself),
+    with `card` added to its model card."""
     answer_for = answer_for or {c: c for c in COLOURS}
     backbone = publish_backbone(registry, size, scale)
     weights = np.zeros((3, len(labels)), dtype=np.float32)
@@ -101,7 +104,7 @@ def publish_colour_version(
         backbone=backbone,
         head_input="features",
         head_output="probabilities",
-        card={"metrics": {"holdout_accuracy": 1.0}},
+        card={"metrics": {"holdout_accuracy": 1.0}, **(card or {})},
         parent=parent,
     )
     if make_current:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from examples.colour_model import publish_colour_version
 from tests.support import ServerThread, http_call, multipart, solid_image
+from tlserve.clients import TlserveClient
 from tlserve.server.registry import Registry
 
 
@@ -189,3 +190,26 @@ def test_http_requests_are_counted_with_their_protocol(served: ServerThread) -> 
     }
     assert counts[("http", "Predict", "200")] == 1
     assert counts[("http", "Predict", "400")] == 1
+
+
+def test_a_listing_leaves_out_each_versions_training_history(tmp_path: Path) -> None:
+    """GET /v1/models embedded every version's per-epoch history (about 10 KB each) in a
+    list call; it stays in GetModel, and the listing says where it went."""
+    history = {
+        "loss": [1.0 - i / 100 for i in range(100)],
+        "accuracy": [i / 100 for i in range(100)],
+    }
+    registry = Registry.local(tmp_path / "registry")
+    version = publish_colour_version(registry, card={"training": {"seed": 7, "history": history}})
+    server = ServerThread(tmp_path).start()
+    try:
+        listed = http_call(f"{server.http_url}/v1/models").json()["models"][0]
+        assert listed["card"]["training"] == {"seed": 7, "history": "in GetModel"}
+        one = http_call(f"{server.http_url}/v1/models/{version}").json()
+        assert one["card"]["training"]["history"] == history
+        with TlserveClient(server.target) as client:
+            (summary,), _ = client.list_models()
+            assert summary.card["training"]["history"] == "in GetModel"
+            assert client.get_model(version).card["training"]["history"] == history
+    finally:
+        server.stop()

@@ -89,7 +89,7 @@ def test_the_trainer_state_is_visible_and_skipped_runs_do_not_repeat(tmp_path: P
             thread.join(60)
             assert status.state == "idle" and status.last_run is not None
             assert status.last_run.labels == 5 and status.last_run.version
-            assert "promoted" in status.detail
+            assert status.detail.startswith(f"last run {status.last_run.run_id} promoted")
             server.wait_for_version(status.last_run.version)
             model = client.get_model()
             assert model.training is not None and model.training.state == "idle"

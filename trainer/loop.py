@@ -146,13 +146,15 @@ def _state_after(record: RunRecord) -> TrainerState:
 
 
 def _outcome(record: RunRecord) -> str:
+    """The last run, in words; the state (idle, waiting) is said beside it, not in it
+    (`tlserve status` printed "trainer: idle: idle: run ...")."""
     why = "; ".join(record.reasons)
     match record.result:
         case RunResult.PROMOTED:
-            return f"idle: run {record.run_id} promoted {record.version} ({why})"
+            return f"last run {record.run_id} promoted {record.version} ({why})"
         case RunResult.REJECTED:
-            return f"idle: run {record.run_id} was refused by the promotion gate ({why})"
+            return f"last run {record.run_id} was refused by the promotion gate ({why})"
         case RunResult.SKIPPED:
-            return f"waiting for labels: {why}"
+            return f"last run {record.run_id} skipped, waiting for labels: {why}"
         case _:
-            return f"waiting after a failed run {record.run_id}: {why}"
+            return f"last run {record.run_id} failed: {why}"

@@ -10,6 +10,7 @@ import numpy as np
 
 from tlserve.proto import classifier_pb2 as pb
 from tlserve.proto import grpc_predict_v2_pb2 as kserve_pb2
+from tlserve.server.api.common import listing_card
 from tlserve.server.api.status import grpc_status_for
 from tlserve.server.api.tensors import (
     PLATFORM,
@@ -212,8 +213,10 @@ def predict_response(result: PredictResult) -> pb.PredictResponse:
     )
 
 
-def model_info(info: ModelInfo) -> pb.ModelInfo:
+def model_info(info: ModelInfo, *, listed: bool = False) -> pb.ModelInfo:
+    """One version; `listed` (a listing of many): its card without training history."""
     manifest = info.manifest
+    card = listing_card(manifest.raw) if listed else manifest.raw
     size = manifest.raw.get("input", {})
     return pb.ModelInfo(
         model=info.model,
@@ -227,7 +230,7 @@ def model_info(info: ModelInfo) -> pb.ModelInfo:
         parent_version=manifest.parent or "",
         serving=info.serving,
         execution_providers=list(info.providers),
-        card_json=json.dumps(manifest.raw, sort_keys=True),
+        card_json=json.dumps(card, sort_keys=True),
         live_accuracy=info.live_accuracy,
         live_feedback_count=info.live_total,
         training=training_status(info.training) if info.training else None,
@@ -259,7 +262,7 @@ def training_status(status: TrainingStatus) -> pb.TrainingStatus:
 
 def list_models_response(listing: ModelListing) -> pb.ListModelsResponse:
     return pb.ListModelsResponse(
-        models=[model_info(m) for m in listing.models]
+        models=[model_info(m, listed=True) for m in listing.models]
         + [pb.ModelInfo(version=version, error=error) for version, error in listing.unreadable],
         current_version=listing.current or "",
     )

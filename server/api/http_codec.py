@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from tlserve.server.api.common import listing_card
 from tlserve.server.api.tensors import (
     IMAGE_INPUT,
     LABEL_OUTPUT,
@@ -397,7 +398,8 @@ def suggestions_response(suggestions: Sequence[LabelSuggestion]) -> dict[str, An
     }
 
 
-def model_info(info: ModelInfo) -> dict[str, Any]:
+def model_info(info: ModelInfo, *, listed: bool = False) -> dict[str, Any]:
+    """One version; `listed` (a listing of many): its card without training history."""
     manifest = info.manifest
     return {
         "model": info.model,
@@ -411,7 +413,7 @@ def model_info(info: ModelInfo) -> dict[str, Any]:
         "execution_providers": list(info.providers),
         "live_accuracy": info.live_accuracy,
         "live_feedback_count": info.live_total,
-        "card": dict(manifest.raw),
+        "card": listing_card(manifest.raw) if listed else dict(manifest.raw),
         "training": training_status(info.training) if info.training else None,
     }
 
@@ -431,7 +433,7 @@ def training_status(status: TrainingStatus) -> dict[str, Any]:
 
 def list_models_response(listing: ModelListing) -> dict[str, Any]:
     return {
-        "models": [model_info(m) for m in listing.models]
+        "models": [model_info(m, listed=True) for m in listing.models]
         + [{"version": version, "error": error} for version, error in listing.unreadable],
         "current_version": listing.current or "",
     }
