@@ -23,16 +23,15 @@ import urllib.request
 from pathlib import Path
 
 from tlserve.clients.command import OneLineErrors, needs_extra, version_string
+from tlserve.server.api.paths import LIVE_PATH, READY_PATH
 from tlserve.server.errors import StartupError
-from tlserve.server.security.errors import SecurityConfigError
 
 with needs_extra("server", "tlserve-server"):
-    from tlserve.server.api.http import LIVE_PATH, READY_PATH
-    from tlserve.server.app import TlserveServer
-    from tlserve.server.dataset import export_data, import_data
-    from tlserve.server.imaging import ImageLimits
     from tlserve.server.settings import ServerSettings
-    from tlserve.server.store import open_store
+
+# Serving and moving data import the server (aiohttp, numpy, ONNX Runtime, the stores)
+# when they run: `probe`, the containers' HEALTHCHECK, imports none of it (it took
+# 2.9-7.2 s under load, past the HEALTHCHECK's 5 s, when it imported everything).
 
 
 def port_number(value: str) -> int:
@@ -103,6 +102,9 @@ def _settings(args: argparse.Namespace) -> ServerSettings:
 
 
 async def serve(settings: ServerSettings) -> None:
+    with needs_extra("server", "tlserve-server"):
+        from tlserve.server.app import TlserveServer  # noqa: PLC0415
+
     # Signals are taken before the listeners open: the gRPC port answers (and a caller may
     # decide to stop the server) before the HTTP and metrics listeners are up, and a
     # SIGTERM then must drain, not kill.
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         return _move_data(args, settings)
     if args.command == "probe":
         return probe(settings, args.state)
+    from tlserve.server.security.errors import SecurityConfigError  # noqa: PLC0415
+
     try:
         asyncio.run(serve(settings))
     except SecurityConfigError as exc:
@@ -207,6 +211,11 @@ def host_for_url(host: str) -> str:
 
 
 def _move_data(args: argparse.Namespace, settings: ServerSettings) -> int:
+    with needs_extra("server", "tlserve-server"):
+        from tlserve.server.dataset import export_data, import_data  # noqa: PLC0415
+        from tlserve.server.imaging import ImageLimits  # noqa: PLC0415
+        from tlserve.server.store import open_store  # noqa: PLC0415
+
     store = open_store(settings.resolved_store_url)
     try:
         if args.command == "export-data":

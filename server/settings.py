@@ -8,7 +8,7 @@ from these classes).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import Field
 from pydantic_settings import (
@@ -18,7 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from tlserve.server.registry import Registry
+if TYPE_CHECKING:
+    from tlserve.server.registry import Registry
 
 ExecutionProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
 NewClassPolicy = Literal["open", "quarantine", "closed"]
@@ -103,6 +104,9 @@ class DeploymentSettings(FileSettings):
 
     def open_registry(self) -> Registry:
         """The registry these settings name: object storage or the folder."""
+        # Imported here: the health probe reads these settings and must stay light.
+        from tlserve.server.registry import Registry  # noqa: PLC0415
+
         if not self.registry_url:
             return Registry.local(self.registry_path)
         from tlserve.server.registry.s3 import S3Storage  # noqa: PLC0415 (tlserve[s3])

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from tlserve.server.api.http import LIVE_PATH, READY_PATH
+from tlserve.server.api.paths import LIVE_PATH, READY_PATH
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.settings import ServerSettings
 

@@ -98,3 +98,34 @@ def test_a_stopped_server_is_not_live_and_grpc_only_is_probed_on_its_port(
     down = probe(server, "live")
     assert down.returncode == 1 and "not live" in down.stdout
     assert probe(server, "live", TLSERVE_HTTP_PORT="none").returncode == 1
+
+
+def test_the_probe_imports_no_server(served: ServerThread) -> None:
+    """`probe live` imported the whole server (aiohttp, numpy, ONNX Runtime): 1.7 s idle
+    and 2.9-7.2 s under load, past the HEALTHCHECK's 5 s timeout. It reads the settings
+    and asks over HTTP, nothing more."""
+    assert served.server is not None
+    heavy = ("aiohttp", "numpy", "onnxruntime", "grpc", "PIL", "psycopg", "google.protobuf")
+    script = (
+        "import sys\n"
+        "from tlserve.server.main import main\n"
+        "code = main(['probe', 'ready'])\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+        "sys.exit(code)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={
+            "PATH": os.environ["PATH"],
+            "TLSERVE_HOST": "127.0.0.1",
+            "TLSERVE_PORT": str(served.server.port),
+            "TLSERVE_HTTP_PORT": str(served.server.http_port),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.strip().splitlines()[-1] == "[]"

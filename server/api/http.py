@@ -48,6 +48,7 @@ from tlserve.server.api import http_codec as codec
 from tlserve.server.api.common import OFF_LOOP_BYTES, request_id_of
 from tlserve.server.api.http_body import BodyLimits, BodyReader
 from tlserve.server.api.page import LabelPage
+from tlserve.server.api.paths import LIVE_PATH, READY_PATH
 from tlserve.server.api.status import http_status_for
 from tlserve.server.api.tensors import EXTENSIONS, SERVER_NAME, images_from_input, infer_outputs
 from tlserve.server.core import ServingCore
@@ -61,9 +62,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 _FEEDBACK_PARTS = ("image", "label", "idempotency_key", "source")
-# The probes (the Kubernetes manifests point at them): open without credentials.
-LIVE_PATH = "/v2/health/live"
-READY_PATH = "/v2/health/ready"
 # Routes anyone may call: the probes, server metadata, model readiness and the page's
 # files ("unmatched": a 404 tells nothing).
 OPEN_METHODS = frozenset(
