@@ -99,6 +99,20 @@ CASES = {
         1,
         "tlserve-trainer: error:",
     ),
+    # It started, showed the previous run's error in `tlserve status`, and said what was
+    # wrong only once a label arrived.
+    "trainer run with a backbone file that is not there": Case(
+        lambda folder, target: [*_module("tlserve.trainer.main"), "run"],
+        1,
+        "TLSERVE_BACKBONE names /missing.keras, which is not a file",
+        {"TLSERVE_BACKBONE": "/missing.keras", "TLSERVE_METRICS_PORT": "none"},
+    ),
+    "trainer run with an unknown backbone": Case(
+        lambda folder, target: [*_module("tlserve.trainer.main"), "run"],
+        1,
+        "unknown backbone 'MobileNetV9'",
+        {"TLSERVE_BACKBONE": "MobileNetV9", "TLSERVE_METRICS_PORT": "none"},
+    ),
     "trainer once fails offline": Case(
         lambda folder, target: [*_module("tlserve.trainer.main"), "once"],
         1,

@@ -107,7 +107,9 @@ def test_cut_layer_and_pooling() -> None:
 def test_unknown_backbone_and_missing_weights() -> None:
     with pytest.raises(TrainerError, match="unknown backbone 'AlexNet'"):
         build_backbone("AlexNet")
-    with pytest.raises(TrainerError, match=r"weights file /nope\.h5 does not exist"):
+    with pytest.raises(
+        TrainerError, match=r"TLSERVE_BACKBONE_WEIGHTS names /nope\.h5, which is not a file"
+    ):
         build_backbone("MobileNetV2", weights="/nope.h5", input_size=64)
 
 

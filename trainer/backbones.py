@@ -65,6 +65,30 @@ def card_path(model_file: Path) -> Path:
     return model_file.with_name(model_file.name + ".card.json")
 
 
+def check_backbone(name: str, weights: str) -> None:
+    """What `build_backbone` would refuse about its settings, found without building
+    anything: the trainer checks at start, so a wrong setting stops it at once (it used to
+    start, and fail at its first run, once a label had arrived)."""
+    if name in _APPLICATIONS:
+        if weights.lower() != "none" and weights != "imagenet" and not Path(weights).is_file():
+            raise TrainerError(
+                f"TLSERVE_BACKBONE_WEIGHTS names {weights}, which is not a file; use imagenet, "
+                "none, or the path of a weights file"
+            )
+        return
+    if name.endswith((".keras", ".h5")) or os.sep in name or Path(name).is_file():
+        if not Path(name).is_file():
+            raise TrainerError(
+                f"TLSERVE_BACKBONE names {name}, which is not a file; give the path of a "
+                f".keras/.h5 model, or one of {', '.join(APPLICATION_NAMES)}"
+            )
+        return
+    raise TrainerError(
+        f"unknown backbone {name!r} (TLSERVE_BACKBONE): use one of "
+        f"{', '.join(APPLICATION_NAMES)} or the path of a .keras/.h5 model file"
+    )
+
+
 def build_backbone(
     name: str,
     *,
@@ -74,25 +98,19 @@ def build_backbone(
     pooling: str = "avg",
 ) -> Backbone:
     """A keras.applications model by name, or a Keras model file (cut at `cut_layer`)."""
+    check_backbone(name, weights)
     if name in _APPLICATIONS:
         constructor, preprocess = _APPLICATIONS[name]
         base = _application(constructor, name, weights, input_size)
         source: dict[str, Any] = {"kind": "keras.applications", "name": name, "weights": weights}
-    elif name.endswith((".keras", ".h5")) or Path(name).is_file():
+    else:  # a model file, which check_backbone found
         path = Path(name)
-        if not path.is_file():
-            raise TrainerError(f"backbone model file {path} does not exist")
         base = keras.models.load_model(path, compile=False)
         preprocess = _scale_to_unit
         source = {"kind": "model_file", "path": str(path), "name": path.name}
         card = card_path(path)
         if card.is_file():  # what the file was trained on (e.g. `tlserve-trainer pretrain`'s)
             source["card"] = json.loads(card.read_text())
-    else:
-        raise TrainerError(
-            f"unknown backbone {name!r}: use one of {', '.join(APPLICATION_NAMES)} "
-            "or the path of a .keras/.h5 model file"
-        )
     if cut_layer:
         try:
             output = base.get_layer(cut_layer).output
@@ -136,8 +154,6 @@ def _application(
     constructor: Callable[..., keras.Model], name: str, weights: str, input_size: int
 ) -> keras.Model:
     resolved: str | None = None if weights.lower() == "none" else weights
-    if resolved not in (None, "imagenet") and not Path(resolved).is_file():
-        raise TrainerError(f"weights file {resolved} does not exist (or use imagenet / none)")
     try:
         return constructor(
             include_top=False, weights=resolved, input_shape=(input_size, input_size, 3)

@@ -52,6 +52,7 @@ with needs_extra("trainer", "tlserve-trainer"), _native_stderr_silenced():
 
     from tlserve.server.registry import Registry
     from tlserve.server.store import open_store
+    from tlserve.trainer.backbones import check_backbone
     from tlserve.trainer.errors import TrainerError
     from tlserve.trainer.loop import TrainerLoop
     from tlserve.trainer.metrics import TrainerMetrics
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return _export(registry, args.version, args.output)
         models = _models(settings, args.model)
+        for model_settings in models.values():
+            check_backbone(model_settings.backbone, model_settings.backbone_weights or "none")
         store = open_store(settings.resolved_store_url)
         try:
             metrics_registry = CollectorRegistry()
