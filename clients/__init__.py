@@ -29,30 +29,6 @@ if TYPE_CHECKING:
         TrainingStatus,
     )
 
-_HOMES = {
-    "AsyncTlserveClient": "client",
-    "TlserveClient": "client",
-    "tls_credentials": "client",
-    "ApiError": "errors",
-    **dict.fromkeys(
-        (
-            "Classification",
-            "FeedbackItem",
-            "FeedbackReceipt",
-            "ImageLike",
-            "LabelCount",
-            "LabelSuggestion",
-            "ModelSummary",
-            "Prediction",
-            "PredictResult",
-            "StreamReceipt",
-            "TrainingRun",
-            "TrainingStatus",
-        ),
-        "types",
-    ),
-}
-
 __all__ = [
     "ApiError",
     "AsyncTlserveClient",
@@ -74,8 +50,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
+    if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    globals()[name] = value
-    return value
+    for module in ("client", "errors", "types"):
+        home = vars(importlib.import_module(f"{__name__}.{module}"))
+        if name in home:
+            globals()[name] = home[name]
+            return home[name]
+    raise AttributeError(f"module {__name__!r} lost {name!r}")  # __all__ names every one
