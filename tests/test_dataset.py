@@ -45,7 +45,8 @@ def test_cli_uploads_a_folder_and_a_csv(served: ServerThread, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     assert "6 labels stored, 0 rejected" in result.stdout and "6/6" in result.stderr
     again = tlserve("feedback", str(folder), target=served.target)
-    assert again.returncode == 0 and "6 labels stored" in again.stdout
+    assert again.returncode == 0, again.stderr
+    assert "0 labels stored, 6 stored before (sent again), 0 rejected" in again.stdout
     (tmp_path / "broken.png").write_bytes(b"junk")
     csv_file = tmp_path / "more.csv"
     csv_file.write_text("path,label\nphotos/red/10.png,crimson\nbroken.png,red\n")
