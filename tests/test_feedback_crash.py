@@ -30,6 +30,8 @@ def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         "TLSERVE_DATA_DIR": str(data_dir),
         "TLSERVE_HOST": "127.0.0.1",
         "TLSERVE_PORT": str(port),
+        # Only gRPC is used: no HTTP listener, so another tlserve on 8000 is no matter.
+        "TLSERVE_HTTP_PORT": "none",
         "TLSERVE_METRICS_PORT": "none",
         "TLSERVE_LOG_LEVEL": "WARNING",
     }
