@@ -435,12 +435,9 @@ class SqlFeedbackStore(FeedbackStore):
     def retract_label(self, sample_id: str, principal: str, *, any_principal: bool = False) -> str:
         with self._write() as cursor:
             self._lock_sample(cursor, sample_id)
-            own = self._held_label(cursor, sample_id, principal)
-            others = [
-                (label, by)
-                for _, label, by in self._held_labels(cursor, sample_id)
-                if by != principal
-            ]
+            held = self._held_labels(cursor, sample_id)
+            own = next((label for _, label, by in held if by == principal), None)
+            others = [(label, by) for _, label, by in held if by != principal]
             if own is not None:
                 source, retracted = "retract", own
             elif others and any_principal:
@@ -659,7 +656,7 @@ class SqlFeedbackStore(FeedbackStore):
             return int(cursor.fetchone()[0])
 
     def labels_added_since(self, created_at: float) -> int:
-        agreed, params = self._agreed_sql("WHERE model = ? ", (self.model,))
+        agreed, params = self._agreed_sql(*self._labels_by((), ()))
         with self._read() as cursor:
             cursor.execute(
                 self._sql(
