@@ -22,6 +22,7 @@ from tlserve.clients.types import (
     ImageLike,
     LabelCount,
     LabelSuggestion,
+    LiveMonitoring,
     ModelSummary,
     Prediction,
     PredictResult,
@@ -103,6 +104,21 @@ def _model_summary(info: pb.ModelInfo) -> ModelSummary:
         live_feedback_count=info.live_feedback_count,
         error=info.error,
         training=_training_status(info.training) if info.HasField("training") else None,
+        monitoring=_live_monitoring(info.monitoring) if info.HasField("monitoring") else None,
+    )
+
+
+def _live_monitoring(monitoring: pb.LiveMonitoring) -> LiveMonitoring:
+    return LiveMonitoring(
+        estimated_accuracy=monitoring.estimated_accuracy,
+        estimated_from=monitoring.estimated_from,
+        temperature=monitoring.temperature,
+        drift_state=monitoring.drift_state,
+        drift_p_value=monitoring.drift_p_value,
+        drift_statistic=monitoring.drift_statistic,
+        drift_window=monitoring.drift_window,
+        drift_tested_windows=monitoring.drift_tested_windows,
+        drift_alarmed_windows=monitoring.drift_alarmed_windows,
     )
 
 

@@ -39,7 +39,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tlserve.clients.calls import STRATEGIES
 from tlserve.clients.client import DEFAULT_TARGET, TlserveClient, tls_credentials
 from tlserve.clients.command import OneLineErrors, version_string
-from tlserve.clients.types import FeedbackItem, ModelSummary
+from tlserve.clients.types import FeedbackItem, LiveMonitoring, ModelSummary
 
 
 def non_negative(value: str) -> int:
@@ -334,6 +334,24 @@ def _labels(client: TlserveClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _monitoring_line(monitoring: LiveMonitoring) -> str:
+    estimate = (
+        f"estimated accuracy {monitoring.estimated_accuracy:.3f} on its last "
+        f"{monitoring.estimated_from} answers (temperature {monitoring.temperature:.2f})"
+        if monitoring.estimated_from
+        else "estimated accuracy: no answers yet"
+    )
+    if monitoring.drift_state in ("ok", "drift"):
+        drift = (
+            f"drift: {monitoring.drift_state} (p {monitoring.drift_p_value:.3g} on the last "
+            f"{monitoring.drift_window} predictions; {monitoring.drift_alarmed_windows} of "
+            f"{monitoring.drift_tested_windows} windows alarmed)"
+        )
+    else:
+        drift = f"drift: {monitoring.drift_state}"
+    return f"live: {estimate}; {drift}"
+
+
 def _status(client: TlserveClient, args: argparse.Namespace) -> int:
     training = client.training_status(model=args.model)
     try:
@@ -347,6 +365,7 @@ def _status(client: TlserveClient, args: argparse.Namespace) -> int:
             "served_version": served.version if served else None,
             "live_accuracy": served.live_accuracy if served else None,
             "live_feedback_count": served.live_feedback_count if served else 0,
+            "monitoring": asdict(served.monitoring) if served and served.monitoring else None,
             "training": asdict(training),
         }
         print(json.dumps(document, indent=2))
@@ -360,6 +379,8 @@ def _status(client: TlserveClient, args: argparse.Namespace) -> int:
             else "no live feedback yet"
         )
         print(f"serving: {served.version} ({', '.join(served.labels)}); {live}")
+        if served.monitoring is not None:
+            print(_monitoring_line(served.monitoring))
     print(f"trainer: {training.state}{' (stale)' if training.stale else ''}: {training.detail}")
     run = training.last_run
     if run is not None:

@@ -135,6 +135,23 @@ class ServedModel:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveMonitoring:
+    """How the served version does on recent traffic without labels (GetModel)."""
+
+    # Mean calibrated confidence of the last `estimated_from` answers: expected accuracy.
+    estimated_accuracy: float
+    estimated_from: int
+    temperature: float
+    # "no reference", "collecting", "ok" or "drift".
+    drift_state: str
+    drift_p_value: float
+    drift_statistic: float
+    drift_window: int
+    drift_tested_windows: int
+    drift_alarmed_windows: int
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSummary:
     model: str
     version: str
@@ -152,3 +169,5 @@ class ModelSummary:
     error: str = ""
     # GetModel of the served version: the trainer's status.
     training: TrainingStatus | None = None
+    # GetModel of the served version: its accuracy estimate and drift state.
+    monitoring: LiveMonitoring | None = None

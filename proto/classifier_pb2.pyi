@@ -93,7 +93,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json", "live_accuracy", "live_feedback_count", "error", "training", "model")
+    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json", "live_accuracy", "live_feedback_count", "error", "training", "model", "monitoring")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class ModelInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MONITORING_FIELD_NUMBER: _ClassVar[int]
     version: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     backbone_id: str
@@ -126,7 +127,30 @@ class ModelInfo(_message.Message):
     error: str
     training: TrainingStatus
     model: str
-    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ..., live_accuracy: _Optional[float] = ..., live_feedback_count: _Optional[int] = ..., error: _Optional[str] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+    monitoring: LiveMonitoring
+    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ..., live_accuracy: _Optional[float] = ..., live_feedback_count: _Optional[int] = ..., error: _Optional[str] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ..., model: _Optional[str] = ..., monitoring: _Optional[_Union[LiveMonitoring, _Mapping]] = ...) -> None: ...
+
+class LiveMonitoring(_message.Message):
+    __slots__ = ("estimated_accuracy", "estimated_from", "temperature", "drift_state", "drift_p_value", "drift_statistic", "drift_window", "drift_tested_windows", "drift_alarmed_windows")
+    ESTIMATED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_FROM_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_STATE_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_TESTED_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_ALARMED_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    estimated_accuracy: float
+    estimated_from: int
+    temperature: float
+    drift_state: str
+    drift_p_value: float
+    drift_statistic: float
+    drift_window: int
+    drift_tested_windows: int
+    drift_alarmed_windows: int
+    def __init__(self, estimated_accuracy: _Optional[float] = ..., estimated_from: _Optional[int] = ..., temperature: _Optional[float] = ..., drift_state: _Optional[str] = ..., drift_p_value: _Optional[float] = ..., drift_statistic: _Optional[float] = ..., drift_window: _Optional[int] = ..., drift_tested_windows: _Optional[int] = ..., drift_alarmed_windows: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("model",)

@@ -42,6 +42,7 @@ from tlserve.server.loop_lag import LoopLagMonitor
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.model_slot import LoadedModel, ModelLoader, ModelSlot
 from tlserve.server.models import ModelSet
+from tlserve.server.monitoring.metrics import MonitoringCollector
 from tlserve.server.prediction import PredictionService
 from tlserve.server.runtime import SessionFactory
 from tlserve.server.security.setup import build_security, exposed_hosts
@@ -74,7 +75,12 @@ class TlserveServer:
             require_writable(folder, setting)
         self.registry = settings.open_registry()
         self.sessions = SessionFactory(settings.execution_provider, settings.intra_op_threads)
-        loader = ModelLoader(self.registry, self.sessions, warmup_batch=settings.max_batch_size)
+        loader = ModelLoader(
+            self.registry,
+            self.sessions,
+            warmup_batch=settings.max_batch_size,
+            monitoring=settings.monitoring(),
+        )
         self.models = ModelSet(
             self.registry,
             lambda name, registry: self._new_slot(name, loader.for_registry(registry)),
@@ -83,6 +89,7 @@ class TlserveServer:
             max_models=settings.max_models,
         )
         self.slot = self.models.default  # the default model's (tests wait on it)
+        self.metrics_registry.register(MonitoringCollector(self.models.monitors))
         self.store = open_store(settings.resolved_store_url)
         self.keeper = PredictionKeeper(
             self.store,

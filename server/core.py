@@ -32,6 +32,7 @@ from tlserve.server.feedback import (
 from tlserve.server.imaging import encode_png
 from tlserve.server.model_slot import ModelSlot
 from tlserve.server.models import ModelSet
+from tlserve.server.monitoring.live import LiveReport
 from tlserve.server.prediction import (
     ImageInput,
     LabelScore,
@@ -63,6 +64,8 @@ class ModelInfo:
     live_total: int
     # The served version's only: what the trainer does next.
     training: TrainingStatus | None = None
+    # The served version's only: its accuracy estimate and drift state on live traffic.
+    monitoring: LiveReport | None = None
 
     @property
     def live_accuracy(self) -> float:
@@ -264,15 +267,18 @@ class ServingCore:
                 version = slot.require().version
             except NoModel as exc:
                 raise await self._explained(exc, model=slot.model_name) from None
-        training = None
+        training = monitoring = None
         if served is not None and served.version == version:
             manifest, serving, providers = served.manifest, True, tuple(served.providers)
             training = await self.feedback(slot.model_name).training_status()
+            monitoring = served.monitor.report()
         else:  # NotFound for an unknown or malformed id, before the store sees it
             manifest = await asyncio.to_thread(slot.registry.model_manifest, version)
             serving, providers = False, ()
         correct, total = await self.feedback(slot.model_name).live_accuracy(version)
-        return ModelInfo(slot.model_name, manifest, serving, providers, correct, total, training)
+        return ModelInfo(
+            slot.model_name, manifest, serving, providers, correct, total, training, monitoring
+        )
 
     async def list_models(self, caller: Presented, model: str = "") -> ModelListing:
         """Every published version of a model (default: the default model), newest first;

@@ -23,6 +23,9 @@ import onnxruntime as ort
 from tlserve.server.errors import ModelRejected, NoModel, NotFound, TlserveError
 from tlserve.server.imaging import InputSpec
 from tlserve.server.metrics import ServerMetrics
+from tlserve.server.monitoring.calibration import Calibration
+from tlserve.server.monitoring.drift import REFERENCE_FILE, DriftReference
+from tlserve.server.monitoring.live import MonitoringSettings, VersionMonitor
 from tlserve.server.registry import BackboneManifest, HeadScores, ModelManifest, Registry
 from tlserve.server.runtime import SessionFactory
 
@@ -54,6 +57,10 @@ class LoadedModel:
     manifest: ModelManifest
     backbone: BackboneRuntime
     head: ort.InferenceSession
+    # Its accuracy estimate and drift test on the traffic it answers.
+    monitor: VersionMonitor = field(
+        default_factory=lambda: VersionMonitor(Calibration(), None, MonitoringSettings())
+    )
     _leases: int = 0
     _retired: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -170,15 +177,19 @@ class ModelLoader:
         sessions: SessionFactory,
         warmup_batch: int,
         backbones: BackboneCache | None = None,
+        monitoring: MonitoringSettings | None = None,
     ) -> None:
         self.registry = registry
         self.sessions = sessions
         self.warmup_batch = warmup_batch
         self.backbones = backbones if backbones is not None else BackboneCache(self.load_backbone)
+        self.monitoring = monitoring or MonitoringSettings()
 
     def for_registry(self, registry: Registry) -> ModelLoader:
         """The same loader for another model's versions (same sessions and backbones)."""
-        return ModelLoader(registry, self.sessions, self.warmup_batch, self.backbones)
+        return ModelLoader(
+            registry, self.sessions, self.warmup_batch, self.backbones, self.monitoring
+        )
 
     def load(self, version: str) -> LoadedModel:
         try:
@@ -192,9 +203,24 @@ class ModelLoader:
         except Exception as exc:  # ONNX Runtime raises its own exception types
             raise ModelRejected(f"version {version}: head.onnx does not load: {exc}") from None
         _check_head_signature(manifest, backbone.manifest, head)
-        model = LoadedModel(manifest=manifest, backbone=backbone, head=head)
+        model = LoadedModel(
+            manifest=manifest, backbone=backbone, head=head, monitor=self._monitor(manifest)
+        )
         self._warm_up(model)
         return model
+
+    def _monitor(self, manifest: ModelManifest) -> VersionMonitor:
+        """The version's calibration and drift sketch from its model.json and files; a
+        version without them (older, or too few samples) is monitored with what it has."""
+        reference = None
+        if REFERENCE_FILE in manifest.files:
+            reference = DriftReference.from_bytes(
+                self.registry.read_version_file(manifest, REFERENCE_FILE),
+                feature_dim=manifest.feature_dim,
+                what=f"version {manifest.version}",
+            )
+        calibration = Calibration.from_manifest(manifest.raw.get("calibration"))
+        return VersionMonitor(calibration, reference, self.monitoring)
 
     def load_backbone(self, backbone_id: str) -> BackboneRuntime:
         manifest = self.registry.backbone_manifest(backbone_id)

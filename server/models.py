@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from tlserve.server.errors import NoModel, NotFound, TlserveError, quoted
 from tlserve.server.model_slot import BackboneCache, ModelSlot
+from tlserve.server.monitoring.live import VersionMonitor
 from tlserve.server.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,14 @@ class ModelSet:
     def slots(self) -> list[ModelSlot]:
         """Every model, the default first, then by name."""
         return [self.default, *(self._named[name] for name in sorted(self._named))]
+
+    def monitors(self) -> list[tuple[str, str, VersionMonitor]]:
+        """(model, served version, its live monitor) for every model serving a version."""
+        return [
+            (slot.model_name, served.version, served.monitor)
+            for slot in self.slots()
+            if (served := slot.current) is not None
+        ]
 
     def names(self) -> list[str]:
         return [slot.model_name for slot in self.slots()]

@@ -223,7 +223,9 @@ class PredictionService:
         for row, image in enumerate(images):
             rows_of.setdefault(id(image.model), (image.model, []))[1].append(row)
         for model, rows in rows_of.values():
-            scores = model.head_probabilities(features[rows] if len(rows_of) > 1 else features)
+            own = features[rows] if len(rows_of) > 1 else features
+            scores = model.head_probabilities(own)
+            model.monitor.observe(own, scores)
             for row, score in zip(rows, scores, strict=True):
                 probabilities[row] = score
         self.metrics.inference_seconds.labels(stage="backbone").observe(backbone_done - started)

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 if TYPE_CHECKING:
+    from tlserve.server.monitoring.live import MonitoringSettings
     from tlserve.server.registry import Registry
 
 ExecutionProvider = Literal["auto", "cpu", "cuda", "tensorrt"]
@@ -342,8 +343,33 @@ class ServerSettings(DeploymentSettings):
     refused_retry_seconds: float = Field(default=300.0, ge=0.0)
     """How long a version that failed verification is left alone before it is tried again."""
 
+    estimate_window: int = Field(default=1000, ge=1)
+    """Answers per served version whose calibrated confidence makes its estimated accuracy
+    (the mean over the newest this many)."""
+
+    drift_window: int = Field(default=200, ge=20)
+    """Live predictions per served version tested against its training features for drift."""
+
+    drift_test_every: int = Field(default=25, ge=1)
+    """The drift test runs again after this many new predictions."""
+
+    drift_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
+    """A window whose drift p value is below this raises the drift alarm: the share of
+    windows of in-distribution traffic that alarm."""
+
     drain_seconds: float = Field(default=10.0, ge=0.0)
     """On shutdown: how long in-flight requests may take to finish."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the server process."""
+
+    def monitoring(self) -> MonitoringSettings:
+        # Imported here: the probe reads these settings and must not load numpy.
+        from tlserve.server.monitoring.live import MonitoringSettings  # noqa: PLC0415
+
+        return MonitoringSettings(
+            estimate_window=self.estimate_window,
+            drift_window=self.drift_window,
+            drift_test_every=self.drift_test_every,
+            drift_alpha=self.drift_alpha,
+        )

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from tlserve.server.api.paths import LIVE_PATH, READY_PATH
 from tlserve.server.metrics import ServerMetrics
+from tlserve.server.monitoring.metrics import MonitoringCollector
 from tlserve.server.settings import ServerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +207,7 @@ def served_metric_names() -> set[str]:
     """Every sample name the server's and trainer's registries can expose."""
     registry = CollectorRegistry()
     ServerMetrics(registry)
+    registry.register(MonitoringCollector(list))  # its families, with no version served
     # The trainer's metrics module imports its pipeline (TensorFlow): read it instead.
     trainer = (ROOT / "trainer" / "metrics.py").read_text()
     families: list[tuple[str, str]] = [(m.name, m.type) for m in registry.collect()]
@@ -235,6 +237,8 @@ def test_autoscaling_alerts_and_dashboard_use_metrics_the_code_exports() -> None
         "TlserveModelSwapRefused",
         "TlserveFeedbackToServeSlow",
         "TlserveLiveAccuracyDrop",
+        "TlserveFeatureDrift",
+        "TlserveEstimatedAccuracyDrop",
     ):
         assert needed in alerts
     for name, expression in alerts.items():

@@ -28,6 +28,8 @@ from tlserve.server.classes import ClassPolicy, NewClassPolicy
 from tlserve.server.errors import TlserveError
 from tlserve.server.fsutil import atomic_write_bytes, exclusive_lock
 from tlserve.server.imaging import ImageLimits, decode_image
+from tlserve.server.monitoring.calibration import Calibration, fit_temperature
+from tlserve.server.monitoring.drift import REFERENCE_FILE, DriftReference
 from tlserve.server.registry import BackboneManifest, Registry, new_version_id
 from tlserve.server.store.base import FeedbackStore, LabelRecord
 from tlserve.server.store.labels import holdout_share, in_holdout
@@ -282,8 +284,14 @@ class Trainer:
         if not decision.promote:
             record.result = RunResult.REJECTED
             return
+        with _timed(record, "monitoring"):
+            calibration = self._calibrate(data, head_onnx, x_holdout)
+            features = np.concatenate([x_train, x_holdout])
+            reference = DriftReference.build(features, self.settings.seed)
         with _timed(record, "publish"):
-            record.version = self._publish(record, backbone, head_onnx, data.labels, head, decision)
+            record.version = self._publish(
+                record, backbone, head_onnx, data, head, decision, calibration, reference
+            )
         record.result = RunResult.PROMOTED
 
     def _snapshot(self, record: RunRecord) -> _Snapshot:
@@ -450,6 +458,19 @@ class Trainer:
         record.metrics["gate"] = decision.checks
         return decision
 
+    def _calibrate(self, data: _Snapshot, head_onnx: bytes, x_holdout: np.ndarray) -> Calibration:
+        """The head's temperature on the holdout it never trained on; the server estimates
+        accuracy without labels from the calibrated confidence."""
+        index = {label: i for i, label in enumerate(data.labels)}
+        actual = np.array([index[r.label] for r in data.holdout], dtype=np.int64)
+        calibration = fit_temperature(_probabilities(head_onnx, x_holdout), actual)
+        log.info(
+            "calibration: temperature %.3f on %d holdout samples",
+            calibration.temperature,
+            calibration.samples,
+        )
+        return calibration
+
     def _evaluate_served(self, holdout: list[LabelRecord]) -> _ServedOnHoldout | None:
         version = self.registry.current()
         if version is None or not holdout:
@@ -476,9 +497,11 @@ class Trainer:
         record: RunRecord,
         backbone: BackboneManifest,
         head_onnx: bytes,
-        labels: list[str],
+        data: _Snapshot,
         head: HeadResult,
         decision: GateDecision,
+        calibration: Calibration,
+        reference: DriftReference | None,
     ) -> str:
         card = {
             "run_id": record.run_id,
@@ -494,6 +517,16 @@ class Trainer:
                 "history": head.history,
             },
             "backbone_source": dict(backbone.source),
+            "calibration": calibration.to_json(),
+            "drift_reference": (
+                {
+                    "file": REFERENCE_FILE,
+                    "components": reference.components,
+                    "reference_rows": len(reference.reference),
+                }
+                if reference is not None
+                else None
+            ),
         }
         card_files = {"training_curves.png": training_curves(head.history)}
         matrix = record.metrics["holdout"]["confusion_matrix"]
@@ -501,12 +534,13 @@ class Trainer:
             card_files["confusion_matrix.png"] = confusion_matrix(matrix)
         version = self.registry.publish_version(
             head_onnx=head_onnx,
-            labels=labels,
+            labels=data.labels,
             backbone=backbone,
             head_input="features",
             head_output="probabilities",
             card=card,
             card_files=card_files,
+            extra_files={REFERENCE_FILE: reference.to_bytes()} if reference is not None else None,
             parent=record.served_before,
         )
         # Only over the version this run was judged against: a rollback made meanwhile
@@ -519,11 +553,18 @@ class Trainer:
 def _predict(
     head_onnx: bytes, features: np.ndarray, labels: list[str], input_name: str = "features"
 ) -> list[str]:
+    probabilities = _probabilities(head_onnx, features, input_name)
+    return [labels[i] for i in np.argmax(probabilities, axis=1)]
+
+
+def _probabilities(
+    head_onnx: bytes, features: np.ndarray, input_name: str = "features"
+) -> np.ndarray:
     if len(features) == 0:
-        return []
+        return np.zeros((0, 0), np.float32)
     session = ort.InferenceSession(head_onnx, providers=["CPUExecutionProvider"])
     (probabilities,) = session.run(None, {input_name: features})
-    return [labels[i] for i in np.argmax(probabilities, axis=1)]
+    return np.asarray(probabilities)
 
 
 def _correct(predicted: list[str], actual: list[str]) -> np.ndarray:

@@ -33,6 +33,7 @@ from tlserve.server.core import (
 )
 from tlserve.server.errors import InvalidInput
 from tlserve.server.feedback import FeedbackInput, ItemResult
+from tlserve.server.monitoring.live import LiveReport
 from tlserve.server.prediction import (
     ImageInput,
     LabelScore,
@@ -234,6 +235,22 @@ def model_info(info: ModelInfo, *, listed: bool = False) -> pb.ModelInfo:
         live_accuracy=info.live_accuracy,
         live_feedback_count=info.live_total,
         training=training_status(info.training) if info.training else None,
+        monitoring=live_monitoring(info.monitoring) if info.monitoring else None,
+    )
+
+
+def live_monitoring(report: LiveReport) -> pb.LiveMonitoring:
+    drift = report.drift
+    return pb.LiveMonitoring(
+        estimated_accuracy=report.estimate.expected_accuracy,
+        estimated_from=report.estimate.predictions,
+        temperature=report.estimate.temperature,
+        drift_state=report.drift_verdict.value,
+        drift_p_value=drift.p_value if drift and drift.p_value is not None else 0.0,
+        drift_statistic=drift.statistic if drift else 0.0,
+        drift_window=drift.window if drift else 0,
+        drift_tested_windows=drift.tested_windows if drift else 0,
+        drift_alarmed_windows=drift.alarmed_windows if drift else 0,
     )
 
 

@@ -42,6 +42,7 @@ from tlserve.server.core import (
 )
 from tlserve.server.errors import InvalidInput, TooLarge, quoted
 from tlserve.server.feedback import FeedbackInput
+from tlserve.server.monitoring.live import LiveReport
 from tlserve.server.prediction import LabelScore, PredictResult
 from tlserve.server.security import Presented
 from tlserve.server.security.tls import certificate_names
@@ -415,6 +416,22 @@ def model_info(info: ModelInfo, *, listed: bool = False) -> dict[str, Any]:
         "live_feedback_count": info.live_total,
         "card": listing_card(manifest.raw) if listed else dict(manifest.raw),
         "training": training_status(info.training) if info.training else None,
+        "monitoring": live_monitoring(info.monitoring) if info.monitoring else None,
+    }
+
+
+def live_monitoring(report: LiveReport) -> dict[str, Any]:
+    drift = report.drift
+    return {
+        "estimated_accuracy": report.estimate.expected_accuracy,
+        "estimated_from": report.estimate.predictions,
+        "temperature": report.estimate.temperature,
+        "drift_state": report.drift_verdict.value,
+        "drift_p_value": drift.p_value if drift else None,
+        "drift_statistic": drift.statistic if drift else None,
+        "drift_window": drift.window if drift else None,
+        "drift_tested_windows": drift.tested_windows if drift else 0,
+        "drift_alarmed_windows": drift.alarmed_windows if drift else 0,
     }
 
 

@@ -429,10 +429,12 @@ class Registry:
         head_scores: HeadScores = HeadScores.PROBABILITIES,
         card: Mapping[str, Any] | None = None,
         card_files: Mapping[str, bytes] | None = None,
+        extra_files: Mapping[str, bytes] | None = None,
         parent: str | None = None,
         version: str | None = None,
     ) -> str:
-        """Publish an immutable version; CURRENT is not touched."""
+        """Publish an immutable version; CURRENT is not touched. `extra_files` sit beside
+        head.onnx (the server reads them: the drift reference), `card_files` under card/."""
         version = version or new_version_id()
         _check_version_id(version)
         if not self.has_backbone(backbone.id):
@@ -440,6 +442,10 @@ class Registry:
         files: dict[str, bytes] = {"head.onnx": head_onnx}
         for name, data in (card_files or {}).items():
             files[f"card/{name}"] = data
+        for name, data in (extra_files or {}).items():
+            if name in files or name == "model.json" or "/" in name:
+                raise ValueError(f"a version's extra file cannot be named {name!r}")
+            files[name] = data
         hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
         document = {
             "format": MODEL_FORMAT,
