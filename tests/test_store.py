@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -248,7 +249,7 @@ def test_migrations_are_applied_once(tmp_path: Path) -> None:
     path = tmp_path / "feedback.sqlite3"
     SqliteFeedbackStore(path).close()
     reopened = SqliteFeedbackStore(path)
-    assert reopened.migrate() == len(MIGRATIONS) == 6
+    assert reopened.migrate() == len(MIGRATIONS) == 7
     assert reopened.integrity_check() == "ok"
     reopened.close()
 
@@ -406,3 +407,33 @@ def test_closing_waits_for_calls_in_other_threads_and_refuses_later_ones(
         thread.join(30)
     assert len(outcomes) == 4
     assert all("closed" in outcome for outcome in outcomes), outcomes
+
+
+def test_experiment_pairs_are_labeled_predictions_both_versions_scored(
+    store: FeedbackStore,
+) -> None:
+    def scored(
+        pid: str, answered_by: str, shadow_by: str, shadow_label: str, seed: int
+    ) -> KeptPrediction:
+        return dataclasses.replace(
+            prediction(pid, [0.8, 0.1, 0.1], answered_by, seed),  # answers "cat"
+            shadow_version=shadow_by,
+            shadow_label=shadow_label,
+        )
+
+    kept = [
+        scored("p1", "champ", "chall", "dog", 1),  # labeled cat: champion right only
+        scored("p2", "chall", "champ", "dog", 2),  # answered by the challenger: cat; labeled cat
+        scored("p3", "champ", "chall", "cat", 3),  # retracted: no pair
+        scored("p4", "champ", "other", "dog", 4),  # another experiment's pair
+        prediction("p5", [0.8, 0.1, 0.1], "champ", 5),  # not scored beside: no pair
+    ]
+    store.keep_predictions(kept)
+    for n, p in enumerate(kept):
+        stored = store.prediction(p.prediction_id)
+        assert stored is not None and stored.shadow_version == p.shadow_version
+        store.add_label(image=bytes([n]), label="cat", source="", principal="t", prediction=stored)
+    store.retract_label(sample_id_of(bytes([2])), "t")
+    # p2 was the challenger's answer (cat, right) and the champion's shadow answer (dog).
+    assert store.experiment_pairs("champ", "chall") == [(True, False), (False, True)]
+    assert store.experiment_pairs("champ", "nobody") == []

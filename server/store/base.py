@@ -69,6 +69,9 @@ class KeptPrediction:
     content_id: str = ""
     # The model that answered ('' : the default model); its store view reads it back.
     model: str = ""
+    # During an experiment: the other head that scored it (its version and top label).
+    shadow_version: str = ""
+    shadow_label: str = ""
 
     @property
     def content(self) -> str:
@@ -254,6 +257,11 @@ class FeedbackStore(ABC):
     @abstractmethod
     def trainer_status(self) -> tuple[dict[str, Any], float] | None:
         """The trainer's last report and when it was stored, or None if it never reported."""
+
+    @abstractmethod
+    def experiment_pairs(self, champion: str, challenger: str) -> list[tuple[bool, bool]]:
+        """(champion right, challenger right) for each labeled prediction both versions
+        scored, in label order."""
 
     @abstractmethod
     def live_accuracy(self, model_version: str) -> tuple[int, int]:

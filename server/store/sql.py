@@ -184,11 +184,20 @@ MIGRATIONS: list[str] = [
     DROP TABLE trainer_status;
     ALTER TABLE trainer_status_by_model RENAME TO trainer_status;
     """,
+    # Champion/challenger experiments: the head that scored a prediction beside the one
+    # that answered (its version and top label), kept on the prediction and copied onto a
+    # label given by its id, so each such label is a pair for the paired test.
+    """
+    ALTER TABLE predictions ADD COLUMN shadow_version TEXT;
+    ALTER TABLE predictions ADD COLUMN shadow_label TEXT;
+    ALTER TABLE labels ADD COLUMN shadow_version TEXT;
+    ALTER TABLE labels ADD COLUMN shadow_label TEXT;
+    """,
 ]
 
 _PREDICTION_COLUMNS = (
     "id, model_version, backbone_id, labels, probabilities, features, pixels, pixels_shape, "
-    "created_at, content_id"
+    "created_at, content_id, shadow_version, shadow_label"
 )
 # The same row with an empty image, for picking among many candidates cheaply.
 _PREDICTION_COLUMNS_NO_PIXELS = _PREDICTION_COLUMNS.replace("pixels, pixels_shape", "NULL, '[0]'")
@@ -222,6 +231,8 @@ def _prediction_row(p: KeptPrediction) -> tuple[Any, ...]:
         p.uncertainty("entropy"),
         p.created_at,
         p.content,
+        p.shadow_version or None,
+        p.shadow_label or None,
     )
 
 
@@ -237,6 +248,8 @@ def _prediction_from_row(row: Sequence[Any]) -> KeptPrediction:
         pixels=np.frombuffer(bytes(row[6] or b""), dtype=np.uint8).reshape(shape),
         created_at=float(row[8]),
         content_id=row[9],
+        shadow_version=row[10] or "",
+        shadow_label=row[11] or "",
     )
 
 
@@ -375,7 +388,8 @@ class SqlFeedbackStore(FeedbackStore):
                 self._sql(
                     "INSERT INTO labels (model, sample_id, label, source, principal, "
                     "created_at, idempotency_key, payload_hash, prediction_id, model_version, "
-                    "predicted_label, content_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "predicted_label, content_id, shadow_version, shadow_label) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
                     self.model,
@@ -390,6 +404,8 @@ class SqlFeedbackStore(FeedbackStore):
                     prediction.model_version if prediction else None,
                     prediction.top_label if prediction else None,
                     content_id,
+                    (prediction.shadow_version or None) if prediction else None,
+                    (prediction.shadow_label or None) if prediction else None,
                 ),
             )
             if prediction is not None:
@@ -520,8 +536,8 @@ class SqlFeedbackStore(FeedbackStore):
                 self._sql(
                     "INSERT INTO predictions (id, model_version, backbone_id, labels, "
                     "probabilities, features, pixels, pixels_shape, least_confidence, margin, "
-                    "entropy, created_at, content_id, model) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "entropy, created_at, content_id, shadow_version, shadow_label, model) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (id) DO NOTHING"
                 ),
                 rows,
@@ -791,6 +807,32 @@ class SqlFeedbackStore(FeedbackStore):
             )
             correct, total = cursor.fetchone()
         return int(correct), int(total)
+
+    def experiment_pairs(self, champion: str, challenger: str) -> list[tuple[bool, bool]]:
+        """(champion right, challenger right) per labeled prediction both scored, in label
+        order; a prediction labeled again counts once, by its newest label, and a retracted
+        one not at all (as in live accuracy)."""
+        with self._read() as cursor:
+            cursor.execute(
+                self._sql(
+                    "SELECT l.label, l.model_version, l.predicted_label, l.shadow_label "
+                    "FROM labels l WHERE l.model = ? AND l.prediction_id IS NOT NULL AND "
+                    "((l.model_version = ? AND l.shadow_version = ?) OR "
+                    "(l.model_version = ? AND l.shadow_version = ?)) AND l.label <> ? AND "
+                    "NOT EXISTS (SELECT 1 FROM labels later WHERE later.sample_id = l.sample_id "
+                    "AND later.model = l.model AND later.seq > l.seq AND "
+                    "(later.prediction_id = l.prediction_id OR later.label = ?)) ORDER BY l.seq"
+                ),
+                (self.model, champion, challenger, challenger, champion, RETRACTED, RETRACTED),
+            )
+            rows = cursor.fetchall()
+        pairs = []
+        for label, answered_by, answer, shadow_answer in rows:
+            champion_answer, challenger_answer = (
+                (answer, shadow_answer) if answered_by == champion else (shadow_answer, answer)
+            )
+            pairs.append((champion_answer == label, challenger_answer == label))
+        return pairs
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
