@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from tlserve.clients.errors import ApiError
     from tlserve.clients.types import (
         Classification,
+        Experiment,
+        ExperimentEvidence,
         FeedbackItem,
         FeedbackReceipt,
         ImageLike,
@@ -34,6 +36,8 @@ __all__ = [
     "ApiError",
     "AsyncTlserveClient",
     "Classification",
+    "Experiment",
+    "ExperimentEvidence",
     "FeedbackItem",
     "FeedbackReceipt",
     "ImageLike",

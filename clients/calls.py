@@ -17,6 +17,8 @@ import numpy as np
 
 from tlserve.clients.types import (
     Classification,
+    Experiment,
+    ExperimentEvidence,
     FeedbackItem,
     FeedbackReceipt,
     ImageLike,
@@ -105,6 +107,7 @@ def _model_summary(info: pb.ModelInfo) -> ModelSummary:
         error=info.error,
         training=_training_status(info.training) if info.HasField("training") else None,
         monitoring=_live_monitoring(info.monitoring) if info.HasField("monitoring") else None,
+        experiment=_experiment(info.experiment) if info.HasField("experiment") else None,
     )
 
 
@@ -176,16 +179,23 @@ def _receipt(response: pb.SubmitFeedbackResponse) -> FeedbackReceipt:
 
 
 def predict(
-    images: Iterable[ImageLike], top_k: int = 0, *, keep: bool = True, model: str = ""
+    images: Iterable[ImageLike],
+    top_k: int = 0,
+    *,
+    keep: bool = True,
+    model: str = "",
+    routing_key: str = "",
 ) -> Call[PredictResult]:
     """Classify images, all by one version of `model` (default: the server's default
     model). `keep=False`: the server keeps no record (no feedback by id, no suggestions
-    from these images)."""
+    from these images). `routing_key` (a user or session id): a canary experiment answers
+    the same key with the same version; empty: the caller's credential decides."""
     request = pb.PredictRequest(
         images=[image_message(i) for i in images],
         top_k=top_k,
         do_not_keep=not keep,
         model=model,
+        routing_key=routing_key,
     )
     return Call("Predict", request, _predict_result)
 
@@ -342,6 +352,69 @@ def rollback(version: str = "", *, model: str = "") -> Call[tuple[str, str]]:
         return response.previous_version, response.current_version
 
     return Call("Rollback", pb.RollbackRequest(version=version, model=model), read)
+
+
+def start_experiment(
+    challenger_version: str,
+    rollout: str = "shadow",
+    share: float = 1.0,
+    *,
+    model: str = "",
+    max_labels: int = 0,
+    max_hours: float = 0.0,
+) -> Call[Experiment]:
+    """Admin: judge `challenger_version` against the served version on live traffic;
+    `rollout` "shadow" (it scores `share` of requests, the champion answers) or "canary"
+    (it answers `share` of callers). Labels sent by prediction id decide it."""
+    request = pb.StartExperimentRequest(
+        model=model,
+        challenger_version=challenger_version,
+        rollout=rollout,
+        share=share,
+        max_labels=max_labels,
+        max_hours=max_hours,
+    )
+    return Call("StartExperiment", request, _experiment)
+
+
+def end_experiment(outcome: str, reason: str = "", *, model: str = "") -> Call[Experiment]:
+    """Admin: end the running experiment now: `outcome` "promote" or "abandon"."""
+    request = pb.EndExperimentRequest(model=model, outcome=outcome, reason=reason)
+    return Call("EndExperiment", request, _experiment)
+
+
+def _experiment(message: pb.Experiment) -> Experiment:
+    evidence = message.evidence if message.HasField("evidence") else None
+    return Experiment(
+        champion_version=message.champion_version,
+        challenger_version=message.challenger_version,
+        rollout=message.rollout,
+        share=message.share,
+        state=message.state,
+        reason=message.reason,
+        started_at=message.started_at,
+        started_by=message.started_by,
+        ended_at=message.ended_at,
+        ended_by=message.ended_by,
+        deadline=message.deadline,
+        max_labels=message.max_labels,
+        alpha=message.alpha,
+        evidence=ExperimentEvidence(
+            decision=evidence.decision,
+            reason=evidence.reason,
+            pairs=evidence.pairs,
+            wins=evidence.wins,
+            losses=evidence.losses,
+            champion_correct=evidence.champion_correct,
+            challenger_correct=evidence.challenger_correct,
+            p_better=evidence.p_better,
+            p_worse=evidence.p_worse,
+            win_share_low=evidence.win_share_low,
+            win_share_high=evidence.win_share_high,
+        )
+        if evidence is not None
+        else None,
+    )
 
 
 def trigger_training(reason: str = "", *, model: str = "") -> Call[int]:

@@ -14,6 +14,11 @@
     tlserve labels approve LABEL...          admin: let new labels into training
     tlserve models rollback [VERSION]        admin: serve an earlier version (default: the previous)
     tlserve train [--reason TEXT]            admin: ask the trainer for a run now
+    tlserve experiment [--json]              the model's experiment and its evidence
+    tlserve experiment start VERSION [--rollout shadow|canary] [--share S]
+                                             admin: judge VERSION against the served one
+    tlserve experiment promote|abandon [--reason TEXT]
+                                             admin: end the running experiment now
 
 The server address comes from --target or TLSERVE_TARGET (default localhost:50051).
 Every call sends --token (TLSERVE_TOKEN) as `authorization: Bearer <token>` when set;
@@ -39,7 +44,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tlserve.clients.calls import STRATEGIES
 from tlserve.clients.client import DEFAULT_TARGET, TlserveClient, tls_credentials
 from tlserve.clients.command import OneLineErrors, version_string
-from tlserve.clients.types import FeedbackItem, LiveMonitoring, ModelSummary
+from tlserve.clients.types import Experiment, FeedbackItem, LiveMonitoring, ModelSummary
 
 
 def non_negative(value: str) -> int:
@@ -138,6 +143,27 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="the served version and what the trainer is doing or waiting for"
     )
     status.add_argument("--json", action="store_true", help="print JSON")
+    experiment = commands.add_parser(
+        "experiment", help="the model's champion/challenger experiment (admin: start, end)"
+    )
+    experiment.add_argument("--json", action="store_true", help="print JSON")
+    experiment_commands = experiment.add_subparsers(dest="experiment_command")
+    start = experiment_commands.add_parser(
+        "start", help="admin: judge a published version against the served one on live labels"
+    )
+    start.add_argument("version", help="the challenger: a published version, same backbone")
+    start.add_argument("--rollout", choices=["shadow", "canary"], default="shadow")
+    start.add_argument(
+        "--share",
+        type=float,
+        default=1.0,
+        help="shadow: of requests it scores (default 1); canary: of callers it answers",
+    )
+    start.add_argument("--max-labels", type=non_negative, default=0, help="0: server setting")
+    start.add_argument("--max-hours", type=float, default=0.0, help="0: server setting")
+    for outcome in ("promote", "abandon"):
+        end = experiment_commands.add_parser(outcome, help=f"admin: {outcome} the challenger now")
+        end.add_argument("--reason", default="")
     labels_commands = labels.add_subparsers(dest="labels_command")
     approve = labels_commands.add_parser("approve", help="admin: let new labels into training")
     approve.add_argument("labels", nargs="+")
@@ -352,6 +378,53 @@ def _monitoring_line(monitoring: LiveMonitoring) -> str:
     return f"live: {estimate}; {drift}"
 
 
+def _experiment(client: TlserveClient, args: argparse.Namespace) -> int:
+    if args.experiment_command == "start":
+        experiment: Experiment | None = client.start_experiment(
+            args.version,
+            args.rollout,
+            args.share,
+            model=args.model,
+            max_labels=args.max_labels,
+            max_hours=args.max_hours,
+        )
+    elif args.experiment_command in ("promote", "abandon"):
+        experiment = client.end_experiment(args.experiment_command, args.reason, model=args.model)
+    else:
+        experiment = client.get_model(model=args.model).experiment
+    if args.json:
+        print(json.dumps(asdict(experiment) if experiment else None, indent=2))
+    elif experiment is None:
+        print("no experiment yet (admin: tlserve experiment start VERSION)")
+    else:
+        print("\n".join(_experiment_lines(experiment)))
+    return 0
+
+
+def _experiment_lines(experiment: Experiment) -> list[str]:
+    whose = "requests" if experiment.rollout == "shadow" else "callers"
+    share = f"{experiment.share:.0%} of {whose}"
+    lines = [
+        f"experiment: {experiment.challenger_version} against {experiment.champion_version} "
+        f"({experiment.rollout}, {share}): {experiment.state}"
+        + (f" by {experiment.ended_by}: {experiment.reason}" if experiment.ended_by else "")
+    ]
+    evidence = experiment.evidence
+    if evidence is not None and evidence.pairs:
+        lines.append(
+            f"  {evidence.pairs} labeled pairs: champion right on {evidence.champion_correct}, "
+            f"challenger on {evidence.challenger_correct}; of the "
+            f"{evidence.wins + evidence.losses} they disagreed on, the challenger won "
+            f"{evidence.wins} (share "
+            f"{evidence.win_share_low:.2f}..{evidence.win_share_high:.2f} at "
+            f"{1 - experiment.alpha:.0%}); p(no better) {evidence.p_better:.3g}, "
+            f"p(no worse) {evidence.p_worse:.3g}"
+        )
+    elif experiment.state == "running":
+        lines.append("  no labeled pairs yet: send labels by prediction id")
+    return lines
+
+
 def _status(client: TlserveClient, args: argparse.Namespace) -> int:
     training = client.training_status(model=args.model)
     try:
@@ -381,6 +454,8 @@ def _status(client: TlserveClient, args: argparse.Namespace) -> int:
         print(f"serving: {served.version} ({', '.join(served.labels)}); {live}")
         if served.monitoring is not None:
             print(_monitoring_line(served.monitoring))
+        if served.experiment is not None:
+            print("\n".join(_experiment_lines(served.experiment)))
     print(f"trainer: {training.state}{' (stale)' if training.stale else ''}: {training.detail}")
     run = training.last_run
     if run is not None:
@@ -514,6 +589,8 @@ def _main(argv: list[str] | None = None) -> int:
                 return _status(client, args)
             if args.command == "suggest":
                 return _suggest(client, args)
+            if args.command == "experiment":
+                return _experiment(client, args)
             return _health(client.channel, args.timeout)
     except grpc.RpcError as exc:
         print(f"tlserve: {exc.code().name}: {exc.details()}", file=sys.stderr)

@@ -152,6 +152,43 @@ class LiveMonitoring:
 
 
 @dataclass(frozen=True, slots=True)
+class ExperimentEvidence:
+    """Labels on predictions both heads scored, and what the paired test says of them."""
+
+    decision: str  # "running", "promote" or "abandon"
+    reason: str
+    pairs: int
+    wins: int  # the challenger right where the champion was wrong
+    losses: int
+    champion_correct: int
+    challenger_correct: int
+    p_better: float  # always-valid p value of "the challenger is no better"
+    p_worse: float
+    win_share_low: float  # confidence sequence for the share of disagreements it wins
+    win_share_high: float
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    """A model's champion/challenger experiment: running, or how the last one ended."""
+
+    champion_version: str
+    challenger_version: str
+    rollout: str  # "shadow" or "canary"
+    share: float
+    state: str  # "running", "promoted" or "abandoned"
+    reason: str
+    started_at: float
+    started_by: str
+    ended_at: float
+    ended_by: str
+    deadline: float
+    max_labels: int
+    alpha: float
+    evidence: ExperimentEvidence | None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSummary:
     model: str
     version: str
@@ -171,3 +208,5 @@ class ModelSummary:
     training: TrainingStatus | None = None
     # GetModel of the served version: its accuracy estimate and drift state.
     monitoring: LiveMonitoring | None = None
+    # GetModel of the served version: the model's experiment (running, or the last one).
+    experiment: Experiment | None = None

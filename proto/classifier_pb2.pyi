@@ -47,16 +47,18 @@ class Image(_message.Message):
     def __init__(self, encoded: _Optional[bytes] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("images", "top_k", "do_not_keep", "model")
+    __slots__ = ("images", "top_k", "do_not_keep", "model", "routing_key")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     DO_NOT_KEEP_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
     top_k: int
     do_not_keep: bool
     model: str
-    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., top_k: _Optional[int] = ..., do_not_keep: bool = ..., model: _Optional[str] = ...) -> None: ...
+    routing_key: str
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., top_k: _Optional[int] = ..., do_not_keep: bool = ..., model: _Optional[str] = ..., routing_key: _Optional[str] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score")
@@ -93,7 +95,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json", "live_accuracy", "live_feedback_count", "error", "training", "model", "monitoring")
+    __slots__ = ("version", "labels", "backbone_id", "input_height", "input_width", "resize", "created_at", "parent_version", "serving", "execution_providers", "card_json", "live_accuracy", "live_feedback_count", "error", "training", "model", "monitoring", "experiment")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +113,7 @@ class ModelInfo(_message.Message):
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MONITORING_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     version: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     backbone_id: str
@@ -128,7 +131,8 @@ class ModelInfo(_message.Message):
     training: TrainingStatus
     model: str
     monitoring: LiveMonitoring
-    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ..., live_accuracy: _Optional[float] = ..., live_feedback_count: _Optional[int] = ..., error: _Optional[str] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ..., model: _Optional[str] = ..., monitoring: _Optional[_Union[LiveMonitoring, _Mapping]] = ...) -> None: ...
+    experiment: Experiment
+    def __init__(self, version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., backbone_id: _Optional[str] = ..., input_height: _Optional[int] = ..., input_width: _Optional[int] = ..., resize: _Optional[str] = ..., created_at: _Optional[str] = ..., parent_version: _Optional[str] = ..., serving: bool = ..., execution_providers: _Optional[_Iterable[str]] = ..., card_json: _Optional[str] = ..., live_accuracy: _Optional[float] = ..., live_feedback_count: _Optional[int] = ..., error: _Optional[str] = ..., training: _Optional[_Union[TrainingStatus, _Mapping]] = ..., model: _Optional[str] = ..., monitoring: _Optional[_Union[LiveMonitoring, _Mapping]] = ..., experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
 
 class LiveMonitoring(_message.Message):
     __slots__ = ("estimated_accuracy", "estimated_from", "temperature", "drift_state", "drift_p_value", "drift_statistic", "drift_window", "drift_tested_windows", "drift_alarmed_windows")
@@ -339,6 +343,90 @@ class RollbackResponse(_message.Message):
     previous_version: str
     current_version: str
     def __init__(self, previous_version: _Optional[str] = ..., current_version: _Optional[str] = ...) -> None: ...
+
+class StartExperimentRequest(_message.Message):
+    __slots__ = ("model", "challenger_version", "rollout", "share", "max_labels", "max_hours")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    MAX_LABELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_HOURS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    challenger_version: str
+    rollout: str
+    share: float
+    max_labels: int
+    max_hours: float
+    def __init__(self, model: _Optional[str] = ..., challenger_version: _Optional[str] = ..., rollout: _Optional[str] = ..., share: _Optional[float] = ..., max_labels: _Optional[int] = ..., max_hours: _Optional[float] = ...) -> None: ...
+
+class EndExperimentRequest(_message.Message):
+    __slots__ = ("model", "outcome", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    outcome: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ExperimentEvidence(_message.Message):
+    __slots__ = ("decision", "reason", "pairs", "wins", "losses", "champion_correct", "challenger_correct", "p_better", "p_worse", "win_share_low", "win_share_high")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    WINS_FIELD_NUMBER: _ClassVar[int]
+    LOSSES_FIELD_NUMBER: _ClassVar[int]
+    CHAMPION_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    P_BETTER_FIELD_NUMBER: _ClassVar[int]
+    P_WORSE_FIELD_NUMBER: _ClassVar[int]
+    WIN_SHARE_LOW_FIELD_NUMBER: _ClassVar[int]
+    WIN_SHARE_HIGH_FIELD_NUMBER: _ClassVar[int]
+    decision: str
+    reason: str
+    pairs: int
+    wins: int
+    losses: int
+    champion_correct: int
+    challenger_correct: int
+    p_better: float
+    p_worse: float
+    win_share_low: float
+    win_share_high: float
+    def __init__(self, decision: _Optional[str] = ..., reason: _Optional[str] = ..., pairs: _Optional[int] = ..., wins: _Optional[int] = ..., losses: _Optional[int] = ..., champion_correct: _Optional[int] = ..., challenger_correct: _Optional[int] = ..., p_better: _Optional[float] = ..., p_worse: _Optional[float] = ..., win_share_low: _Optional[float] = ..., win_share_high: _Optional[float] = ...) -> None: ...
+
+class Experiment(_message.Message):
+    __slots__ = ("champion_version", "challenger_version", "rollout", "share", "state", "reason", "started_at", "started_by", "ended_at", "ended_by", "deadline", "max_labels", "alpha", "evidence")
+    CHAMPION_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_BY_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_BY_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    MAX_LABELS_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    champion_version: str
+    challenger_version: str
+    rollout: str
+    share: float
+    state: str
+    reason: str
+    started_at: float
+    started_by: str
+    ended_at: float
+    ended_by: str
+    deadline: float
+    max_labels: int
+    alpha: float
+    evidence: ExperimentEvidence
+    def __init__(self, champion_version: _Optional[str] = ..., challenger_version: _Optional[str] = ..., rollout: _Optional[str] = ..., share: _Optional[float] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., started_at: _Optional[float] = ..., started_by: _Optional[str] = ..., ended_at: _Optional[float] = ..., ended_by: _Optional[str] = ..., deadline: _Optional[float] = ..., max_labels: _Optional[int] = ..., alpha: _Optional[float] = ..., evidence: _Optional[_Union[ExperimentEvidence, _Mapping]] = ...) -> None: ...
 
 class TriggerTrainingRequest(_message.Message):
     __slots__ = ("reason", "model")

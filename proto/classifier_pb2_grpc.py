@@ -99,6 +99,16 @@ class ClassifierStub(object):
                 request_serializer=tlserve_dot_v1_dot_classifier__pb2.GetTrainingStatusRequest.SerializeToString,
                 response_deserializer=tlserve_dot_v1_dot_classifier__pb2.TrainingStatus.FromString,
                 _registered_method=True)
+        self.StartExperiment = channel.unary_unary(
+                '/tlserve.v1.Classifier/StartExperiment',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.StartExperimentRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.EndExperiment = channel.unary_unary(
+                '/tlserve.v1.Classifier/EndExperiment',
+                request_serializer=tlserve_dot_v1_dot_classifier__pb2.EndExperimentRequest.SerializeToString,
+                response_deserializer=tlserve_dot_v1_dot_classifier__pb2.Experiment.FromString,
+                _registered_method=True)
 
 
 class ClassifierServicer(object):
@@ -203,6 +213,22 @@ class ClassifierServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartExperiment(self, request, context):
+        """Admin: judge a published version (same backbone) against the served one on live
+        traffic, in shadow or as a canary; a running experiment is abandoned for it. Answered
+        once this server scores with the challenger. GetModel shows the experiment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndExperiment(self, request, context):
+        """Admin: end the running experiment now, promoting the challenger or abandoning it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -270,6 +296,16 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.GetTrainingStatus,
                     request_deserializer=tlserve_dot_v1_dot_classifier__pb2.GetTrainingStatusRequest.FromString,
                     response_serializer=tlserve_dot_v1_dot_classifier__pb2.TrainingStatus.SerializeToString,
+            ),
+            'StartExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartExperiment,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.StartExperimentRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.Experiment.SerializeToString,
+            ),
+            'EndExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndExperiment,
+                    request_deserializer=tlserve_dot_v1_dot_classifier__pb2.EndExperimentRequest.FromString,
+                    response_serializer=tlserve_dot_v1_dot_classifier__pb2.Experiment.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -623,6 +659,60 @@ class Classifier(object):
             '/tlserve.v1.Classifier/GetTrainingStatus',
             tlserve_dot_v1_dot_classifier__pb2.GetTrainingStatusRequest.SerializeToString,
             tlserve_dot_v1_dot_classifier__pb2.TrainingStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.v1.Classifier/StartExperiment',
+            tlserve_dot_v1_dot_classifier__pb2.StartExperimentRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.v1.Classifier/EndExperiment',
+            tlserve_dot_v1_dot_classifier__pb2.EndExperimentRequest.SerializeToString,
+            tlserve_dot_v1_dot_classifier__pb2.Experiment.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,6 +33,7 @@ from tlserve.server.classes import ClassPolicy, NewClassPolicy
 from tlserve.server.core import ServingCore
 from tlserve.server.drain import Admission
 from tlserve.server.errors import StartupError
+from tlserve.server.experiments import Experiments
 from tlserve.server.feedback import FeedbackLimits, FeedbackService
 from tlserve.server.fsutil import require_writable
 from tlserve.server.health import HealthService
@@ -140,6 +141,11 @@ class TlserveServer:
             max_queue_items=settings.max_queue_size,
             keeper=self.keeper if settings.keep_predictions else None,
         )
+        self.experiments = Experiments(
+            self.models,
+            lambda slot: self.store.for_model(slot.stored_as),
+            settings.experiment_limits(),
+        )
         self.core = ServingCore(
             self.predictions,
             feedback_for,
@@ -147,6 +153,7 @@ class TlserveServer:
             self.security.access,
             self.security.limits,
             Admission(),
+            self.experiments,
         )
         self.http = HttpApi(
             self.core,
@@ -174,6 +181,9 @@ class TlserveServer:
         self._background = [
             asyncio.create_task(self.models.watch(settings.registry_poll_seconds), name="registry"),
             asyncio.create_task(self.keeper.run(), name="keeper"),
+            asyncio.create_task(
+                self.experiments.watch(settings.registry_poll_seconds), name="experiments"
+            ),
             asyncio.create_task(self.loop_lag.run(), name="loop-lag"),
         ]
         options = [

@@ -22,6 +22,7 @@ from tlserve.server.errors import (
     NotFound,
     TlserveError,
 )
+from tlserve.server.experiments import ExperimentReport, Experiments
 from tlserve.server.feedback import (
     FeedbackInput,
     FeedbackService,
@@ -66,6 +67,8 @@ class ModelInfo:
     training: TrainingStatus | None = None
     # The served version's only: its accuracy estimate and drift state on live traffic.
     monitoring: LiveReport | None = None
+    # The served version's only: the model's experiment (running, or the last one).
+    experiment: ExperimentReport | None = None
 
     @property
     def live_accuracy(self) -> float:
@@ -144,8 +147,10 @@ class ServingCore:
         access: AccessControl,
         limits: RateLimits,
         admission: Admission,
+        experiments: Experiments,
     ) -> None:
         self.predictions = predictions
+        self.experiments = experiments
         self._new_feedback = feedback_for
         self._feedback: dict[str, FeedbackService] = {}
         self.models = models
@@ -193,12 +198,18 @@ class ServingCore:
         keep: bool = True,
         version: str = "",
         model: str = "",
+        routing_key: str = "",
     ) -> PredictResult:
         principal = self._admit(caller, Role.PREDICT, model)
         self.limits.take(principal.name, Action.PREDICT, len(images), self.model_name(model))
         try:
             return await self.predictions.predict(
-                images, top_k, keep=keep, version=version, model=model
+                images,
+                top_k,
+                keep=keep,
+                version=version,
+                model=model,
+                routing_key=routing_key or principal.name,
             )
         except NoModel as exc:
             raise await self._explained(exc, model=model) from None
@@ -267,17 +278,26 @@ class ServingCore:
                 version = slot.require().version
             except NoModel as exc:
                 raise await self._explained(exc, model=slot.model_name) from None
-        training = monitoring = None
+        training = monitoring = experiment = None
         if served is not None and served.version == version:
             manifest, serving, providers = served.manifest, True, tuple(served.providers)
             training = await self.feedback(slot.model_name).training_status()
             monitoring = served.monitor.report()
+            experiment = self.experiments.report(slot)
         else:  # NotFound for an unknown or malformed id, before the store sees it
             manifest = await asyncio.to_thread(slot.registry.model_manifest, version)
             serving, providers = False, ()
         correct, total = await self.feedback(slot.model_name).live_accuracy(version)
         return ModelInfo(
-            slot.model_name, manifest, serving, providers, correct, total, training, monitoring
+            slot.model_name,
+            manifest,
+            serving,
+            providers,
+            correct,
+            total,
+            training,
+            monitoring,
+            experiment,
         )
 
     async def list_models(self, caller: Presented, model: str = "") -> ModelListing:
@@ -349,6 +369,43 @@ class ServingCore:
             target,
         )
         return Rollback(served.version, current.version)
+
+    async def start_experiment(
+        self,
+        caller: Presented,
+        challenger: str,
+        rollout: str,
+        share: float,
+        *,
+        model: str = "",
+        max_labels: int = 0,
+        max_hours: float = 0.0,
+    ) -> ExperimentReport:
+        """Admin: judge `challenger` against the served version on live traffic."""
+        principal = self._admit(caller, Role.ADMIN, model)
+        if not challenger:
+            raise InvalidInput("name the challenger: a published version of the model")
+        slot = self.models.get(model)
+        experiment = await self.experiments.start(
+            slot,
+            challenger,
+            rollout,
+            share,
+            by=principal.name,
+            max_labels=max_labels,
+            max_hours=max_hours,
+        )
+        return ExperimentReport(experiment, None)
+
+    async def end_experiment(
+        self, caller: Presented, outcome: str, reason: str = "", *, model: str = ""
+    ) -> ExperimentReport:
+        """Admin: promote the running experiment's challenger, or abandon it, now."""
+        principal = self._admit(caller, Role.ADMIN, model)
+        slot = self.models.get(model)
+        reason = reason.strip()[:MAX_TRAINING_REASON]
+        ended = await self.experiments.end(slot, outcome, by=principal.name, reason=reason)
+        return ExperimentReport(ended, None)
 
     async def trigger_training(self, caller: Presented, reason: str, model: str = "") -> int:
         """Admin: ask the model's trainer for a run now; returns the request id (the

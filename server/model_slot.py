@@ -27,6 +27,7 @@ from tlserve.server.monitoring.calibration import Calibration
 from tlserve.server.monitoring.drift import REFERENCE_FILE, DriftReference
 from tlserve.server.monitoring.live import MonitoringSettings, VersionMonitor
 from tlserve.server.registry import BackboneManifest, HeadScores, ModelManifest, Registry
+from tlserve.server.registry.experiment import Experiment
 from tlserve.server.runtime import SessionFactory
 
 log = logging.getLogger(__name__)
@@ -375,10 +376,24 @@ class ModelSlot:
         self._current_problem: str | None = None
         self._refresh_lock = asyncio.Lock()
         self._on_swap: list[Callable[[LoadedModel], None]] = []
+        # The model's experiment as last read (running, or how the last one ended), and
+        # the challenger version loaded for it while it runs against the served version.
+        self._experiment: Experiment | None = None
+        self._challenger: LoadedModel | None = None
+        self._experiment_problem: str | None = None
 
     @property
     def current(self) -> LoadedModel | None:
         return self._current
+
+    @property
+    def experiment(self) -> Experiment | None:
+        return self._experiment
+
+    @property
+    def challenger(self) -> LoadedModel | None:
+        """The running experiment's challenger, loaded and on the served version's backbone."""
+        return self._challenger
 
     @property
     def stored_as(self) -> str:
@@ -415,23 +430,104 @@ class ModelSlot:
         finally:
             model.release()
 
+    @contextmanager
+    def lease_challenger(self) -> Iterator[LoadedModel | None]:
+        """The running experiment's challenger kept alive until the block ends, or None."""
+        model = self._challenger
+        if model is None or not model.acquire():
+            yield None
+            return
+        try:
+            yield model
+        finally:
+            model.release()
+
     async def refresh(self) -> bool:
-        """Load CURRENT if it moved; returns True when a new version was swapped in."""
+        """Load CURRENT if it moved, then the experiment's challenger if it changed; returns
+        True when a new version was swapped in."""
         async with self._refresh_lock:
-            try:
-                target = await asyncio.to_thread(self.registry.current)
-            except TlserveError as exc:
-                self._report_current_problem(str(exc))
-                return False
-            self._current_problem = None
-            served = self._current.version if self._current else None
-            if self._closed or target is None or target == served:
-                return False
-            refused_at = self._refused.get(target)
-            if refused_at is not None and self._clock() - refused_at < self.refused_retry_seconds:
-                return False
-            resident = self._current.backbone if self._current else None
-            started = time.perf_counter()
+            swapped = await self._follow_current()
+            await self._follow_experiment()
+            return swapped
+
+    async def _follow_experiment(self) -> None:
+        try:
+            experiment, _ = await asyncio.to_thread(self.registry.experiment)
+        except TlserveError as exc:
+            if str(exc) != self._experiment_problem:
+                self._experiment_problem = str(exc)
+                log.error("model %s: experiment unusable, ignored: %s", self.model_name, exc)
+            experiment = None
+        else:
+            self._experiment_problem = None
+        self._experiment = experiment
+        served = self._current
+        wanted = (
+            experiment.challenger
+            if experiment is not None
+            and experiment.running
+            and served is not None
+            and experiment.champion == served.version
+            and not self._closed
+            else None
+        )
+        loaded = self._challenger.version if self._challenger else None
+        if wanted == loaded:
+            return
+        if self._challenger is not None:
+            self._challenger.retire()
+            self._challenger = None
+        if wanted is None or served is None:
+            return
+        if self._recently_refused(wanted):
+            return
+        try:
+            challenger = await asyncio.to_thread(self.loader.load, wanted)
+        except TlserveError as exc:
+            self._refuse(wanted, f"as challenger: {exc}")
+            return
+        if challenger.backbone is not served.backbone:
+            challenger.retire()
+            self._refuse(
+                wanted,
+                f"as challenger: it runs on backbone {challenger.backbone.id[:12]}, the served "
+                f"version {served.version} on {served.backbone.id[:12]}; a challenger scores "
+                "the features the champion computed, so it must share its backbone",
+            )
+            return
+        self._challenger = challenger
+        log.info(
+            "model %s: challenger %s loaded (%s, share %.2f) against %s",
+            self.model_name,
+            wanted,
+            experiment.mode if experiment else "",
+            experiment.share if experiment else 0.0,
+            served.version,
+        )
+
+    def _recently_refused(self, version: str) -> bool:
+        """Refused (as a version or as a challenger) within `refused_retry_seconds`."""
+        refused_at = self._refused.get(version)
+        return refused_at is not None and self._clock() - refused_at < self.refused_retry_seconds
+
+    async def _follow_current(self) -> bool:
+        try:
+            target = await asyncio.to_thread(self.registry.current)
+        except TlserveError as exc:
+            self._report_current_problem(str(exc))
+            return False
+        self._current_problem = None
+        served = self._current.version if self._current else None
+        if self._closed or target is None or target == served:
+            return False
+        if self._recently_refused(target):
+            return False
+        resident = self._current.backbone if self._current else None
+        started = time.perf_counter()
+        if self._challenger is not None and self._challenger.version == target:
+            # A promoted challenger is loaded, verified and warm already: swapped as it is.
+            model, self._challenger = self._challenger, None
+        else:
             try:
                 model = await asyncio.to_thread(self.loader.load, target)
             except TlserveError as exc:
@@ -441,22 +537,22 @@ class ModelSlot:
                 log.exception("loading version %s failed unexpectedly", target)
                 self._refuse(target, f"unexpected error: {exc}")
                 return False
-            head_only = resident is not None and model.backbone is resident
-            self._swap(model)
-            result = "head_only" if head_only else "full"
-            self.metrics.model_swaps.labels(model=self.model_name, result=result).inc()
-            self.metrics.model_load_seconds.labels(model=self.model_name).observe(
-                time.perf_counter() - started
-            )
-            log.info(
-                "model %s: serving version %s (%s swap, %d labels, providers %s)",
-                self.model_name,
-                model.version,
-                "head-only" if head_only else "full",
-                len(model.labels),
-                ",".join(model.providers),
-            )
-            return True
+        head_only = resident is not None and model.backbone is resident
+        self._swap(model)
+        result = "head_only" if head_only else "full"
+        self.metrics.model_swaps.labels(model=self.model_name, result=result).inc()
+        self.metrics.model_load_seconds.labels(model=self.model_name).observe(
+            time.perf_counter() - started
+        )
+        log.info(
+            "model %s: serving version %s (%s swap, %d labels, providers %s)",
+            self.model_name,
+            model.version,
+            "head-only" if head_only else "full",
+            len(model.labels),
+            ",".join(model.providers),
+        )
+        return True
 
     async def watch(self, poll_seconds: float) -> None:
         """Poll CURRENT forever (cancel the task to stop)."""
@@ -470,6 +566,9 @@ class ModelSlot:
     def close(self) -> None:
         """Serve nothing more: the served version finishes its leases and is released."""
         self._closed = True
+        if self._challenger is not None:
+            self._challenger.retire()
+            self._challenger = None
         if self._current is not None:
             self._current.retire()
             self._current = None

@@ -74,11 +74,13 @@ class ModelSet:
         return [self.default, *(self._named[name] for name in sorted(self._named))]
 
     def monitors(self) -> list[tuple[str, str, VersionMonitor]]:
-        """(model, served version, its live monitor) for every model serving a version."""
+        """(model, version, its live monitor) for every served version and every running
+        experiment's challenger."""
         return [
-            (slot.model_name, served.version, served.monitor)
+            (slot.model_name, loaded.version, loaded.monitor)
             for slot in self.slots()
-            if (served := slot.current) is not None
+            for loaded in (slot.current, slot.challenger)
+            if loaded is not None
         ]
 
     def names(self) -> list[str]:

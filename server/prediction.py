@@ -24,6 +24,7 @@ from tlserve.server.keeper import PredictionKeeper
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.model_slot import BackboneRuntime, LoadedModel
 from tlserve.server.models import ModelSet
+from tlserve.server.registry.experiment import Experiment, Rollout
 from tlserve.server.store.base import KeptPrediction
 
 
@@ -61,16 +62,19 @@ _NO_SCORES = np.empty(0, np.float32)
 
 @dataclass(frozen=True, slots=True)
 class _Image:
-    """One prepared image in a backbone batch, with the leased version whose head scores it."""
+    """One prepared image in a backbone batch, with the leased version whose head answers it
+    and, during an experiment, the other version whose head scores it beside."""
 
     model: LoadedModel
     pixels: np.ndarray
+    shadow: LoadedModel | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Scored:
     features: np.ndarray
     probabilities: np.ndarray
+    shadow_label: str = ""
 
 
 class PredictionService:
@@ -115,20 +119,24 @@ class PredictionService:
         keep: bool = True,
         version: str = "",
         model: str = "",
+        routing_key: str = "",
     ) -> PredictResult:
         """Score every image with the named model's served version (`model` empty: the
-        default model); all answered by that one version.
+        default model); all answered by that one version. During an experiment the
+        challenger scores them too (shadow: a share of requests; canary: every request),
+        and answers instead for the share of `routing_key`s a canary sends to it.
 
         A pinned `version` is checked under the same lease that answers, so a swap in
         between can only turn the answer into NotFound, never into another version's."""
         check_image_count(len(images), self.max_images_per_request)
         slot = self.models.get(model)
-        with slot.lease() as served:
+        with slot.lease() as champion, slot.lease_challenger() as challenger:
+            served, shadow = _route(slot.experiment, champion, challenger, version, routing_key)
             check_pinned_version(version, served)
             k = self._resolve_top_k(top_k, served)
             pixels = await self._prepare_all(images, served)
             scored = await self.batcher.submit(
-                served.backbone, [_Image(served, image) for image in pixels]
+                served.backbone, [_Image(served, image, shadow) for image in pixels]
             )
         predictions = [
             ImagePrediction(
@@ -152,6 +160,8 @@ class PredictionService:
                         pixels=image,
                         created_at=now,
                         model=slot.stored_as,
+                        shadow_version=shadow.version if shadow else "",
+                        shadow_label=result.shadow_label,
                     )
                     for prediction, result, image in zip(predictions, scored, pixels, strict=True)
                 ]
@@ -228,11 +238,50 @@ class PredictionService:
             model.monitor.observe(own, scores)
             for row, score in zip(rows, scores, strict=True):
                 probabilities[row] = score
+        shadow_labels = [""] * len(images)
+        shadow_rows: dict[int, tuple[LoadedModel, list[int]]] = {}
+        for row, image in enumerate(images):
+            if image.shadow is not None:
+                shadow_rows.setdefault(id(image.shadow), (image.shadow, []))[1].append(row)
+        for model, rows in shadow_rows.values():
+            scores = model.head_probabilities(features[rows])
+            model.monitor.observe(features[rows], scores)
+            for row, best in zip(rows, scores.argmax(axis=1).tolist(), strict=True):
+                shadow_labels[row] = model.labels[best]
         self.metrics.inference_seconds.labels(stage="backbone").observe(backbone_done - started)
         self.metrics.inference_seconds.labels(stage="head").observe(
             time.perf_counter() - backbone_done
         )
-        return [_Scored(f, p) for f, p in zip(features, probabilities, strict=True)]
+        return [
+            _Scored(f, p, s) for f, p, s in zip(features, probabilities, shadow_labels, strict=True)
+        ]
+
+
+def _route(
+    experiment: Experiment | None,
+    champion: LoadedModel,
+    challenger: LoadedModel | None,
+    pinned: str,
+    routing_key: str,
+) -> tuple[LoadedModel, LoadedModel | None]:
+    """(the version that answers, the one that scores beside it or None) for one request.
+    A pin to either side of a running experiment answers with that side."""
+    if (
+        challenger is None
+        or experiment is None
+        or not experiment.running
+        or experiment.challenger != challenger.version
+    ):
+        return champion, None
+    if pinned == challenger.version:
+        return challenger, champion
+    if pinned == champion.version:
+        return champion, challenger
+    if experiment.answers_with_challenger(routing_key):
+        return challenger, champion
+    if experiment.mode == Rollout.CANARY or experiment.scores_in_shadow(uuid.uuid4().hex):
+        return champion, challenger
+    return champion, None
 
 
 def check_image_count(count: int, limit: int) -> None:

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 if TYPE_CHECKING:
+    from tlserve.server.experiments import ExperimentLimits
     from tlserve.server.monitoring.live import MonitoringSettings
     from tlserve.server.registry import Registry
 
@@ -357,11 +358,31 @@ class ServerSettings(DeploymentSettings):
     """A window whose drift p value is below this raises the drift alarm: the share of
     windows of in-distribution traffic that alarm."""
 
+    experiment_max_labels: int = Field(default=5000, ge=10)
+    """An experiment not decided after this many labeled pairs is abandoned (the champion
+    stays). A challenger 3 points better than a 90% champion needs about 1,300 (median)."""
+
+    experiment_max_hours: float = Field(default=168.0, gt=0.0)
+    """An experiment not decided within this many hours is abandoned."""
+
+    experiment_alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    """Experiments promote or abandon at confidence 1 - alpha: a challenger no better than
+    the champion is promoted in at most alpha/2 of experiments, however often it is judged."""
+
     drain_seconds: float = Field(default=10.0, ge=0.0)
     """On shutdown: how long in-flight requests may take to finish."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the server process."""
+
+    def experiment_limits(self) -> ExperimentLimits:
+        from tlserve.server.experiments import ExperimentLimits  # noqa: PLC0415 (the probe stays light)
+
+        return ExperimentLimits(
+            max_labels=self.experiment_max_labels,
+            max_hours=self.experiment_max_hours,
+            alpha=self.experiment_alpha,
+        )
 
     def monitoring(self) -> MonitoringSettings:
         # Imported here: the probe reads these settings and must not load numpy.

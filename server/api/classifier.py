@@ -27,6 +27,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             request.top_k,
             keep=not request.do_not_keep,
             model=request.model,
+            routing_key=request.routing_key,
         )
         return codec.predict_response(result)
 
@@ -88,6 +89,28 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             codec.presented(context), request.version, request.model
         )
         return codec.rollback_response(rollback)
+
+    async def StartExperiment(
+        self, request: pb.StartExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Experiment:
+        report = await self.core.start_experiment(
+            codec.presented(context),
+            request.challenger_version,
+            request.rollout,
+            request.share,
+            model=request.model,
+            max_labels=request.max_labels,
+            max_hours=request.max_hours,
+        )
+        return codec.experiment_message(report)
+
+    async def EndExperiment(
+        self, request: pb.EndExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Experiment:
+        report = await self.core.end_experiment(
+            codec.presented(context), request.outcome, request.reason, model=request.model
+        )
+        return codec.experiment_message(report)
 
     async def TriggerTraining(
         self, request: pb.TriggerTrainingRequest, context: grpc.aio.ServicerContext

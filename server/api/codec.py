@@ -10,7 +10,7 @@ import numpy as np
 
 from tlserve.proto import classifier_pb2 as pb
 from tlserve.proto import grpc_predict_v2_pb2 as kserve_pb2
-from tlserve.server.api.common import listing_card
+from tlserve.server.api.common import experiment_document, listing_card
 from tlserve.server.api.status import grpc_status_for
 from tlserve.server.api.tensors import (
     PLATFORM,
@@ -32,6 +32,7 @@ from tlserve.server.core import (
     ServedSignature,
 )
 from tlserve.server.errors import InvalidInput
+from tlserve.server.experiments import ExperimentReport
 from tlserve.server.feedback import FeedbackInput, ItemResult
 from tlserve.server.monitoring.live import LiveReport
 from tlserve.server.prediction import (
@@ -236,6 +237,15 @@ def model_info(info: ModelInfo, *, listed: bool = False) -> pb.ModelInfo:
         live_feedback_count=info.live_total,
         training=training_status(info.training) if info.training else None,
         monitoring=live_monitoring(info.monitoring) if info.monitoring else None,
+        experiment=experiment_message(info.experiment) if info.experiment else None,
+    )
+
+
+def experiment_message(report: ExperimentReport) -> pb.Experiment:
+    document = experiment_document(report)
+    evidence = document.pop("evidence")
+    return pb.Experiment(
+        **document, evidence=pb.ExperimentEvidence(**evidence) if evidence else None
     )
 
 

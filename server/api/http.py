@@ -17,6 +17,7 @@ become HTTP statuses through `status.HTTP_STATUS`, always with a JSON body
     POST /v1/models/{model}/predict                     as /v1/predict, for a named model
     GET  /v1/models/{model}/model | /versions[/{v}]     as /v1/model and /v1/models[/{v}]
     POST /v1/models/{model}/rollback                    as /v1/rollback (admin)
+    POST /v1/models/{model}/experiment[/end]            start / end an experiment (admin)
     ... /v1/models/{model}/feedback | labels[/retract|/approve] | suggestions | training
                                                         as under /v1, for that model
     POST /v1/labels/retract                             undo a label (its labeler, or admin)
@@ -178,6 +179,8 @@ class HttpApi:
             ("GET", "/v1/models/{model}/versions", self.list_models, "ListModels"),
             ("GET", "/v1/models/{model}/versions/{version}", self.get_model, "GetModel"),
             ("POST", "/v1/models/{model}/rollback", self.rollback, "Rollback"),
+            ("POST", "/v1/models/{model}/experiment", self.start_experiment, "StartExperiment"),
+            ("POST", "/v1/models/{model}/experiment/end", self.end_experiment, "EndExperiment"),
             ("POST", "/v1/models/{model}/feedback", self.submit_feedback, "SubmitFeedback"),
             ("GET", "/v1/models/{model}/labels", self.list_labels, "ListLabels"),
             ("POST", "/v1/models/{model}/labels/approve", self.approve_labels, "ApproveLabels"),
@@ -258,7 +261,12 @@ class HttpApi:
                 "image/png, ...) or as multipart/form-data parts named `image`"
             )
         result = await self.core.predict(
-            codec.presented(request), images, top_k, keep=keep, model=_model(request)
+            codec.presented(request),
+            images,
+            top_k,
+            keep=keep,
+            model=_model(request),
+            routing_key=request.query.get("routing_key", ""),
         )
         return web.json_response(codec.predict_response(result))
 
@@ -338,6 +346,22 @@ class HttpApi:
         version = _optional_string_field(await self._body(request).body(), "version")
         rollback = await self.core.rollback(codec.presented(request), version, _model(request))
         return web.json_response(codec.rollback_response(rollback))
+
+    async def start_experiment(self, request: web.Request) -> web.Response:
+        fields = codec.start_experiment_request(await self._body(request).body())
+        report = await self.core.start_experiment(
+            codec.presented(request), **fields, model=_model(request)
+        )
+        return web.json_response(codec.experiment_document(report))
+
+    async def end_experiment(self, request: web.Request) -> web.Response:
+        body = await self._body(request).body()
+        outcome = _optional_string_field(body, "outcome")
+        reason = _optional_string_field(body, "reason")
+        report = await self.core.end_experiment(
+            codec.presented(request), outcome, reason, model=_model(request)
+        )
+        return web.json_response(codec.experiment_document(report))
 
     async def trigger_training(self, request: web.Request) -> web.Response:
         reason = _optional_string_field(await self._body(request).body(), "reason")

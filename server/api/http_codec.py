@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from tlserve.server.api.common import listing_card
+from tlserve.server.api.common import experiment_document, listing_card
 from tlserve.server.api.tensors import (
     IMAGE_INPUT,
     LABEL_OUTPUT,
@@ -417,6 +417,30 @@ def model_info(info: ModelInfo, *, listed: bool = False) -> dict[str, Any]:
         "card": listing_card(manifest.raw) if listed else dict(manifest.raw),
         "training": training_status(info.training) if info.training else None,
         "monitoring": live_monitoring(info.monitoring) if info.monitoring else None,
+        "experiment": experiment_document(info.experiment) if info.experiment else None,
+    }
+
+
+def start_experiment_request(body: bytes) -> dict[str, Any]:
+    """StartExperiment's JSON body: challenger_version, rollout, share, and optionally
+    max_labels and max_hours."""
+    document = _object(parse_json(body, "the request body"), "the request body")
+    known = {"challenger_version", "rollout", "share", "max_labels", "max_hours"}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise InvalidInput(f"unknown fields {unknown}; accepted: {sorted(known)}")
+    share = document.get("share")
+    if isinstance(share, bool) or not isinstance(share, int | float):
+        raise InvalidInput("`share` must be a number in (0, 1]")
+    max_hours = document.get("max_hours", 0)
+    if isinstance(max_hours, bool) or not isinstance(max_hours, int | float):
+        raise InvalidInput("`max_hours` must be a number")
+    return {
+        "challenger": _string(document.get("challenger_version", ""), "`challenger_version`"),
+        "rollout": _string(document.get("rollout", ""), "`rollout`"),
+        "share": float(share),
+        "max_labels": _integer(document.get("max_labels", 0), "`max_labels`"),
+        "max_hours": float(max_hours),
     }
 
 

@@ -43,6 +43,7 @@ from tlserve.server.errors import (
     quoted,
 )
 from tlserve.server.imaging import InputSpec, ResizePolicy
+from tlserve.server.registry.experiment import Experiment, ExperimentPointer
 from tlserve.server.registry.local import LocalFolderStorage
 from tlserve.server.registry.storage import (
     MissingObject,
@@ -504,6 +505,16 @@ class Registry:
             except PointerChanged:
                 continue
         raise Conflict(f"{self._pointer} kept changing; {version} was not set")
+
+    def experiment(self) -> tuple[Experiment | None, bytes | None]:
+        """This model's experiment (running or how the last one ended) and its bytes, for
+        `replace_experiment`; (None, None) before the first one."""
+        return ExperimentPointer(self.storage, self.model).read()
+
+    @_writing()
+    def replace_experiment(self, expected: bytes | None, experiment: Experiment) -> bool:
+        """Write the experiment if its pointer still holds `expected`; False if it moved."""
+        return ExperimentPointer(self.storage, self.model).replace(expected, experiment)
 
     @_writing()
     def add_model(self, name: str) -> None:
