@@ -20,7 +20,7 @@ from tlserve.server.training_status import (
     TrainerState,
 )
 from tlserve.trainer.metrics import TrainerMetrics
-from tlserve.trainer.pipeline import RunRecord, RunResult, Trainer
+from tlserve.trainer.pipeline import PUBLISHED, RunRecord, RunResult, Trainer
 from tlserve.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class TrainerLoop:
             self.metrics.observe(record)
         self._last_run_at = time.monotonic()
         trained = before.trained_label_seq
-        if record.result in (RunResult.PROMOTED, RunResult.REJECTED):
+        if record.result in (*PUBLISHED, RunResult.REJECTED):
             trained = record.label_seq
         self._write(
             TrainerReport(
@@ -119,7 +119,7 @@ class TrainerLoop:
                 attempted_label_seq=max(newest, record.label_seq),
             )
         )
-        if record.result == RunResult.PROMOTED:
+        if record.result in PUBLISHED:
             self.registry.retain(self.settings.keep_versions)
         return record
 
@@ -140,7 +140,7 @@ class TrainerLoop:
 
 
 def _state_after(record: RunRecord) -> TrainerState:
-    if record.result in (RunResult.PROMOTED, RunResult.REJECTED):
+    if record.result in (*PUBLISHED, RunResult.REJECTED):
         return TrainerState.IDLE
     return TrainerState.WAITING
 
@@ -152,6 +152,8 @@ def _outcome(record: RunRecord) -> str:
     match record.result:
         case RunResult.PROMOTED:
             return f"last run {record.run_id} promoted {record.version} ({why})"
+        case RunResult.CHALLENGER:
+            return f"last run {record.run_id} published {record.version} as challenger ({why})"
         case RunResult.REJECTED:
             return f"last run {record.run_id} was refused by the promotion gate ({why})"
         case RunResult.SKIPPED:

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tlserve.server.metrics import add_process_collectors
 from tlserve.server.training_status import TrainerReport, TrainerState
-from tlserve.trainer.pipeline import RunRecord, RunResult
+from tlserve.trainer.pipeline import PUBLISHED, RunRecord
 
 
 class TrainerMetrics:
@@ -78,7 +78,7 @@ class TrainerMetrics:
         self.runs.labels(model=model, result=record.result).inc()
         for stage, seconds in record.timings.items():
             self.stage_seconds.labels(model=model, stage=stage).observe(seconds)
-        if record.result == RunResult.PROMOTED:
+        if record.result in PUBLISHED:
             accuracy = record.metrics.get("holdout", {}).get("accuracy")
             if accuracy is not None:
                 self.holdout_accuracy.labels(model=model).set(accuracy)

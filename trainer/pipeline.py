@@ -26,11 +26,13 @@ import onnxruntime as ort
 
 from tlserve.server.classes import ClassPolicy, NewClassPolicy
 from tlserve.server.errors import TlserveError
+from tlserve.server.experiments import propose_challenger
 from tlserve.server.fsutil import atomic_write_bytes, exclusive_lock
 from tlserve.server.imaging import ImageLimits, decode_image
 from tlserve.server.monitoring.calibration import Calibration, fit_temperature
 from tlserve.server.monitoring.drift import REFERENCE_FILE, DriftReference
 from tlserve.server.registry import BackboneManifest, Registry, new_version_id
+from tlserve.server.registry.experiment import Rollout
 from tlserve.server.store.base import FeedbackStore, LabelRecord
 from tlserve.server.store.labels import holdout_share, in_holdout
 from tlserve.trainer.backbones import Backbone, build_backbone, features_function
@@ -48,9 +50,16 @@ log = logging.getLogger(__name__)
 class RunResult(StrEnum):
     RUNNING = "running"
     PROMOTED = "promoted"
+    # Passed the gate and published as the challenger of an experiment (rollout shadow or
+    # canary): live labels decide whether it serves.
+    CHALLENGER = "challenger"
     REJECTED = "rejected"  # by the promotion gate
     SKIPPED = "skipped"  # not enough data
     FAILED = "failed"
+
+
+# Runs that published a version.
+PUBLISHED = (RunResult.PROMOTED, RunResult.CHALLENGER)
 
 
 @dataclass
@@ -292,7 +301,7 @@ class Trainer:
             record.version = self._publish(
                 record, backbone, head_onnx, data, head, decision, calibration, reference
             )
-        record.result = RunResult.PROMOTED
+            record.result = self._serve(record, backbone)
 
     def _snapshot(self, record: RunRecord) -> _Snapshot:
         """The labels as of now, of the classes that can train (admitted by the new-class
@@ -543,11 +552,41 @@ class Trainer:
             extra_files={REFERENCE_FILE: reference.to_bytes()} if reference is not None else None,
             parent=record.served_before,
         )
+        return version
+
+    def _serve(self, record: RunRecord, backbone: BackboneManifest) -> RunResult:
+        """CURRENT moves to the new version (rollout `direct`), or the version becomes the
+        challenger of an experiment against the served one (`shadow`, `canary`): possible
+        when one is served on the same backbone (a fine-tuned backbone is served directly)."""
+        assert record.version is not None
+        champion = record.served_before
+        rollout = Rollout(self.settings.rollout)
+        if rollout != Rollout.DIRECT and champion is not None:
+            served = self.registry.model_manifest(champion)
+            if served.backbone_id == backbone.id:
+                experiment = propose_challenger(
+                    self.registry,
+                    champion,
+                    record.version,
+                    rollout,
+                    self.settings.rollout_share,
+                    by=f"trainer run {record.run_id}",
+                )
+                record.reasons.append(
+                    f"published as challenger of {champion} ({rollout}, share "
+                    f"{experiment.share}): live labels decide whether it serves"
+                )
+                record.published_at = time.time()
+                return RunResult.CHALLENGER
+            record.reasons.append(
+                f"served directly: its backbone differs from {champion}'s (fine-tuned), so it "
+                "cannot score that version's features in an experiment"
+            )
         # Only over the version this run was judged against: a rollback made meanwhile
         # wins, and the run fails saying CURRENT moved.
-        self.registry.set_current(version, expected=record.served_before)
+        self.registry.set_current(record.version, expected=champion)
         record.published_at = time.time()
-        return version
+        return RunResult.PROMOTED
 
 
 def _predict(

@@ -115,6 +115,17 @@ class TrainerSettings(DeploymentSettings):
     train_every_seconds: float | None = None
     """Also train on a timer, if any label is new (none: only on labels and requests)."""
 
+    rollout: Literal["direct", "shadow", "canary"] = "direct"
+    """How a version that passed the gate starts serving: `direct` (at once), or as the
+    challenger of an experiment against the served version, judged by live labels sent by
+    prediction id: `shadow` (it scores `rollout_share` of requests; the served version
+    answers) or `canary` (it answers `rollout_share` of callers). A version on a new
+    (fine-tuned) backbone is served directly."""
+
+    rollout_share: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Shadow: the share of requests the challenger scores; canary: the share of callers it
+    answers (below 1; 0.1 is a common start)."""
+
     keep_versions: int = Field(default=10, ge=2)
     """Registry retention: versions kept (CURRENT and the version it replaced always are)."""
 
