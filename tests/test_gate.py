@@ -193,3 +193,22 @@ def test_a_class_with_one_label_trains_even_when_its_label_hashes_into_the_holdo
     assert record.dataset["not_evaluated"] == ["green"]
     assert sample_id_of(lone) in record.dataset["borrowed_from_holdout"]
     assert registry.model_manifest(registry.current() or "").labels == ("blue", "green", "red")
+
+
+@pytest.mark.timeout(600)
+def test_a_run_with_nothing_held_out_publishes_uncalibrated_and_says_so(tmp_path: Path) -> None:
+    """Few labels leave every class too small to hold any out: the run still publishes,
+    with the head's confidence as it is (temperature 1 on 0 samples) and no drift sketch."""
+    store, registry, settings = small_trainer(tmp_path, epochs=5)
+    for label, rgb in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        for i in range(4):
+            store.add_label(principal="t", image=colour_png(rgb, i), label=label, source="s")
+    store.approve_labels(["red", "blue"], "token:admin")
+    record = Trainer(settings, store, registry).run_once("eight labels")
+    store.close()
+    assert record.result == "promoted", record.reasons
+    assert record.dataset["holdout"] == 0
+    manifest = registry.model_manifest(registry.current() or "")
+    assert manifest.raw["calibration"]["temperature"] == 1.0
+    assert manifest.raw["calibration"]["samples"] == 0
+    assert manifest.raw["drift_reference"] is None

@@ -592,6 +592,8 @@ class Trainer:
 def _predict(
     head_onnx: bytes, features: np.ndarray, labels: list[str], input_name: str = "features"
 ) -> list[str]:
+    if len(features) == 0:
+        return []
     probabilities = _probabilities(head_onnx, features, input_name)
     return [labels[i] for i in np.argmax(probabilities, axis=1)]
 
