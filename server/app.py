@@ -43,7 +43,7 @@ from tlserve.server.loop_lag import LoopLagMonitor
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.model_slot import LoadedModel, ModelLoader, ModelSlot
 from tlserve.server.models import ModelSet
-from tlserve.server.monitoring.metrics import MonitoringCollector
+from tlserve.server.monitoring.metrics import ExperimentCollector, MonitoringCollector
 from tlserve.server.prediction import PredictionService
 from tlserve.server.runtime import SessionFactory
 from tlserve.server.security.setup import build_security, exposed_hosts
@@ -146,6 +146,7 @@ class TlserveServer:
             lambda slot: self.store.for_model(slot.stored_as),
             settings.experiment_limits(),
         )
+        self.metrics_registry.register(ExperimentCollector(self.experiments.running))
         self.core = ServingCore(
             self.predictions,
             feedback_for,

@@ -141,6 +141,11 @@ class Experiments:
         await slot.refresh()
         return ended
 
+    def running(self) -> list[tuple[str, ExperimentReport]]:
+        """(model, report) of every running experiment (for metrics)."""
+        reports = [(slot.model_name, self.report(slot)) for slot in self.models.slots()]
+        return [(name, r) for name, r in reports if r is not None and r.experiment.running]
+
     def report(self, slot: ModelSlot) -> ExperimentReport | None:
         experiment = slot.experiment
         if experiment is None:

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from tlserve.server.api.paths import LIVE_PATH, READY_PATH
 from tlserve.server.metrics import ServerMetrics
-from tlserve.server.monitoring.metrics import MonitoringCollector
+from tlserve.server.monitoring.metrics import ExperimentCollector, MonitoringCollector
 from tlserve.server.settings import ServerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +207,8 @@ def served_metric_names() -> set[str]:
     """Every sample name the server's and trainer's registries can expose."""
     registry = CollectorRegistry()
     ServerMetrics(registry)
-    registry.register(MonitoringCollector(list))  # its families, with no version served
+    registry.register(MonitoringCollector(list))  # their families, with nothing served
+    registry.register(ExperimentCollector(list))
     # The trainer's metrics module imports its pipeline (TensorFlow): read it instead.
     trainer = (ROOT / "trainer" / "metrics.py").read_text()
     families: list[tuple[str, str]] = [(m.name, m.type) for m in registry.collect()]

@@ -166,6 +166,9 @@ def test_canary_answers_a_sticky_share_of_callers(tmp_path: Path) -> None:
             until(lambda: judged_pairs(client) == 1, "the pair to be judged")
         samples = scrape(server)
         assert value(samples, "tlserve_estimated_accuracy_predictions", version=challenger) > 0
+        running = {"challenger": challenger, "rollout": "canary"}
+        assert value(samples, "tlserve_experiment_pairs", **running) == 1
+        assert value(samples, "tlserve_experiment_p_better", challenger=challenger) == 1.0
     finally:
         server.stop()
 

@@ -4,11 +4,15 @@ monitors hold the numbers, so there is nothing to keep in step or forget on a sw
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from tlserve.server.monitoring.live import DriftVerdict, VersionMonitor
+
+if TYPE_CHECKING:
+    from tlserve.server.experiments import ExperimentReport
 
 
 class MonitoringCollector(Collector):
@@ -51,3 +55,35 @@ class MonitoringCollector(Collector):
                 drifting = report.drift_verdict == DriftVerdict.DRIFT
                 alarm.add_metric([model, version], float(drifting))
         yield from (estimated, estimated_from, p_value, alarm)
+
+
+class ExperimentCollector(Collector):
+    """Each model's running experiment, as last judged: `running` lists (model, report)."""
+
+    def __init__(self, running: Callable[[], Iterable[tuple[str, ExperimentReport]]]) -> None:
+        self._running = running
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["model", "champion", "challenger", "rollout"]
+        pairs = GaugeMetricFamily(
+            "tlserve_experiment_pairs",
+            "Labeled predictions both heads of the running experiment scored, by outcome: "
+            "win (only the challenger right), loss (only the champion), tie.",
+            labels=[*labels, "outcome"],
+        )
+        p_better = GaugeMetricFamily(
+            "tlserve_experiment_p_better",
+            "Always-valid p value of 'the challenger is no better' (promoted below alpha/2).",
+            labels=labels,
+        )
+        for model, report in self._running():
+            experiment, evidence = report.experiment, report.evidence
+            key = [model, experiment.champion, experiment.challenger, str(experiment.mode)]
+            if evidence is None:
+                continue
+            ties = evidence.pairs - evidence.wins - evidence.losses
+            outcomes = {"win": evidence.wins, "loss": evidence.losses, "tie": ties}
+            for outcome, count in outcomes.items():
+                pairs.add_metric([*key, outcome], count)
+            p_better.add_metric(key, evidence.p_better)
+        yield from (pairs, p_better)
