@@ -169,6 +169,14 @@ def test_labeling_in_the_browser_teaches_the_model(system: ServerThread, tmp_pat
             phone.screenshot(path=shots / "label-page-phone.png")
             # The new version's live accuracy, on the desktop page's next poll.
             expect(page.locator("#live-accuracy")).to_contain_text("% of 1", timeout=15_000)
+            # Estimated accuracy of the answers so far; 22 labels are too few for a drift
+            # sketch (40), and no experiment runs.
+            expect(page.locator("#estimated-accuracy")).to_contain_text("% of ")
+            expect(page.locator("#drift-state")).to_have_text("no reference")
+            expect(page.locator("#experiment-stat")).to_be_hidden()
+            # Every holdout point carries its interval.
+            dots = page.locator("#curve .holdout-dot").count()
+            assert page.locator("#curve .holdout-interval").count() == dots
             page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=shots / "label-page-desktop.png", full_page=True)
             assert not errors, errors

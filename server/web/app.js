@@ -445,6 +445,8 @@ async function refreshStats() {
     $("live-accuracy").textContent = model.live_feedback_count
       ? `${percent(model.live_accuracy)} of ${model.live_feedback_count}`
       : "no feedback yet";
+    showMonitoring(model.monitoring);
+    showExperiment(model.experiment);
     if (state.servedVersion && state.servedVersion !== model.version) {
       toast(`Now serving ${model.version}`);
     }
@@ -460,6 +462,46 @@ async function refreshStats() {
     $("trainer-state").title = training.detail || training.next_trigger || "";
   }
   refreshCurve();
+}
+
+// Expected accuracy of recent answers (calibrated confidence, no labels) and the drift test.
+function showMonitoring(monitoring) {
+  const estimate = $("estimated-accuracy");
+  const drift = $("drift-state");
+  if (!monitoring) {
+    estimate.textContent = drift.textContent = "–";
+    return;
+  }
+  estimate.textContent = monitoring.estimated_from
+    ? `${percent(monitoring.estimated_accuracy)} of ${monitoring.estimated_from}`
+    : "no answers yet";
+  estimate.title = "Expected share right of the latest answers, from their calibrated confidence";
+  drift.textContent = monitoring.drift_state;
+  drift.dataset.state = monitoring.drift_state;
+  drift.title = monitoring.drift_p_value === null
+    ? "Live images against the training images: needs a full window of predictions"
+    : `p ${monitoring.drift_p_value.toPrecision(2)} on the last ${monitoring.drift_window} predictions`;
+}
+
+function showExperiment(experiment) {
+  const stat = $("experiment-stat");
+  stat.hidden = !experiment;
+  if (!experiment) return;
+  const evidence = experiment.evidence;
+  const pairs = evidence ? `${evidence.wins}–${evidence.losses} on ${evidence.pairs} pairs` : "no pairs yet";
+  $("experiment").textContent = `${experiment.state}: ${pairs}`;
+  $("experiment").title = `${experiment.challenger_version} (${experiment.rollout}) against `
+    + `${experiment.champion_version}` + (experiment.reason ? `: ${experiment.reason}` : "");
+}
+
+// A 95% Wilson interval for a holdout accuracy measured on `samples` images.
+function wilson(accuracy, samples) {
+  if (!samples) return [0, 1];
+  const z = 1.96;
+  const centre = (accuracy + (z * z) / (2 * samples)) / (1 + (z * z) / samples);
+  const half = (z / (1 + (z * z) / samples))
+    * Math.sqrt((accuracy * (1 - accuracy)) / samples + (z * z) / (4 * samples * samples));
+  return [Math.max(0, centre - half), Math.min(1, centre + half)];
 }
 
 async function refreshCurve() {
@@ -485,6 +527,7 @@ function drawCurve(models, current) {
         created: Date.parse(m.created_at) || 0,
         labels: (dataset.train ?? 0) + (dataset.holdout ?? 0),
         holdout: m.card?.metrics?.holdout?.accuracy ?? null,
+        holdoutSamples: m.card?.metrics?.holdout?.samples ?? 0,
         live: m.live_feedback_count ? m.live_accuracy : null,
         current: m.version === current,
       };
@@ -518,8 +561,14 @@ function drawCurve(models, current) {
     }));
   }
   for (const p of judged) {
+    // A holdout of a few dozen images cannot tell 85% from 95%: the bar says so.
+    const [low, high] = wilson(p.holdout, p.holdoutSamples);
+    children.push(shape("line", {
+      x1: x(p.labels), x2: x(p.labels), y1: y(low), y2: y(high), class: "holdout-interval",
+    }));
     const dot = shape("circle", { cx: x(p.labels), cy: y(p.holdout), r: p.current ? 5 : 3, class: "holdout-dot" });
-    dot.append(shape("title", {}, `${p.version}: ${percent(p.holdout)} on the holdout, ${p.labels} labels`));
+    dot.append(shape("title", {}, `${p.version}: ${percent(p.holdout)} on ${p.holdoutSamples} holdout `
+      + `images (95%: ${percent(low)}–${percent(high)}), ${p.labels} labels`));
     children.push(dot);
   }
   for (const p of points.filter((q) => q.live !== null)) {
@@ -533,7 +582,8 @@ function drawCurve(models, current) {
   $("curve-note").textContent = !points.length
     ? "No version published yet."
     : judged.length
-      ? `${versions}: line = holdout accuracy by labels trained on, squares = live accuracy from feedback.`
+      ? `${versions}: line = holdout accuracy by labels trained on (bars: its 95% interval on so `
+        + "few images), squares = live accuracy from feedback."
       : `${versions}; squares = live accuracy from feedback. Holdout accuracy appears once classes `
         + "have enough labels to hold some out.";
 }
