@@ -17,6 +17,7 @@ from tests.support import (
     ADMIN,
     LABEL,
     Load,
+    ServerProcess,
     ServerThread,
     colour_png,
     http_call,
@@ -26,6 +27,7 @@ from tests.support import (
 )
 from tlserve.clients import TlserveClient
 from tlserve.clients.errors import InvalidArgument, NotFound, PermissionDenied
+from tlserve.server.experiments import propose_challenger
 from tlserve.server.registry import Registry
 
 # The flawed head calls blue "red"; the sound one answers every colour right.
@@ -251,3 +253,25 @@ def test_an_unusable_experiment_document_is_ignored_and_serving_goes_on(tmp_path
             assert client.predict([colour_png(COLOURS["red"], 1)]).model_version == champion
     finally:
         server.stop()
+
+
+def test_a_drain_during_an_experiment_refuses_only_with_unavailable(tmp_path: Path) -> None:
+    """SIGTERM to a server process scoring every request with a challenger, under clients
+    that predict and send feedback: every answer is OK or UNAVAILABLE, as without one."""
+    champion, challenger = published(tmp_path, FLAWED, None)
+    propose_challenger(
+        Registry.local(tmp_path / "registry"), champion, challenger, "shadow", 1.0, by="test"
+    )
+    server = ServerProcess(tmp_path, drain_seconds=10.0)
+    with server.start():
+        with TlserveClient(server.target) as client:
+            until(lambda: client.get_model().experiment is not None, "the experiment to load")
+            assert client.get_model().experiment.state == "running"  # type: ignore[union-attr]
+        load = Load(server.target).start(8)
+        time.sleep(1.0)
+        served_before = load.codes["OK"]
+        server.terminate()
+        assert server.wait(30) == 0, server.output()
+        codes = load.stop()
+    assert served_before > 20, codes
+    assert set(codes) <= {"OK", "UNAVAILABLE"}, (codes, load.surprises)
