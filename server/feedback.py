@@ -317,6 +317,47 @@ class FeedbackService:
         await asyncio.to_thread(self.store.approve_labels, normalized, principal)
         return normalized
 
+    def _drifted(self, kept: list[KeptPrediction]) -> list[int] | None:
+        """While the served version's drift alarm is on: the candidates whose features lie
+        outside its training features (the drifted region), so labels go where the model
+        no longer knows the images; None otherwise or when none does."""
+        served = self.slot.current
+        drift = served.monitor.drift if served is not None else None
+        if drift is None or not drift.state().alarm:
+            return None
+        dim = drift.reference.feature_dim
+        rows = [i for i, k in enumerate(kept) if k.features.shape == (dim,)]
+        if not rows:
+            return None
+        outlying = drift.reference.outlying(np.stack([kept[i].features for i in rows]))
+        drifted = [rows[j] for j in np.flatnonzero(outlying)]
+        return drifted or None
+
+    async def _select(
+        self,
+        kept: list[KeptPrediction],
+        strategy: SuggestStrategy,
+        count: int,
+        labeled: int,
+        among: list[int] | None,
+    ) -> tuple[list[int], np.ndarray]:
+        """(indices into `kept` worth labeling, best first; a score per kept prediction),
+        chosen among the `among` indices when given."""
+        pool = [kept[i] for i in among] if among is not None else kept
+        candidates = [Candidate(k.content, k.features, k.probabilities) for k in pool]
+        if strategy == SuggestStrategy.BALANCED and comparable(candidates):
+            order, pool_scores = await asyncio.to_thread(
+                balanced_selection, candidates, count, labeled=labeled
+            )
+        else:
+            pool_scores = np.array([k.uncertainty(strategy) for k in pool])
+            order = await asyncio.to_thread(diverse_selection, candidates, pool_scores, count)
+        if among is None:
+            return list(order), pool_scores
+        scores = np.zeros(len(kept))
+        scores[among] = pool_scores
+        return [among[i] for i in order], scores
+
     async def suggest(
         self, count: int, strategy: SuggestStrategy, served_version: str | None = None
     ) -> list[Suggestion]:
@@ -341,15 +382,19 @@ class FeedbackService:
             )
         if not kept:
             return []
-        candidates = [Candidate(k.content, k.features, k.probabilities) for k in kept]
-        if strategy == SuggestStrategy.BALANCED and comparable(candidates):
+        labeled = 0
+        if strategy == SuggestStrategy.BALANCED:
             labeled = sum(samples for samples, _, _ in (await self._label_counts()).values())
-            order, scores = await asyncio.to_thread(
-                balanced_selection, candidates, count, labeled=labeled
+        drifted = self._drifted(kept)
+        order, scores = await self._select(kept, strategy, count, labeled, drifted)
+        if drifted is not None and len(order) < count:
+            # Fewer drifted images than asked: the rest as usual, after them.
+            rest = [i for i in range(len(kept)) if i not in set(drifted)]
+            more, more_scores = await self._select(
+                [kept[i] for i in rest], strategy, count - len(order), labeled, None
             )
-        else:
-            scores = np.array([k.uncertainty(strategy) for k in kept])
-            order = await asyncio.to_thread(diverse_selection, candidates, scores, count)
+            order += [rest[i] for i in more]
+            scores[[rest[i] for i in more]] = more_scores[more]
         chosen = []
         budget = self.limits.suggestion_bytes
         for index in order:

@@ -71,6 +71,25 @@ class DriftReference:
         reference = (held_rows - center) @ basis.T
         return cls(center=center, basis=basis, reference=np.sort(reference, axis=0))
 
+    def outlying(self, features: np.ndarray, share: float = 0.05) -> np.ndarray:
+        """Per row: whether it lies further out along some component than all but `share`
+        of the reference rows do (their own outlyingness, measured the same way)."""
+        reference_level = np.quantile(self._outlyingness(self.reference), 1 - share)
+        return self._outlyingness(self.project(features)) > reference_level
+
+    def _outlyingness(self, projected: np.ndarray) -> np.ndarray:
+        """max over components of |2 F(x) - 1|, F the reference's empirical CDF (mid-rank):
+        0 at every component's median, near 1 beyond the reference's range."""
+        m = len(self.reference)
+        deviation = np.zeros(len(projected))
+        for j in range(self.components):
+            column = self.reference[:, j]
+            rank = np.searchsorted(column, projected[:, j], side="left") + np.searchsorted(
+                column, projected[:, j], side="right"
+            )
+            deviation = np.maximum(deviation, np.abs(rank / m - 1.0))
+        return deviation
+
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         np.savez(buffer, center=self.center, basis=self.basis, reference=self.reference)
