@@ -14,13 +14,20 @@ from tlserve.server.errors import Overloaded, Unavailable
 
 
 class Recorder:
+    """The batch function: records batches; `gate` holds a batch until set, `running` is set
+    once one has started, `depth` follows the queued items (the batcher's on_depth)."""
+
     def __init__(self, delay: float = 0.0) -> None:
         self.batches: list[tuple[str, list[int]]] = []
         self.delay = delay
         self.gate = threading.Event()
         self.gate.set()
+        self.running = threading.Event()
+        self.depth = 0
+        self._depth_changed = asyncio.Condition()
 
     def __call__(self, key: str, items: list[int]) -> list[int]:
+        self.running.set()
         self.gate.wait(5)
         time.sleep(self.delay)
         if any(item < 0 for item in items):
@@ -28,10 +35,34 @@ class Recorder:
         self.batches.append((key, list(items)))
         return [item * 10 for item in items]
 
+    def on_depth(self, depth: int) -> None:
+        """Called on the event loop whenever the queue's item count changes."""
+        self.depth = depth
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._depth_changed:
+            self._depth_changed.notify_all()
+
+    async def until_running(self) -> None:
+        """Until a batch has started (and, with the gate clear, holds the worker)."""
+        assert await asyncio.to_thread(self.running.wait, 5), "no batch started"
+
+    async def until_queued(self, items: int) -> None:
+        async with self._depth_changed:
+            await asyncio.wait_for(
+                self._depth_changed.wait_for(lambda: self.depth == items), timeout=5
+            )
+
 
 def make(recorder: Recorder, **kwargs: float) -> DynamicBatcher[str, int, int]:
     options = {"max_batch_size": 4, "max_delay_seconds": 0.05, "max_queue_items": 100, **kwargs}
-    return DynamicBatcher(recorder, ThreadPoolExecutor(1), **options)  # type: ignore[arg-type]
+    return DynamicBatcher(
+        recorder,  # type: ignore[arg-type]
+        ThreadPoolExecutor(1),
+        on_depth=recorder.on_depth,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 async def test_results_come_back_in_order_per_request() -> None:
@@ -70,9 +101,9 @@ async def test_requests_queued_while_busy_are_batched_together() -> None:
     batcher = make(recorder, max_delay_seconds=0.0)
     batcher.start()
     first = asyncio.ensure_future(batcher.submit("m", [0]))
-    await asyncio.sleep(0.05)
+    await recorder.until_running()
     rest = [asyncio.ensure_future(batcher.submit("m", [i])) for i in range(1, 4)]
-    await asyncio.sleep(0.05)
+    await recorder.until_queued(3)
     recorder.gate.set()
     await asyncio.gather(first, *rest)
     assert [items for _, items in recorder.batches] == [[0], [1, 2, 3]]
@@ -106,9 +137,9 @@ async def test_full_queue_refuses_at_once() -> None:
     batcher = make(recorder, max_queue_items=3, max_delay_seconds=0.0)
     batcher.start()
     running = asyncio.ensure_future(batcher.submit("m", [1]))
-    await asyncio.sleep(0.05)  # the worker holds [1]; the queue is empty again
+    await recorder.until_running()  # the worker holds [1]; the queue is empty again
     queued = asyncio.ensure_future(batcher.submit("m", [2, 3, 4]))
-    await asyncio.sleep(0.01)
+    await recorder.until_queued(3)
     started = time.perf_counter()
     with pytest.raises(Overloaded, match="queue is full"):
         await batcher.submit("m", [5])
@@ -137,9 +168,9 @@ async def test_cancelled_requests_are_skipped() -> None:
     batcher = make(recorder, max_delay_seconds=0.0)
     batcher.start()
     busy = asyncio.ensure_future(batcher.submit("m", [1]))
-    await asyncio.sleep(0.05)
+    await recorder.until_running()
     abandoned = asyncio.ensure_future(batcher.submit("m", [2]))
-    await asyncio.sleep(0.01)
+    await recorder.until_queued(1)
     abandoned.cancel()
     kept = asyncio.ensure_future(batcher.submit("m", [3]))
     recorder.gate.set()
