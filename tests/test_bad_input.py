@@ -464,3 +464,49 @@ def test_a_malformed_stream_item_fails_the_stream_cleanly(server: ServerThread) 
             call(iter([good, b"\x0a\x02\xff\xfe"]), timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "StreamFeedback request is not a valid protobuf message" in refused.value.details()
+
+
+# ---- names and ids of 10 KB: refused by name, echoed cut short ------------------------------
+
+LONG_NAME = "m" * 10_000
+
+
+def test_a_10kb_model_name_is_not_found_over_grpc_with_a_short_message(
+    server: ServerThread,
+) -> None:
+    image = encode_bytes_elements([solid_image("red")])
+    infer = kpb.ModelInferRequest(
+        model_name=LONG_NAME,
+        inputs=[kpb.ModelInferRequest.InferInputTensor(name="IMAGE", datatype="BYTES", shape=[1])],
+        raw_input_contents=[image],
+    )
+    with grpc.insecure_channel(server.target) as channel:
+        kserve = kpb_grpc.GRPCInferenceServiceStub(channel)
+        classifier = pb_grpc.ClassifierStub(channel)
+        calls: list[Callable[[], object]] = [
+            lambda: kserve.ModelInfer(infer, timeout=10),
+            lambda: kserve.ModelMetadata(kpb.ModelMetadataRequest(name=LONG_NAME), timeout=10),
+            lambda: classifier.GetModel(pb.GetModelRequest(model=LONG_NAME), timeout=10),
+            lambda: classifier.Predict(
+                pb.PredictRequest(images=[pb.Image(encoded=solid_image("red"))], model=LONG_NAME),
+                timeout=10,
+            ),
+        ]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+            details = refused.value.details() or ""
+            assert details.startswith("unknown model 'mmm") and len(details) < 400, details
+
+
+def test_model_names_of_5kb_and_10kb_over_http(server: ServerThread) -> None:
+    """A 5 KB name reaches the app and is 404 with a JSON error cut short; a 10 KB one
+    overflows the request line (aiohttp's 8 KB limit) and is 400 before the app."""
+    name = "m" * 5_000
+    for path in (f"/v2/models/{name}", f"/v2/models/{name}/ready", f"/v1/models/{name}/model"):
+        reply = http_call(f"{server.http_url}{path}")
+        assert reply.status == 404, path[:40]
+        assert reply.json()["error"].startswith("unknown model") and len(reply.body) < 500
+    reply = http_call(f"{server.http_url}/v2/models/{LONG_NAME}")
+    assert reply.status == 400 and b"more than 8190 bytes" in reply.body
