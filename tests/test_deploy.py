@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from tests.support import kubectl_or_skip
 from tlserve.server.api.paths import LIVE_PATH, READY_PATH
 from tlserve.server.metrics import ServerMetrics
 from tlserve.server.monitoring.metrics import ExperimentCollector, MonitoringCollector
@@ -26,7 +26,6 @@ from tlserve.server.settings import ServerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
-KUBECTL = Path(sys.executable).parent / "kubectl"
 # preStop `sleep` is on by default from 1.30 (alpha, off, in 1.29; unknown in 1.28).
 MINIMUM_KUBERNETES = "1.30.0"
 VALIDATED = [MINIMUM_KUBERNETES, "1.33.0", kubernetes_validate.latest_version()]
@@ -38,12 +37,13 @@ USER_SECRETS = {"tlserve-tls", "tlserve-tokens", "tlserve-store", "tlserve-s3", 
 Doc = dict[str, Any]
 
 
+kubectl = cache(kubectl_or_skip)
+
+
 @cache
 def rendered(overlay: str) -> tuple[Doc, ...]:
-    if not KUBECTL.exists():
-        pytest.skip(f"no {KUBECTL}: `make test` installs it (scripts/kubectl.py)")
     output = subprocess.run(
-        [str(KUBECTL), "kustomize", str(K8S / overlay)],
+        [str(kubectl()), "kustomize", str(K8S / overlay)],
         capture_output=True,
         text=True,
         check=True,
