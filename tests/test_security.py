@@ -127,11 +127,13 @@ def _grpc(server: ServerThread, client: Client, method: str) -> Outcome:
     except grpc.RpcError as error:
         code = error.code()
         trailing = dict(error.trailing_metadata() or ())
+        details = error.details() or ""
         return Outcome(
             ok=False,
             grpc_code=code.name,
-            handshake_failed=code == grpc.StatusCode.UNAVAILABLE,
-            message=error.details() or "",
+            # The TLS handshake itself failed: not a refused connection or a dead server.
+            handshake_failed=code == grpc.StatusCode.UNAVAILABLE and _tls_failure(details),
+            message=details,
             retry_after=str(trailing.get("retry-after", "")),
         )
     return Outcome(ok=True)
@@ -168,8 +170,14 @@ def _rest(server: ServerThread, client: Client, method: str) -> Outcome:
     }
     try:
         reply = calls[method]()
-    except (ssl.SSLError, ConnectionError, urllib.error.URLError, OSError):
-        return Outcome(ok=False, handshake_failed=True)
+    except (ssl.SSLError, ConnectionResetError, urllib.error.URLError) as error:
+        # A handshake the server broke off (reset) or failed; a refused connection is not one.
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, ConnectionRefusedError):
+            raise
+        return Outcome(
+            ok=False, handshake_failed=isinstance(reason, ssl.SSLError | ConnectionResetError)
+        )
     if reply.status < 400:
         return Outcome(ok=True, http_status=reply.status)
     body = reply.json()
@@ -179,6 +187,15 @@ def _rest(server: ServerThread, client: Client, method: str) -> Outcome:
         message=body.get("error", ""),
         retry_after=reply.headers.get("Retry-After", ""),
     )
+
+
+def _tls_failure(details: str) -> bool:
+    """Whether gRPC's UNAVAILABLE details say the TLS handshake failed: the client's own
+    check (an untrusted certificate) or the server closing the socket on a handshake it
+    could not complete (plaintext), as opposed to a refused connection."""
+    lowered = details.lower()
+    said = ("ssl", "handshake", "tls", "certificate", "socket closed")
+    return any(word in lowered for word in said) and "connection refused" not in lowered
 
 
 PROTOCOLS = {"grpc": _grpc, "rest": _rest}
@@ -239,10 +256,12 @@ def test_mutual_tls_identities(mtls_server: ServerThread, pki: Pki, protocol: st
     assert with_cert(pki.stranger, "predict").handshake_failed  # right name, wrong CA
     assert with_cert(pki.expired, "predict").handshake_failed
     assert with_cert(pki.carol, "predict").ok  # verified, unnamed: the default role
+    refused = {"grpc": "PERMISSION_DENIED", "rest": 403}[protocol]
     denied = with_cert(pki.carol, "feedback")
-    assert not denied.ok and "cert:carol" in denied.message
+    assert (denied.grpc_code or denied.http_status) == refused and "cert:carol" in denied.message
     assert with_cert(pki.bob, "feedback").ok
-    assert not with_cert(pki.bob, "training").ok
+    labeler = with_cert(pki.bob, "training")
+    assert (labeler.grpc_code or labeler.http_status) == refused, labeler
     assert with_cert(pki.alice, "training").ok
 
 
@@ -368,7 +387,9 @@ def test_rate_limits_per_principal(tmp_path: Path, protocol: str) -> None:
     try:
         first = assert_limited_after_burst(server, protocol, "predict", burst=2)
         assert call(server, protocol, first, "feedback").ok
-        assert not call(server, protocol, first, "feedback").ok
+        limited = call(server, protocol, first, "feedback")
+        assert (limited.grpc_code or limited.http_status) in ("RESOURCE_EXHAUSTED", 429), limited
+        assert limited.retry_after and "rate limit" in limited.message
     finally:
         server.stop()
 
