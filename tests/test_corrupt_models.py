@@ -109,7 +109,7 @@ def wrong_feature_dim(setup: Setup) -> str:
 
 def no_input(setup: Setup) -> str:
     version = _good_copy(setup)
-    _edit_manifest(setup, version, lambda m: m.pop("input"))
+    _edit_manifest(setup, version, lambda m: m.__delitem__("input"))
     return version
 
 
@@ -201,31 +201,49 @@ def current_escapes(setup: Setup) -> str:
     return "../.."
 
 
-DAMAGES: dict[str, Callable[[Setup], str]] = {
-    "model.json input size differs from the backbone": wrong_input_size,
-    "model.json feature_dim differs from the backbone": wrong_feature_dim,
-    "model.json without input": no_input,
-    "label with NUL": label("gr\x00een"),
-    "label with bidi override": label("gr\u202eeen"),
-    "label with newline": label("gr\neen"),
-    "model.json is a JSON array": manifest_is_an_array,
-    "version folder symlinked outside": version_folder_outside,
-    "head.onnx symlinked outside": head_file_outside,
-    "head gives NaN for non-zero input": nan_head,
-    "head gives logits, undeclared": undeclared_logits,
-    "truncated ONNX": truncated_onnx,
-    "hash mismatch": hash_mismatch,
-    "missing backbone": missing_backbone,
-    "model.json files names /etc/hostname": files_outside("/etc/hostname"),
-    "model.json files names ../../../../dev/zero": files_outside("../../../../dev/zero"),
-    "a card file changed after publication": card_file_changed,
-    "CURRENT names a missing version": current_names_a_missing_version,
-    "CURRENT is ../..": current_escapes,
+# Each damage and what its refusal must say (in the server's log line for it).
+DAMAGES: dict[str, tuple[Callable[[Setup], str], str]] = {
+    "model.json input size differs from the backbone": (
+        wrong_input_size,
+        "model.json says input 64x32 and 3 features, its backbone",
+    ),
+    "model.json feature_dim differs from the backbone": (
+        wrong_feature_dim,
+        "model.json says input 32x32 and 4 features, its backbone",
+    ),
+    "model.json without input": (no_input, "model.json is invalid: it has no 'input' field"),
+    "label with NUL": (label("gr\x00een"), "label contains U+0000"),
+    "label with bidi override": (label("gr\u202eeen"), "RIGHT-TO-LEFT OVERRIDE"),
+    "label with newline": (label("gr\neen"), "label contains U+000A"),
+    "model.json is a JSON array": (manifest_is_an_array, "a JSON list, not an object"),
+    "version folder symlinked outside": (version_folder_outside, "is not in the registry"),
+    "head.onnx symlinked outside": (head_file_outside, "file head.onnx is missing"),
+    "head gives NaN for non-zero input": (nan_head, "warm-up produced non-finite scores"),
+    "head gives logits, undeclared": (undeclared_logits, "scores are not probabilities"),
+    "truncated ONNX": (truncated_onnx, "head.onnx does not load"),
+    "hash mismatch": (hash_mismatch, "head.onnx has sha256"),
+    "missing backbone": (missing_backbone, "is missing from the registry"),
+    "model.json files names /etc/hostname": (
+        files_outside("/etc/hostname"),
+        "files names '/etc/hostname', which is not a file inside the version",
+    ),
+    "model.json files names ../../../../dev/zero": (
+        files_outside("../../../../dev/zero"),
+        "files names '../../../../dev/zero', which is not a file inside the version",
+    ),
+    "a card file changed after publication": (card_file_changed, "curve.png has sha256"),
+    "CURRENT names a missing version": (
+        current_names_a_missing_version,
+        "'20990101-000000-000000-dead' is not in the registry",
+    ),
+    "CURRENT is ../..": (current_escapes, "CURRENT holds '../..', which is not a version id"),
 }
 
 
 @pytest.mark.parametrize("case", list(DAMAGES))
-def test_a_broken_version_is_refused_under_load(tmp_path: Path, case: str) -> None:
+def test_a_broken_version_is_refused_under_load(
+    tmp_path: Path, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
     root = tmp_path / "registry"
     registry = Registry.local(root)
     outside = tmp_path / "outside"
@@ -250,7 +268,8 @@ def test_a_broken_version_is_refused_under_load(tmp_path: Path, case: str) -> No
         for worker in workers:
             worker.start()
         time.sleep(0.2)
-        bad = DAMAGES[case](setup)
+        damage, reason = DAMAGES[case]
+        bad = damage(setup)
         (root / "CURRENT.new").write_text(bad + "\n")
         (root / "CURRENT.new").replace(root / "CURRENT")
         value = server.metrics_registry.get_sample_value
@@ -269,6 +288,13 @@ def test_a_broken_version_is_refused_under_load(tmp_path: Path, case: str) -> No
         for worker in workers:
             worker.join(10)
         assert refused + problems == 1, "refused once, not on every poll"
+        reasons = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "tlserve.server.model_slot"
+            and ("refused version" in r.getMessage() or "CURRENT is unusable" in r.getMessage())
+        ]
+        assert len(reasons) == 1 and reason in reasons[0], reasons
         assert failures == []
         assert len(answered) > 20 and set(answered) == {f"{setup.good}:green"}
         with TlserveClient(server.target) as client:

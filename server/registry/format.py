@@ -594,8 +594,16 @@ class Registry:
 def _parse_manifest(parse: Callable[[Any], M], raw: bytes, what: str) -> M:
     """A manifest from JSON bytes; any malformation is ModelRejected naming the file."""
     try:
-        return parse(json.loads(raw))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise ModelRejected(f"{what} is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ModelRejected(f"{what} is invalid: a JSON {type(document).__name__}, not an object")
+    try:
+        return parse(document)
+    except KeyError as exc:
+        raise ModelRejected(f"{what} is invalid: it has no {exc} field") from None
+    except (ValueError, TypeError, AttributeError) as exc:
         raise ModelRejected(f"{what} is invalid: {exc}") from None
 
 
