@@ -70,6 +70,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/feedback.py
 	$(BIN)/python benchmarks/feedback_to_serve.py
 	$(BIN)/python benchmarks/stress.py
+	$(BIN)/python benchmarks/rollout.py
+	$(BIN)/python benchmarks/multi_model.py
+	$(BIN)/python benchmarks/drain.py
+	$(BIN)/python scripts/results_tables.py --write
 
 # Label efficiency (benchmarks/labels.py): 60 learning runs, about 25 minutes on 2 cores.
 bench-labels: $(STAMP)

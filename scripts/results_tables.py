@@ -43,7 +43,54 @@ def stress(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-TABLES: dict[str, Callable[[dict[str, Any]], str]] = {"stress": stress}
+def _measured(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    if isinstance(machine, dict):
+        machine = f"{machine['cpus']} cores, Python {machine['python']}, grpcio {machine['grpcio']}"
+    return f"Measured {report['measured_at'][:10]} at {report.get('commit', '?')} on {machine}."
+
+
+def feedback(report: dict[str, Any]) -> str:
+    lines = [
+        _measured(report),
+        "",
+        "| store | 1 in flight | 8 in flight | one stream of 2000 |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for store, rows in report["results"].items():
+        lines.append(
+            f"| {store} | {rows['single, 1 in flight']:.0f} | {rows['single, 8 in flight']:.0f} "
+            f"| {rows['stream of 2000']:.0f} |"
+        )
+    limited = report.get("default_rate_limit")
+    if limited:
+        lines += [
+            "",
+            f"With the default limit (50 items/s per principal after a burst of 1,000), one "
+            f"principal sending 8 at a time for {limited['seconds']:.0f} s had "
+            f"{limited['single, 8 in flight']:.1f} submissions/s acknowledged and "
+            f"{limited['refused']:,} refused with RESOURCE_EXHAUSTED.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def rollout(report: dict[str, Any]) -> str:
+    lines = [
+        _measured(report),
+        "",
+        "| measure | value | target |",
+        "| --- | ---: | --- |",
+    ]
+    for name, target in report["targets"].items():
+        lines.append(f"| `{name}` | {report[name]} | {_cell(target)} |")
+    return "\n".join(lines) + "\n"
+
+
+TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "stress": stress,
+    "feedback": feedback,
+    "rollout": rollout,
+}
 
 
 def markers(name: str) -> tuple[str, str]:
