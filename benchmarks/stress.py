@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import os
 import socket
@@ -27,12 +28,14 @@ import threading
 import time
 import urllib.request
 import zlib
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +61,8 @@ class Result:
     answer: str
     seconds: float
     peak_rss_growth_mb: float
+    # What the store's files grew by (kept predictions, labels): only feedback should.
+    store_growth_kb: float
     rss_limit_mb: float
     loop_lag_under_s: float
     probe_worst_ms: float
@@ -109,15 +114,33 @@ def predict_many_tiny_images(target: str) -> str:
 
 
 def stream_many_items(target: str) -> str:
-    item = pb.SubmitFeedbackRequest(label="red", prediction_id="p" * 16).SerializeToString()
+    """A million real items (each its own small PNG and a label), made as they are sent:
+    the server reads `max_stream_items` (10,000), stores what the default rate limit
+    lets through and answers every item it read."""
+
+    def items() -> Iterator[bytes]:
+        for n in range(1_000_000):
+            buffer = io.BytesIO()
+            Image.new("RGB", (8, 8), (n % 256, n // 256 % 256, n // 65536 % 256)).save(
+                buffer, "PNG"
+            )
+            yield pb.SubmitFeedbackRequest(
+                label="red", image=pb.Image(encoded=buffer.getvalue())
+            ).SerializeToString()
+
     with grpc.insecure_channel(target) as channel:
         call = channel.stream_unary("/tlserve.v1.Classifier/StreamFeedback")
         try:
-            reply = call((item for _ in range(1_000_000)), timeout=120)
+            reply = call(items(), timeout=120)
         except grpc.RpcError as error:
             return error.code().name
     response = pb.StreamFeedbackResponse.FromString(reply)
-    return f"OK: {response.rejected} items answered ({len(reply) // 1024} KB)"
+    refused = Counter(r.error_code for r in response.results if not r.accepted)
+    reasons = ", ".join(f"{count} {code}" for code, count in refused.most_common())
+    return (
+        f"OK: {len(response.results)} items read, {response.accepted} stored, "
+        f"{response.rejected} refused ({reasons})"
+    )
 
 
 def http_json_at_the_limit(http: str) -> str:
@@ -281,7 +304,10 @@ def run_case(name: str, in_flight: int, send: Send, registry_dir: Path) -> Resul
                 time.sleep(0.005)
 
         def probe() -> None:
-            request = pb.PredictRequest(images=[pb.Image(encoded=solid_image("red"))])
+            # Not kept: the store's growth is then the case's alone.
+            request = pb.PredictRequest(
+                images=[pb.Image(encoded=solid_image("red"))], do_not_keep=True
+            )
             with grpc.insecure_channel(target) as channel:
                 predict = channel.unary_unary("/tlserve.v1.Classifier/Predict")
                 while not done.is_set():
@@ -294,6 +320,7 @@ def run_case(name: str, in_flight: int, send: Send, registry_dir: Path) -> Resul
         for thread in threads:
             thread.start()
         lag_before = lag_buckets(f"http://127.0.0.1:{metrics_port}/metrics")
+        store_before = store_bytes(registry_dir.parent)
         started = time.perf_counter()
         address = f"http://127.0.0.1:{http_port}" if name.startswith("HTTP") else target
         answer = send(address)
@@ -303,6 +330,7 @@ def run_case(name: str, in_flight: int, send: Send, registry_dir: Path) -> Resul
         for thread in threads:
             thread.join()
         lag = lag_bound(lag_before, lag_buckets(f"http://127.0.0.1:{metrics_port}/metrics"))
+        store_growth = (store_bytes(registry_dir.parent) - store_before) / 1024
     growth = (peak[0] - idle) / 2**20
     limit = 3 * MESSAGE_LIMIT * in_flight / 2**20
     return Result(
@@ -311,11 +339,17 @@ def run_case(name: str, in_flight: int, send: Send, registry_dir: Path) -> Resul
         answer=answer,
         seconds=round(seconds, 2),
         peak_rss_growth_mb=round(growth, 1),
+        store_growth_kb=round(store_growth, 1),
         rss_limit_mb=limit,
         loop_lag_under_s=lag,
         probe_worst_ms=round(1000 * max(probe_latencies, default=0.0), 1),
         passed=growth <= limit and lag <= LAG_TARGET,
     )
+
+
+def store_bytes(data_dir: Path) -> int:
+    """The SQLite store's size on disk: the database and its write-ahead log."""
+    return sum(path.stat().st_size for path in data_dir.glob("feedback.sqlite3*"))
 
 
 def _wait_ready(target: str) -> None:

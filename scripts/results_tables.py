@@ -29,8 +29,9 @@ def stress(report: dict[str, Any]) -> str:
     lines = [
         f"Measured {report['measured_at'][:10]} at {report['commit']} on {report['machine']}.",
         "",
-        "| request | answer | seconds | peak RSS growth (limit) | loop lag ≤ | target met |",
-        "| --- | --- | ---: | ---: | ---: | --- |",
+        "| request | answer | seconds | peak RSS growth (limit) | store growth | loop lag ≤ "
+        "| target met |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in report["results"]:
         in_flight = row.get("in_flight", 1)
@@ -38,6 +39,7 @@ def stress(report: dict[str, Any]) -> str:
         lines.append(
             f"| {_cell(row['case'])} | {_cell(row['answer'])} | {row['seconds']:.2f} "
             f"| {row['peak_rss_growth_mb']:.0f} MB ({limit:.0f}) "
+            f"| {row['store_growth_kb']:,.0f} KB "
             f"| {row['loop_lag_under_s'] * 1000:g} ms | {'yes' if row['passed'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
