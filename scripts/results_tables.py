@@ -48,7 +48,8 @@ def stress(report: dict[str, Any]) -> str:
 def _measured(report: dict[str, Any]) -> str:
     machine = report["machine"]
     if isinstance(machine, dict):
-        machine = f"{machine['cpus']} cores, Python {machine['python']}, grpcio {machine['grpcio']}"
+        grpcio = f", grpcio {machine['grpcio']}" if "grpcio" in machine else ""
+        machine = f"{machine['cpus']} cores, Python {machine['python']}{grpcio}"
     return f"Measured {report['measured_at'][:10]} at {report.get('commit', '?')} on {machine}."
 
 
@@ -88,7 +89,39 @@ def rollout(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_F2S_ROWS = {
+    "submit_100_labels_s": "send 100 labels (acknowledged)",
+    "trainer_snapshot_s": "snapshot",
+    "trainer_features_s": "features (new samples only)",
+    "trainer_train_s": "train head",
+    "trainer_export_s": "export + parity check",
+    "trainer_evaluate_s": "evaluate (candidate and served)",
+    "trainer_monitoring_s": "calibrate + drift sketch",
+    "trainer_publish_s": "publish (atomic)",
+    "feedback_to_serve_s": "**labels acknowledged → new version answering**",
+}
+
+
+def feedback_to_serve(report: dict[str, Any]) -> str:
+    rows = report["results"]
+    header = " | ".join(f"{r['configuration']}, {r['labeled_before']:,} labeled" for r in rows)
+    lines = [
+        _measured(report),
+        "",
+        f"| seconds | {header} |",
+        "| --- |" + " ---: |" * len(rows),
+    ]
+    for key, name in _F2S_ROWS.items():
+        if any(key in r for r in rows):
+            cells = " | ".join(f"{r[key]:.2f}" if key in r else "" for r in rows)
+            lines.append(f"| {name} | {cells} |")
+    covered = " | ".join(f"{r['new_labels_in_it']:.0f}" for r in rows)
+    lines.append(f"| of the 100 labels, in the version answering | {covered} |")
+    return "\n".join(lines) + "\n"
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "feedback_to_serve": feedback_to_serve,
     "stress": stress,
     "feedback": feedback,
     "rollout": rollout,
