@@ -120,7 +120,35 @@ def feedback_to_serve(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def serving(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    by_batch = ", ".join(
+        f"batch {batch}: {rate:.0f}"
+        for batch, rate in report["in_process_images_per_s_by_batch"].items()
+    )
+    lines = [
+        f"Measured {report['measured_at'][:10]} at {report.get('commit', '?')} on "
+        f"{machine['cpus']} cores ({machine['processor']}), Python {machine['python']}, "
+        f"onnxruntime {machine['onnxruntime']}, grpcio {machine['grpcio']}; the client runs on "
+        f"the same cores. In-process ONNX Runtime, images/s: {by_batch}; the limit is the "
+        f"best, {report['limit_images_per_s']:.0f} images/s, and the server ran with "
+        f"`max_batch_size={report['server_max_batch_size']}`. Batched requests carry "
+        f"{report['request_batch']} images; {report['seconds_per_scenario']:g} s a scenario.",
+        "",
+        "| scenario | input | mode | images/s | vs limit | p50 ms | p99 ms | errors |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["rows"]:
+        lines.append(
+            f"| {row['scenario']} | {row['input']} | {row['mode']} | {row['images_per_s']:.0f} "
+            f"| {row['vs_limit']:.2f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
+            f"| {row['errors']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "serving": serving,
     "feedback_to_serve": feedback_to_serve,
     "stress": stress,
     "feedback": feedback,
