@@ -193,19 +193,54 @@ def labels_to_reach(labels: list[int], accuracies: list[float], target: float) -
 def summarize(task: Task, runs: list[dict[str, Any]]) -> dict[str, Any]:
     labels = list(task.checkpoints)
     means: dict[str, list[float]] = {}
+    per_seed: dict[str, dict[int, list[float]]] = {}
     for strategy in sorted({r["strategy"] for r in runs}, key=STRATEGIES.index):
-        curves = [[p["accuracy"] for p in r["curve"]] for r in runs if r["strategy"] == strategy]
-        means[strategy] = [float(v) for v in np.mean(curves, axis=0)]
+        mine = [r for r in runs if r["strategy"] == strategy]
+        per_seed[strategy] = {r["seed"]: [p["accuracy"] for p in r["curve"]] for r in mine}
+        means[strategy] = [float(v) for v in np.mean(list(per_seed[strategy].values()), axis=0)]
     best_final = max(curve[-1] for curve in means.values())
+    target = 0.95 * best_final
     summary: dict[str, Any] = {"labels": labels, "mean_accuracy": means, "strategies": {}}
     for strategy, curve in means.items():
+        # Each seed's labels to the same target; a seed that never reaches it counts as
+        # the last checkpoint (a lower bound), and says so.
+        seeds = {
+            seed: labels_to_reach(labels, accuracies, target)
+            for seed, accuracies in sorted(per_seed[strategy].items())
+        }
         summary["strategies"][strategy] = {
             "final": curve[-1],
             "labels_to_95pct_of_own_final": labels_to_reach(labels, curve, 0.95 * curve[-1]),
-            "labels_to_95pct_of_best_final": labels_to_reach(labels, curve, 0.95 * best_final),
+            "labels_to_95pct_of_best_final": labels_to_reach(labels, curve, target),
             "labels_to_98pct_accuracy": labels_to_reach(labels, curve, 0.98),
+            "per_seed_labels_to_95pct_of_best_final": seeds,
+            "per_seed_final": {s: a[-1] for s, a in sorted(per_seed[strategy].items())},
         }
+    if "random" in per_seed:
+        for figures in summary["strategies"].values():
+            figures["ratio_to_random"] = ratio_interval(
+                figures["per_seed_labels_to_95pct_of_best_final"],
+                summary["strategies"]["random"]["per_seed_labels_to_95pct_of_best_final"],
+                labels[-1],
+            )
     return summary
+
+
+def ratio_interval(
+    mine: dict[int, float | None], random: dict[int, float | None], bound: int
+) -> dict[str, Any]:
+    """Labels to target relative to random's, per seed (same seed, same first batch), with
+    the mean and a 95% bootstrap interval over seeds (10,000 resamples, seeded)."""
+    seeds = sorted(set(mine) & set(random))
+    ratios = np.array([(mine[s] or bound) / (random[s] or bound) for s in seeds])
+    resamples = np.random.default_rng(0).choice(ratios, (10_000, len(ratios))).mean(axis=1)
+    low, high = np.percentile(resamples, [2.5, 97.5])
+    return {
+        "per_seed": {s: round(float(r), 3) for s, r in zip(seeds, ratios, strict=True)},
+        "mean": round(float(ratios.mean()), 3),
+        "ci95": [round(float(low), 3), round(float(high), 3)],
+        "unreached_counted_as": bound,
+    }
 
 
 def plot(task: Task, summary: dict[str, Any], seeds: int) -> Path:
@@ -231,9 +266,16 @@ def print_table(summary: dict[str, Any], name: str) -> None:
         print(f"  {n:>6}" + "".join(f"{summary['mean_accuracy'][s][i]:>10.3f}" for s in strategies))
     for strategy, figures in summary["strategies"].items():
         reach = figures["labels_to_95pct_of_best_final"]
+        ratio = figures.get("ratio_to_random")
         print(
             f"  {strategy}: final {figures['final']:.3f}; 95% of the best final at "
             + (f"{reach:.0f} labels" if reach is not None else "not reached")
+            + (
+                f"; per seed {ratio['per_seed']}, mean {ratio['mean']}x random "
+                f"(95% CI {ratio['ci95'][0]}-{ratio['ci95'][1]})"
+                if ratio
+                else ""
+            )
         )
 
 
@@ -249,7 +291,14 @@ def main() -> int:
         action="store_true",
         help="keep --output's runs of the strategies not run now (re-measure one strategy)",
     )
+    parser.add_argument(
+        "--summarize",
+        action="store_true",
+        help="measure nothing: rebuild --output's summaries and plots from the runs it holds",
+    )
     args = parser.parse_args()
+    if args.summarize:
+        return resummarize(args.output)
     model = WORK / "pretrained" / "mnist_convnet.keras"
     if not model.is_file():
         pretrain(model)
@@ -289,6 +338,25 @@ def main() -> int:
         report["runs"] += runs
     report["seconds"] = round(time.monotonic() - started)
     write_report(report, args.output)
+    return 0
+
+
+def resummarize(output: Path) -> int:
+    """The summaries (per-seed figures, ratios to random and their intervals) and plots of
+    the runs `output` holds, written back beside them; the runs and when they were
+    measured are kept as they are."""
+    report = json.loads(output.read_text())
+    tasks = load_tasks(0)
+    for name in report["tasks"]:
+        task = tasks[name]()
+        runs = [r for r in report["runs"] if r["task"] == name]
+        summary = summarize(task, runs)
+        summary["plot"] = str(plot(task, summary, report["seeds"]).relative_to(ROOT))
+        print_table(summary, name)
+        report["tasks"][name] = summary
+    report["summarized_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {output}")
     return 0
 
 

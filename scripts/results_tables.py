@@ -147,7 +147,38 @@ def serving(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def labels(report: dict[str, Any]) -> str:
+    lines = [
+        f"Measured {report['measured_at'][:10]}"
+        + (f" at {report['commit']}" if "commit" in report else "")
+        + f" ({report['seeds']} seeds); summarized {report.get('summarized_at', '')[:10]}.",
+        "",
+        "| task | labels | random | entropy | balanced (default) "
+        "| labels to 95% of best, per seed, vs random: entropy / balanced (mean, 95% CI) |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, task in report["tasks"].items():
+        means = task["mean_accuracy"]
+        checkpoints = " / ".join(str(n) for n in task["labels"])
+        cells = [
+            " / ".join(f"{v:.3f}".lstrip("0") for v in means.get(s, [])) or "-"
+            for s in ("random", "entropy", "balanced")
+        ]
+        ratios = []
+        for strategy in ("entropy", "balanced"):
+            ratio = task["strategies"].get(strategy, {}).get("ratio_to_random")
+            if ratio:
+                low, high = ratio["ci95"]
+                ratios.append(f"{ratio['mean']:.2f}x ({low:.2f}-{high:.2f})")
+        lines.append(
+            f"| {name} | {checkpoints} | {cells[0]} | {cells[1]} | {cells[2]} "
+            f"| {' / '.join(ratios)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "labels": labels,
     "serving": serving,
     "feedback_to_serve": feedback_to_serve,
     "stress": stress,
