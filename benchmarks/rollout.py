@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import server_process, write_report  # noqa: E402
-from benchmarks.models import mobilenet_v2_backbone, softmax_head  # noqa: E402
+from benchmarks.models import publish_mobilenet_models, softmax_head  # noqa: E402
 from tlserve.clients import TlserveClient  # noqa: E402
 from tlserve.proto import classifier_pb2 as pb  # noqa: E402
 from tlserve.proto import classifier_pb2_grpc as pb_grpc  # noqa: E402
@@ -68,30 +68,18 @@ MAX_LABELS = 5000
 
 
 def publish_two_heads(root: Path) -> str:
-    """A served head and a second one on the same backbone; returns the second's version."""
-    registry = Registry.local(root)
-    backbone_bytes, dim = mobilenet_v2_backbone(SIZE)
-    backbone = registry.publish_backbone(
-        backbone_bytes,
-        input_name="images",
-        output_name="features",
-        height=SIZE,
-        width=SIZE,
-        feature_dim=dim,
-        source={"kind": "benchmark", "architecture": "MobileNetV2 (random weights)"},
+    """The served head of benchmarks/models.py and a second one on the same backbone;
+    returns the second's version."""
+    registry = publish_mobilenet_models(root, SIZE, 10)
+    champion = registry.model_manifest(registry.current() or "")
+    backbone = registry.backbone_manifest(champion.backbone_id)
+    return registry.publish_version(
+        head_onnx=softmax_head(backbone.feature_dim, 10, seed=2),
+        labels=list(champion.labels),
+        backbone=backbone,
+        head_input="features",
+        head_output="probabilities",
     )
-    versions = [
-        registry.publish_version(
-            head_onnx=softmax_head(dim, 10, seed=seed),
-            labels=[f"class_{i}" for i in range(10)],
-            backbone=backbone,
-            head_input="features",
-            head_output="probabilities",
-        )
-        for seed in (1, 2)
-    ]
-    registry.set_current(versions[0])
-    return versions[1]
 
 
 def image_message(seed: int) -> pb.Image:
