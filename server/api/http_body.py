@@ -107,7 +107,10 @@ class BodyReader:
             if not isinstance(part, BodyPartReader):
                 raise InvalidInput("nested multipart bodies are not accepted")
             if len(fields) == max_parts:
-                raise TooLarge(f"the multipart body has more than {max_parts} parts")
+                raise TooLarge(
+                    f"the multipart body has more than {max_parts} parts; at most {max_parts} "
+                    "are accepted here"
+                )
             fields.append((part.name or "", await self._part(part)))
         return fields
 
