@@ -7,7 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from examples.colour_model import publish_backbone, publish_colour_version
+from tlserve.server.experiments import propose_challenger
 from tlserve.server.registry import Registry
+from tlserve.server.registry.experiment import ExperimentState
 
 
 def a_day_later() -> datetime:
@@ -46,3 +48,19 @@ def test_a_backbone_published_lately_survives_retention_until_a_version_uses_it(
     # Still unused a day later: the run that published it is long gone.
     registry.retain(keep_versions=2, now=a_day_later())
     assert not registry.has_backbone(in_flight.id)
+
+
+def test_a_running_experiments_challenger_survives_retention(registry: Registry) -> None:
+    """An admin may start an experiment of an older version: retention must not delete the
+    challenger a server has to load after a restart."""
+    challenger = publish_colour_version(registry, make_current=False)
+    champion = publish_colour_version(registry)
+    newer = [publish_colour_version(registry, make_current=False) for _ in range(3)]
+    propose_challenger(registry, champion, challenger, "shadow", 1.0, by="test")
+    removed = registry.retain(keep_versions=2, now=a_day_later())
+    assert challenger not in removed and challenger in registry.versions()
+    assert set(removed) == {newer[0]}
+    experiment, raw = registry.experiment()
+    assert experiment is not None
+    registry.replace_experiment(raw, experiment.ended(ExperimentState.ABANDONED, "test", "done"))
+    assert challenger in registry.retain(keep_versions=2, now=a_day_later())

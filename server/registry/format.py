@@ -588,6 +588,10 @@ class Registry:
             parent = self.model_manifest(current).parent
             if parent:
                 protected.add(parent)
+        experiment, _ = self.experiment()
+        if experiment is not None and experiment.running:
+            # Servers load it (again, after a restart) while the experiment runs.
+            protected.add(experiment.challenger)
         return protected & set(versions)
 
 
