@@ -439,6 +439,7 @@ def _status(client: TlserveClient, args: argparse.Namespace) -> int:
             "live_accuracy": served.live_accuracy if served else None,
             "live_feedback_count": served.live_feedback_count if served else 0,
             "monitoring": asdict(served.monitoring) if served and served.monitoring else None,
+            "experiment": asdict(served.experiment) if served and served.experiment else None,
             "training": asdict(training),
         }
         print(json.dumps(document, indent=2))

@@ -98,6 +98,8 @@ def test_a_clearly_better_challenger_is_promoted_by_live_labels(
         assert evidence.wins == evidence.pairs - evidence.champion_correct
         assert Registry.local(server.settings.registry_path).current() == challenger
         assert label_by_prediction(client, 3) == [challenger] * 3
+    as_json = tlserve("--token", ADMIN, "status", "--json", target=server.target)
+    assert json.loads(as_json.stdout)["experiment"]["state"] == "promoted"
     status = tlserve("--token", ADMIN, "status", target=server.target)
     assert f"experiment: {challenger} against {champion} (shadow, 100% of requests): promoted" in (
         status.stdout
